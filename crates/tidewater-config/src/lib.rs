@@ -1,0 +1,253 @@
+//! The configuration file. Each component owns the struct of its section (so its
+//! documentation sits beside the code that reads it); this crate assembles them into one
+//! TOML document, applies the embedded defaults, the file, then environment overrides,
+//! and rejects unknown keys. Every key is described in `docs/configuration.md`.
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidewater_embed::EmbedderConfig;
+use tidewater_engine::EngineConfig;
+use tidewater_knowledge::KnowledgeConfig;
+use tidewater_log::EmbeddedLogConfig;
+use tidewater_sources::FilesConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the log, state and index live.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// The embedded log.
+    pub log: EmbeddedLogConfig,
+    /// How pipelines consume their topics.
+    pub engine: EngineConfig,
+    /// The knowledge pipeline (chunking, index).
+    pub knowledge: KnowledgeConfig,
+    /// The embedding model.
+    pub embedding: EmbedderConfig,
+    /// Sources of documents.
+    pub sources: SourcesConfig,
+    /// The reconcile pass that proves the index matches the sources.
+    pub reconcile: ReconcileConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tidewater-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: EmbeddedLogConfig::default(),
+            engine: EngineConfig::default(),
+            knowledge: KnowledgeConfig::default(),
+            embedding: EmbedderConfig::default(),
+            sources: SourcesConfig::default(),
+            reconcile: ReconcileConfig::default(),
+        }
+    }
+}
+
+/// Sources of documents.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Folders to scan and watch (`[[sources.files]]`, one table per root).
+    pub files: Vec<FilesConfig>,
+}
+
+/// When the reconcile pass runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Run once the initial scan is indexed.
+    pub on_start: bool,
+    /// Then every this long (`"0s"` turns the schedule off).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            on_start: true,
+            interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// The file is not valid TOML or has an unknown key or a wrong value.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// An environment override has a value that cannot be used.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that do not fit together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The embedded defaults, then `path` if given, then environment overrides
+    /// (`TIDEWATER_DATA_DIR`, `TIDEWATER_LISTEN`).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::parse(&fs_err::read_to_string(path)?, &path.display().to_string())?,
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            // One line: where, then what (toml's own Display spans several lines).
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_owned(),
+            };
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                message,
+            }
+        })
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(dir) = var("TIDEWATER_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        if let Some(listen) = var("TIDEWATER_LISTEN") {
+            self.listen = listen.parse().map_err(|e| ConfigError::Env {
+                name: "TIDEWATER_LISTEN",
+                message: format!("'{listen}' is not an address: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks values that each parse on their own but not together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.knowledge
+            .chunking
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("knowledge.chunking: {e}")))?;
+        let mut names = std::collections::HashSet::new();
+        for files in &self.sources.files {
+            if !names.insert(&files.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "two [[sources.files]] roots are named '{}'; names must be unique",
+                    files.name
+                )));
+            }
+        }
+        if self.engine.batch_max_records == 0 {
+            return Err(ConfigError::Invalid(
+                "engine.batch_max_records must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::parse("data_dir = \"x\"\nlisten_addr = \"1.2.3.4:5\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = Config::parse(
+            "[knowledge.chunking]\nmax_chars = 500\nsize = 3\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("size"), "{err}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+            data_dir = "/var/lib/tidewater"
+            listen = "0.0.0.0:9000"
+            [log]
+            durability = "os"
+            [engine]
+            batch_max_records = 32
+            poll_interval = "100ms"
+            [knowledge]
+            snapshot_interval = "5m"
+            [knowledge.chunking]
+            max_chars = 800
+            overlap_chars = 80
+            [knowledge.index]
+            metric = "inner_product"
+            [embedding]
+            backend = "openai"
+            base_url = "http://127.0.0.1:8081"
+            model = "text-embedding-3-small"
+            dimension = 1536
+            [[sources.files]]
+            name = "handbook"
+            root = "/srv/handbook"
+            include = ["**/*.md"]
+            [reconcile]
+            interval = "10m"
+        "#;
+        let config = Config::parse(text, "t").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.knowledge.chunking.max_chars, 800);
+        assert_eq!(config.sources.files[0].name, "handbook");
+        assert_eq!(config.reconcile.interval, Duration::from_secs(600));
+        assert!(matches!(config.embedding, EmbedderConfig::Openai(_)));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let mut config = Config::default();
+        config
+            .apply_env(|n| match n {
+                "TIDEWATER_LISTEN" => Some("127.0.0.1:9999".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        let bad = config.apply_env(|n| (n == "TIDEWATER_LISTEN").then(|| "nope".to_owned()));
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! Sentence embeddings: the [`Embedder`] trait, the local candle backend (all-MiniLM-L6-v2
+//! and other BERT-family sentence models, mean pooling, L2-normalised) and an
+//! OpenAI-compatible `/v1/embeddings` backend with bounded concurrency, timeouts and retries.
+//!
+//! [`build_embedder`] turns an [`EmbedderConfig`] into a shared `Arc<dyn Embedder>`.
+#![warn(missing_docs)]
+
+#[cfg(feature = "candle")]
+pub mod candle;
+pub mod config;
+pub mod error;
+pub mod model_dir;
+pub mod openai;
+
+#[cfg(feature = "candle")]
+pub use candle::CandleEmbedder;
+pub use config::{build_embedder, EmbedderConfig, LocalModelConfig, OpenAiConfig};
+pub use error::EmbedError;
+pub use model_dir::default_model_dir;
+pub use openai::OpenAiEmbedder;
+
+/// Turns texts into vectors.
+///
+/// Blocking; callable from many threads. Vectors are returned in input order, each of
+/// [`Embedder::dimension`] floats.
+pub trait Embedder: Send + Sync {
+    /// A stable name of the model (part of the embedding cache key).
+    fn model_id(&self) -> &str;
+    /// Length of every vector.
+    fn dimension(&self) -> usize;
+    /// Most tokens one input may have, special tokens included; longer inputs are truncated
+    /// by the model, so callers split text to fit.
+    fn max_tokens(&self) -> usize;
+    /// Tokens `text` has for this model, special tokens included.
+    fn count_tokens(&self, text: &str) -> usize;
+    /// Embeds `texts`.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}

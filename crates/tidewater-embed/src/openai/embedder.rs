@@ -1,0 +1,393 @@
+//! [`OpenAiEmbedder`]: a blocking [`Embedder`] over an async HTTP client running on a small
+//! tokio runtime the embedder owns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::retry::{parse_retry_after, Backoff};
+use super::wire::{error_message, parse_response, EmbeddingsRequest, ResponseProblem};
+use crate::error::is_retryable_status;
+use crate::{EmbedError, Embedder, OpenAiConfig};
+
+/// Environment variable read for the API key when the configuration names none.
+const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
+
+/// Worker threads of the embedder's runtime: the work is waiting on sockets, so a couple
+/// serve any `max_concurrency`.
+const RUNTIME_THREADS: usize = 2;
+
+/// Embeds by calling an OpenAI-compatible `POST /v1/embeddings` endpoint.
+///
+/// One call to [`Embedder::embed`] splits its texts into requests of `batch_size`, sends them
+/// with at most `max_concurrency` in flight (shared by all concurrent callers), and retries
+/// each failed request that may succeed later (connection error, timeout, HTTP 408, 429,
+/// 5xx, malformed answer) up to `max_retries` times with jittered exponential back-off,
+/// honouring `Retry-After`. Other 4xx answers fail at once. When retries run out the error's
+/// [`EmbedError::retry_hint`] is [`tidewater_core::RetryHint::Retry`]: the call has no side
+/// effects, so the caller may wait and call again.
+///
+/// `embed` blocks the calling thread. The requests run on the embedder's own runtime, so it
+/// neither panics nor deadlocks when called from inside another tokio runtime, but called
+/// from an async task it holds that task's worker thread for the whole call: async code
+/// should call it through `tokio::task::spawn_blocking`.
+pub struct OpenAiEmbedder {
+    shared: Arc<Shared>,
+    /// `Option` only so that `Drop` can take it and shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What the request tasks need, shared with them.
+struct Shared {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    model: String,
+    api_key: Option<String>,
+    dimension: usize,
+    max_tokens: usize,
+    batch_size: usize,
+    max_retries: u32,
+    backoff: Backoff,
+    /// Bounds the requests in flight to `max_concurrency`.
+    in_flight: Semaphore,
+}
+
+/// How one request failed.
+enum Failure {
+    /// It may succeed if sent again, after `retry_after` if the server said so.
+    Retryable {
+        error: EmbedError,
+        retry_after: Option<Duration>,
+    },
+    /// Sending it again cannot help.
+    Fatal(EmbedError),
+}
+
+impl OpenAiEmbedder {
+    /// Checks `cfg`, reads the API key from the environment and starts the HTTP client.
+    /// Makes no request: an unreachable endpoint shows on the first [`Embedder::embed`].
+    pub fn new(cfg: OpenAiConfig) -> Result<Self, EmbedError> {
+        for (key, value) in [
+            ("batch_size", cfg.batch_size),
+            ("max_concurrency", cfg.max_concurrency),
+            ("dimension", cfg.dimension),
+            ("max_tokens", cfg.max_tokens),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if cfg.timeout.is_zero() {
+            return Err(invalid("timeout must be positive".into()));
+        }
+        let url = embeddings_url(&cfg.base_url)?;
+        let api_key = match &cfg.api_key_env {
+            Some(var) => Some(
+                std::env::var(var).map_err(|_| EmbedError::MissingApiKey { var: var.clone() })?,
+            ),
+            None => std::env::var(DEFAULT_API_KEY_ENV)
+                .ok()
+                .filter(|k| !k.is_empty()),
+        };
+
+        // reqwest is built without a default TLS crypto provider so that the binary links one
+        // only; installing it fails harmlessly when another part of the process already has.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("tidewater-embed-http")
+            .enable_all()
+            .build()
+            .map_err(|source| EmbedError::Runtime { source })?;
+        let client = {
+            let _in_runtime = runtime.enter();
+            reqwest::Client::builder()
+                .timeout(cfg.timeout)
+                .build()
+                .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?
+        };
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                url,
+                model: cfg.model,
+                api_key,
+                dimension: cfg.dimension,
+                max_tokens: cfg.max_tokens,
+                batch_size: cfg.batch_size,
+                max_retries: cfg.max_retries,
+                backoff: Backoff {
+                    initial: cfg.backoff_initial,
+                    max: cfg.backoff_max,
+                },
+                in_flight: Semaphore::new(cfg.max_concurrency),
+            }),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The endpoint requests go to: `{base_url}/v1/embeddings`.
+    pub fn url(&self) -> &str {
+        self.shared.url.as_str()
+    }
+}
+
+impl std::fmt::Debug for OpenAiEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the API key must not reach logs.
+        f.debug_struct("OpenAiEmbedder")
+            .field("url", &self.shared.url.as_str())
+            .field("model", &self.shared.model)
+            .field("dimension", &self.shared.dimension)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for OpenAiEmbedder {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which panics inside another runtime;
+        // the embedder may well be dropped from async code.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn model_id(&self) -> &str {
+        &self.shared.model
+    }
+
+    fn dimension(&self) -> usize {
+        self.shared.dimension
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.shared.max_tokens
+    }
+
+    /// An estimate: the server's tokenizer is unknown here. English text averages about four
+    /// characters per token, plus two for the special tokens BERT-style models add, so this
+    /// returns `ceil(chars / 4) + 2`. Callers that split by it should leave some headroom
+    /// in `max_tokens`.
+    fn count_tokens(&self, text: &str) -> usize {
+        text.chars().count().div_ceil(4) + 2
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runtime = self.runtime.as_ref().ok_or(EmbedError::WorkerLost)?;
+        let batches: Vec<Vec<String>> = texts
+            .chunks(self.shared.batch_size)
+            .map(|chunk| chunk.iter().map(|t| (*t).to_owned()).collect())
+            .collect();
+        // The work runs as a task on the embedder's runtime and this thread waits on a plain
+        // channel: `Runtime::block_on` would panic when the caller is itself on a runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let shared = Arc::clone(&self.shared);
+        runtime.spawn(async move {
+            let _ = tx.send(shared.embed_batches(batches).await);
+        });
+        // A closed channel means the task panicked.
+        rx.recv().map_err(|_| EmbedError::WorkerLost)?
+    }
+}
+
+impl Shared {
+    /// Embeds each batch in its own task, at most `max_concurrency` requests in flight, and
+    /// concatenates the vectors in batch order. The first error ends the call; returning
+    /// drops the remaining tasks, which cancels their requests.
+    async fn embed_batches(
+        self: Arc<Self>,
+        batches: Vec<Vec<String>>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut results: Vec<Option<Vec<Vec<f32>>>> = vec![None; batches.len()];
+        let mut tasks = JoinSet::new();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let shared = Arc::clone(&self);
+            tasks.spawn(async move { (i, shared.embed_batch(batch).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, vectors) = joined.map_err(|_| EmbedError::WorkerLost)?;
+            results[i] = Some(vectors?);
+        }
+        Ok(results.into_iter().flatten().flatten().collect())
+    }
+
+    /// Sends one batch, retrying retryable failures.
+    async fn embed_batch(&self, input: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut retry = 0;
+        loop {
+            match self.request(&input).await {
+                Ok(vectors) => return Ok(vectors),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retryable { error, .. }) if retry >= self.max_retries => {
+                    return Err(EmbedError::RetriesExhausted {
+                        url: self.url.to_string(),
+                        attempts: retry + 1,
+                        last: Box::new(error),
+                    });
+                }
+                Err(Failure::Retryable { error, retry_after }) => {
+                    let delay = self.backoff.delay(retry, retry_after);
+                    tracing::warn!(
+                        url = %self.url,
+                        attempt = retry + 1,
+                        inputs = input.len(),
+                        ?delay,
+                        error = %error,
+                        "embedding request failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends one request, holding a concurrency permit until its answer is read.
+    async fn request(&self, input: &[String]) -> Result<Vec<Vec<f32>>, Failure> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Failure::Fatal(EmbedError::WorkerLost))?;
+        let mut request = self.client.post(self.url.clone()).json(&EmbeddingsRequest {
+            model: &self.model,
+            input,
+        });
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+
+        if !status.is_success() {
+            let error = EmbedError::Status {
+                url: self.url.to_string(),
+                status: status.as_u16(),
+                message: error_message(&body),
+            };
+            return Err(if is_retryable_status(status.as_u16()) {
+                Failure::Retryable { error, retry_after }
+            } else {
+                Failure::Fatal(error)
+            });
+        }
+        parse_response(&body, input.len(), self.dimension).map_err(|problem| match problem {
+            // A garbled answer is more likely a proxy or server hiccup than a standing fault.
+            ResponseProblem::Malformed(reason) => Failure::Retryable {
+                error: EmbedError::BadResponse {
+                    url: self.url.to_string(),
+                    reason,
+                },
+                retry_after: None,
+            },
+            ResponseProblem::Dimension { actual } => {
+                Failure::Fatal(EmbedError::DimensionMismatch {
+                    url: self.url.to_string(),
+                    expected: self.dimension,
+                    actual,
+                })
+            }
+        })
+    }
+
+    /// A failure to send or to read the answer (refused, reset, timed out): retryable.
+    fn transport(&self, source: reqwest::Error) -> Failure {
+        Failure::Retryable {
+            error: EmbedError::Transport {
+                url: self.url.to_string(),
+                source,
+            },
+            retry_after: None,
+        }
+    }
+}
+
+/// `{base_url}/v1/embeddings`, without doubling a `/v1` the base URL already ends with.
+fn embeddings_url(base_url: &str) -> Result<reqwest::Url, EmbedError> {
+    let base = base_url.trim_end_matches('/');
+    let full = if base.ends_with("/v1") {
+        format!("{base}/embeddings")
+    } else {
+        format!("{base}/v1/embeddings")
+    };
+    let url = reqwest::Url::parse(&full)
+        .map_err(|e| invalid(format!("base_url {base_url:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "base_url {base_url:?} must be http or https"
+        )));
+    }
+    Ok(url)
+}
+
+fn invalid(reason: String) -> EmbedError {
+    EmbedError::InvalidConfig { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embeddings_path_is_appended_once() {
+        for (base, want) in [
+            ("http://h:8080", "http://h:8080/v1/embeddings"),
+            ("http://h:8080/", "http://h:8080/v1/embeddings"),
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/embeddings",
+            ),
+            (
+                "https://api.openai.com/v1/",
+                "https://api.openai.com/v1/embeddings",
+            ),
+            ("http://gw/openai", "http://gw/openai/v1/embeddings"),
+        ] {
+            assert_eq!(embeddings_url(base).unwrap().as_str(), want, "{base}");
+        }
+        assert!(embeddings_url("not a url").is_err());
+        assert!(embeddings_url("ftp://h").is_err());
+    }
+
+    #[test]
+    fn token_counts_are_estimated_from_characters() {
+        let e = OpenAiEmbedder::new(OpenAiConfig::new("http://127.0.0.1:9", "m", 4)).unwrap();
+        assert_eq!(e.count_tokens(""), 2);
+        assert_eq!(e.count_tokens("abcd"), 3);
+        assert_eq!(e.count_tokens("abcde"), 4);
+        assert_eq!(e.count_tokens("ééééé"), 4);
+    }
+
+    #[test]
+    fn a_named_but_unset_key_variable_is_an_error() {
+        let mut cfg = OpenAiConfig::new("http://127.0.0.1:9", "m", 4);
+        cfg.api_key_env = Some("TIDEWATER_TEST_SURELY_UNSET_KEY".into());
+        let err = OpenAiEmbedder::new(cfg).unwrap_err();
+        assert!(matches!(err, EmbedError::MissingApiKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let mut cfg = OpenAiConfig::new("http://127.0.0.1:9", "m", 4);
+        cfg.max_concurrency = 0;
+        assert!(matches!(
+            OpenAiEmbedder::new(cfg),
+            Err(EmbedError::InvalidConfig { .. })
+        ));
+    }
+}

@@ -1,0 +1,171 @@
+//! The JSON of `/v1/embeddings`: the request, the response, and the error bodies servers
+//! send, turned into vectors in input order or a readable message.
+
+use serde::{Deserialize, Serialize};
+
+/// Request body.
+#[derive(Debug, Serialize)]
+pub(crate) struct EmbeddingsRequest<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) input: &'a [String],
+}
+
+/// Response body; servers add more fields (`usage`, `object`), which are ignored.
+#[derive(Debug, Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingItem {
+    embedding: Vec<f32>,
+    index: usize,
+}
+
+/// Why a 2xx response cannot be used.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ResponseProblem {
+    /// Not an embeddings response: the server or a proxy in front of it misbehaved.
+    Malformed(String),
+    /// A vector of the wrong length: the server runs another model than configured.
+    Dimension { actual: usize },
+}
+
+/// Parses a response to a request of `n_inputs` texts into one vector per input, in input
+/// order (servers may answer out of order; `index` says which input a vector belongs to).
+pub(crate) fn parse_response(
+    body: &[u8],
+    n_inputs: usize,
+    dimension: usize,
+) -> Result<Vec<Vec<f32>>, ResponseProblem> {
+    let response: EmbeddingsResponse = serde_json::from_slice(body)
+        .map_err(|e| ResponseProblem::Malformed(format!("{e}; body: {}", excerpt(body))))?;
+    if response.data.len() != n_inputs {
+        return Err(ResponseProblem::Malformed(format!(
+            "{} vectors for {n_inputs} inputs",
+            response.data.len()
+        )));
+    }
+    let mut slots: Vec<Option<Vec<f32>>> = vec![None; n_inputs];
+    for item in response.data {
+        if item.embedding.len() != dimension {
+            return Err(ResponseProblem::Dimension {
+                actual: item.embedding.len(),
+            });
+        }
+        match slots.get_mut(item.index) {
+            Some(slot @ None) => *slot = Some(item.embedding),
+            Some(Some(_)) => {
+                return Err(ResponseProblem::Malformed(format!(
+                    "index {} appears twice",
+                    item.index
+                )))
+            }
+            None => {
+                return Err(ResponseProblem::Malformed(format!(
+                    "index {} out of range for {n_inputs} inputs",
+                    item.index
+                )))
+            }
+        }
+    }
+    // As many items as inputs, none repeated and all in range: every slot is filled.
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// The human-readable message of an error response: OpenAI's `{"error": {"message"}}`,
+/// the `{"error": "..."}` of TEI and others, `{"message"}`, or else the body itself.
+pub(crate) fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ErrorField {
+        Object { message: String },
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: Option<ErrorField>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            error: Some(ErrorField::Object { message } | ErrorField::Text(message)),
+            ..
+        })
+        | Ok(ErrorBody {
+            message: Some(message),
+            ..
+        }) => message,
+        _ if body.is_empty() => "(empty body)".to_string(),
+        _ => excerpt(body),
+    }
+}
+
+/// The start of a body, for error messages: enough to recognise it, not a whole HTML page.
+fn excerpt(body: &[u8]) -> String {
+    const MAX_CHARS: usize = 300;
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(MAX_CHARS).collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_put_in_input_order() {
+        let body = br#"{"object":"list","data":[
+            {"object":"embedding","embedding":[2.0,2.0],"index":1},
+            {"object":"embedding","embedding":[1.0,1.0],"index":0}],"usage":{}}"#;
+        assert_eq!(
+            parse_response(body, 2, 2).unwrap(),
+            vec![vec![1.0, 1.0], vec![2.0, 2.0]]
+        );
+    }
+
+    #[test]
+    fn inconsistent_responses_are_rejected() {
+        let dup = br#"{"data":[{"embedding":[1.0],"index":0},{"embedding":[1.0],"index":0}]}"#;
+        assert!(matches!(
+            parse_response(dup, 2, 1),
+            Err(ResponseProblem::Malformed(_))
+        ));
+        let short = br#"{"data":[{"embedding":[1.0],"index":0}]}"#;
+        assert!(matches!(
+            parse_response(short, 2, 1),
+            Err(ResponseProblem::Malformed(_))
+        ));
+        let range = br#"{"data":[{"embedding":[1.0],"index":5}]}"#;
+        assert!(matches!(
+            parse_response(range, 1, 1),
+            Err(ResponseProblem::Malformed(_))
+        ));
+        let dim = br#"{"data":[{"embedding":[1.0,2.0],"index":0}]}"#;
+        assert_eq!(
+            parse_response(dim, 1, 1),
+            Err(ResponseProblem::Dimension { actual: 2 })
+        );
+        assert!(matches!(
+            parse_response(b"<html>bad gateway</html>", 1, 1),
+            Err(ResponseProblem::Malformed(m)) if m.contains("bad gateway")
+        ));
+    }
+
+    #[test]
+    fn error_messages_are_found_in_common_shapes() {
+        let openai = br#"{"error":{"message":"input too long","type":"invalid_request_error"}}"#;
+        assert_eq!(error_message(openai), "input too long");
+        assert_eq!(
+            error_message(br#"{"error":"bad input","error_type":"Validation"}"#),
+            "bad input"
+        );
+        assert_eq!(error_message(br#"{"message":"nope"}"#), "nope");
+        assert_eq!(error_message(b"plain text"), "plain text");
+        assert_eq!(error_message(b""), "(empty body)");
+        assert!(error_message("x".repeat(1000).as_bytes()).ends_with('…'));
+    }
+}

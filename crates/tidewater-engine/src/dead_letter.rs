@@ -1,0 +1,83 @@
+//! Dead letters: events a pipeline could not process, kept with the reason.
+//!
+//! A dead letter is written to the state database in the same transaction as the batch
+//! that rejected it (so it is recorded exactly once), then published to the topic
+//! `<pipeline>.dead-letters`. Publication happens after the commit and can repeat after a
+//! crash; each published record's key, `topic/partition/offset` of the original event,
+//! identifies duplicates.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tidewater_log::Record;
+
+/// A rejection reported by a pipeline for one record of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Offset of the rejected record.
+    pub offset: u64,
+    /// Why it was rejected, for a person to read.
+    pub reason: String,
+}
+
+/// What is stored and published for a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    /// Pipeline that rejected the event.
+    pub pipeline: String,
+    /// Topic the event came from.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Its key, base64.
+    pub key_base64: Option<String>,
+    /// Its value, base64, so it can be replayed unchanged.
+    pub value_base64: String,
+    /// The event's own timestamp (ms since epoch).
+    pub timestamp_ms: i64,
+    /// When it was rejected (ms since epoch).
+    pub rejected_at_ms: i64,
+}
+
+impl DeadLetterRecord {
+    pub(crate) fn new(pipeline: &str, topic: &str, record: &Record, reason: String) -> Self {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Self {
+            pipeline: pipeline.to_owned(),
+            topic: topic.to_owned(),
+            partition: record.partition,
+            offset: record.offset,
+            reason,
+            key_base64: record.key.as_ref().map(|k| b64.encode(k)),
+            value_base64: b64.encode(&record.value),
+            timestamp_ms: record.timestamp_ms,
+            rejected_at_ms: tidewater_core::time::now_ms(),
+        }
+    }
+
+    /// The original value.
+    pub fn value(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.value_base64)
+    }
+
+    /// The original key.
+    pub fn key(&self) -> Result<Option<Vec<u8>>, base64::DecodeError> {
+        self.key_base64
+            .as_ref()
+            .map(|k| base64::engine::general_purpose::STANDARD.decode(k))
+            .transpose()
+    }
+
+    /// The key under which it is published: identifies the original event.
+    pub fn dedup_key(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The dead-letter topic of a pipeline.
+    pub fn topic_for(pipeline: &str) -> String {
+        format!("{pipeline}.dead-letters")
+    }
+}

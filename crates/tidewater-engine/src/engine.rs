@@ -1,0 +1,350 @@
+//! Worker threads, one per partition, and the handle that observes and stops them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rand::Rng;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tidewater_log::{Log, LogError, NewRecord, TopicConfig};
+use tidewater_metrics::Metrics;
+use tracing::{error, info, warn};
+
+use crate::dead_letter::DeadLetterRecord;
+use crate::state::{DEAD_LETTERS, ENGINE_META, OFFSETS};
+use crate::{EngineConfig, EngineError, Pipeline, PipelineError};
+
+/// Runs a pipeline over every partition of its topic.
+pub struct Engine<P: Pipeline> {
+    log: Arc<dyn Log>,
+    db: Arc<Database>,
+    pipeline: Arc<P>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// Committed next offsets per partition, mirrored in memory so callers can wait on them.
+struct Progress {
+    committed: Mutex<Vec<u64>>,
+    changed: Condvar,
+}
+
+/// A running engine: observe its progress, stop it.
+pub struct EngineHandle {
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<P: Pipeline> Engine<P> {
+    /// An engine for `pipeline`, storing offsets in `db` (the pipeline's own state database).
+    pub fn new(
+        log: Arc<dyn Log>,
+        db: Arc<Database>,
+        pipeline: Arc<P>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            log,
+            db,
+            pipeline,
+            config,
+            metrics,
+        }
+    }
+
+    /// Starts one worker thread per partition. The topic is created (with `topic_config`)
+    /// if it does not exist yet.
+    pub fn start(self, topic_config: &TopicConfig) -> Result<EngineHandle, EngineError> {
+        let topic = self.pipeline.topic().to_owned();
+        self.log.ensure_topic(&topic, topic_config)?;
+        let dlq_topic = DeadLetterRecord::topic_for(self.pipeline.name());
+        self.log.ensure_topic(
+            &dlq_topic,
+            &TopicConfig {
+                partitions: 1,
+                ..TopicConfig::default()
+            },
+        )?;
+        let partitions = self.log.partitions(&topic)?;
+        let committed =
+            crate::committed_offsets(&self.db, self.pipeline.name(), &topic, partitions)?;
+        let progress = Arc::new(Progress {
+            committed: Mutex::new(committed),
+            changed: Condvar::new(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Worker {
+            log: self.log,
+            db: self.db,
+            pipeline: self.pipeline,
+            config: self.config,
+            metrics: self.metrics,
+            topic,
+            dlq_topic,
+            dlq_lock: Mutex::new(()),
+            progress: Arc::clone(&progress),
+            stop: Arc::clone(&stop),
+        });
+        // Letters committed before a crash but not yet published.
+        shared.publish_dead_letters();
+        let mut threads = Vec::new();
+        for partition in 0..partitions {
+            let worker = Arc::clone(&shared);
+            let name = format!("{}-p{partition}", worker.pipeline.name());
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || worker.run(partition))
+                .map_err(EngineError::Spawn)?;
+            threads.push(thread);
+        }
+        Ok(EngineHandle {
+            stop,
+            progress,
+            threads,
+        })
+    }
+}
+
+impl EngineHandle {
+    /// Next offset to be consumed, per partition (everything below is committed).
+    pub fn committed(&self) -> Vec<u64> {
+        self.progress.committed.lock().clone()
+    }
+
+    /// Waits until every `(partition, offset)` given is committed (consumed past), or the
+    /// timeout passes. Returns whether all are.
+    pub fn wait_committed(&self, positions: &[(u32, u64)], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut committed = self.progress.committed.lock();
+        loop {
+            let done = positions
+                .iter()
+                .all(|(p, o)| committed.get(*p as usize).is_some_and(|c| *c > *o));
+            if done {
+                return true;
+            }
+            if self
+                .progress
+                .changed
+                .wait_until(&mut committed, deadline)
+                .timed_out()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Asks the workers to stop after their current batch, and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker<P: Pipeline> {
+    log: Arc<dyn Log>,
+    db: Arc<Database>,
+    pipeline: Arc<P>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    topic: String,
+    dlq_topic: String,
+    /// Serialises publication so letters go out in sequence order.
+    dlq_lock: Mutex<()>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<P: Pipeline> Worker<P> {
+    fn run(&self, partition: u32) {
+        let name = self.pipeline.name().to_owned();
+        let partition_label = partition.to_string();
+        let lag = self
+            .metrics
+            .pipeline_lag
+            .with(&[&name, &self.topic, &partition_label]);
+        let mut next = self.progress.committed.lock()[partition as usize];
+        let mut backoff = self.config.retry_backoff_initial;
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Ok(range) = self.log.range(&self.topic, partition) {
+                lag.set(range.end.saturating_sub(next) as i64);
+                if next < range.start {
+                    warn!(topic = %self.topic, partition, next, start = range.start,
+                        "records below the retained start were deleted before they were consumed; skipping ahead");
+                    next = range.start;
+                }
+            }
+            let records =
+                match self
+                    .log
+                    .read(&self.topic, partition, next, self.config.batch_max_records)
+                {
+                    Ok(records) => records,
+                    Err(LogError::OffsetOutOfRange { .. }) => continue,
+                    Err(e) => {
+                        error!(topic = %self.topic, partition, error = %e, "cannot read the log");
+                        self.pause(self.config.retry_backoff_max);
+                        continue;
+                    }
+                };
+            if records.is_empty() {
+                let _ = self
+                    .log
+                    .wait_for(&self.topic, partition, next, self.config.poll_interval);
+                continue;
+            }
+            match self.process(partition, &records) {
+                Ok(new_next) => {
+                    next = new_next;
+                    backoff = self.config.retry_backoff_initial;
+                }
+                Err(e) => {
+                    self.metrics.pipeline_retries.with(&[&name]).inc();
+                    let wait = match e.domain() {
+                        tidewater_core::ErrorDomain::External => backoff,
+                        _ => self.config.retry_backoff_max,
+                    };
+                    warn!(pipeline = %name, topic = %self.topic, partition, offset = next, error = %e,
+                        retry_in = ?wait, "batch failed; it will be retried");
+                    self.pause(jitter(wait));
+                    backoff = (backoff * 2).min(self.config.retry_backoff_max);
+                }
+            }
+        }
+        info!(pipeline = %name, partition, "worker stopped");
+    }
+
+    /// One batch: prepare, then apply + offsets + dead letters in one transaction.
+    fn process(
+        &self,
+        partition: u32,
+        records: &[tidewater_log::Record],
+    ) -> Result<u64, PipelineError> {
+        let name = self.pipeline.name();
+        let prepared = self.pipeline.prepare(&self.db, records)?;
+        let next = records.last().map(|r| r.offset + 1).unwrap_or(0);
+        let letters: Vec<DeadLetterRecord> = prepared
+            .dead_letters
+            .into_iter()
+            .filter_map(|d| {
+                let record = records.iter().find(|r| r.offset == d.offset)?;
+                Some(DeadLetterRecord::new(name, &self.topic, record, d.reason))
+            })
+            .collect();
+        let txn = self.db.begin_write()?;
+        let effects = self.pipeline.apply(&txn, prepared.batch)?;
+        {
+            let mut offsets = txn.open_table(OFFSETS)?;
+            offsets.insert((name, self.topic.as_str(), partition), next)?;
+            if !letters.is_empty() {
+                let mut meta = txn.open_table(ENGINE_META)?;
+                let mut seq = meta
+                    .get("dead_letters_next")?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                let mut table = txn.open_table(DEAD_LETTERS)?;
+                for letter in &letters {
+                    let json = serde_json::to_vec(letter)
+                        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+                    table.insert(seq, json.as_slice())?;
+                    seq += 1;
+                }
+                meta.insert("dead_letters_next", seq)?;
+            }
+        }
+        txn.commit()?;
+        self.pipeline.after_commit(&self.db, effects);
+        self.metrics
+            .pipeline_records
+            .with(&[name, &self.topic])
+            .add(records.len() as u64);
+        self.metrics.pipeline_batches.with(&[name]).inc();
+        if !letters.is_empty() {
+            for letter in &letters {
+                warn!(pipeline = name, topic = %self.topic, partition, offset = letter.offset,
+                    reason = %letter.reason, "event dead-lettered");
+            }
+            self.metrics
+                .dead_letters
+                .with(&[name, &self.topic])
+                .add(letters.len() as u64);
+            self.publish_dead_letters();
+        }
+        let mut committed = self.progress.committed.lock();
+        committed[partition as usize] = next;
+        self.progress.changed.notify_all();
+        Ok(next)
+    }
+
+    /// Publishes committed dead letters not yet on the dead-letter topic.
+    fn publish_dead_letters(&self) {
+        let _guard = self.dlq_lock.lock();
+        if let Err(e) = self.try_publish_dead_letters() {
+            // They stay in the state database and go out with the next letter or restart.
+            warn!(topic = %self.dlq_topic, error = %e, "cannot publish dead letters yet");
+        }
+    }
+
+    fn try_publish_dead_letters(&self) -> Result<(), EngineError> {
+        let (published, pending) = {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(ENGINE_META)?;
+            let published = meta
+                .get("dead_letters_published")?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let table = txn.open_table(DEAD_LETTERS)?;
+            let mut pending = Vec::new();
+            for entry in table.range(published..)? {
+                let (seq, value) = entry?;
+                pending.push((seq.value(), value.value().to_vec()));
+            }
+            (published, pending)
+        };
+        let Some(last) = pending.last().map(|(seq, _)| *seq) else {
+            return Ok(());
+        };
+        let records = pending
+            .iter()
+            .map(|(_, json)| {
+                let key = serde_json::from_slice::<DeadLetterRecord>(json)
+                    .map(|l| l.dedup_key())
+                    .unwrap_or_default();
+                NewRecord {
+                    key: Some(key.into_bytes()),
+                    value: json.clone(),
+                    timestamp_ms: tidewater_core::time::now_ms(),
+                }
+            })
+            .collect();
+        self.log.append(&self.dlq_topic, records)?;
+        self.metrics
+            .log_appended_records
+            .with(&[&self.dlq_topic])
+            .add(pending.len() as u64);
+        let txn = self.db.begin_write()?;
+        txn.open_table(ENGINE_META)?
+            .insert("dead_letters_published", last.max(published) + 1)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn pause(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20).min(wait));
+        }
+    }
+}
+
+/// Full jitter: a uniformly random pause up to `wait`, at least a tenth of it.
+fn jitter(wait: Duration) -> Duration {
+    let ms = wait.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 10..=ms))
+}

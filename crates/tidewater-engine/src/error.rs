@@ -1,0 +1,84 @@
+//! Errors of the engine and of the pipelines it runs.
+
+use tidewater_core::ErrorDomain;
+
+/// A failure of a whole batch reported by a pipeline. (A single bad event is not an
+/// error: the pipeline dead-letters it through [`crate::Prepared::dead_letters`].)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A system outside Tidewater failed (e.g. the embedding endpoint); the engine waits
+    /// and retries the same batch, so nothing is lost or skipped.
+    #[error("external failure in {what}: {source}")]
+    External {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The state store failed.
+    #[error("state store: {0}")]
+    State(#[from] redb::Error),
+    /// A broken invariant; the batch is retried after the longest back-off.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    /// Who is at fault.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            Self::External { .. } => ErrorDomain::External,
+            Self::State(_) | Self::Internal(_) => ErrorDomain::Internal,
+        }
+    }
+
+    /// Wraps an external failure.
+    pub fn external(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::External {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+macro_rules! state_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for PipelineError {
+            fn from(e: $t) -> Self {
+                Self::State(e.into())
+            }
+        }
+        impl From<$t> for EngineError {
+            fn from(e: $t) -> Self {
+                Self::State(e.into())
+            }
+        }
+    )*};
+}
+state_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// Errors starting or running the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The log failed.
+    #[error("log: {0}")]
+    Log(#[from] tidewater_log::LogError),
+    /// The state store failed.
+    #[error("state store: {0}")]
+    State(#[from] redb::Error),
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Spawn(std::io::Error),
+}

@@ -1,0 +1,21 @@
+//! The stream engine. A [`Pipeline`] consumes one topic; the [`Engine`] runs one worker
+//! thread per partition that reads a batch, lets the pipeline do its heavy work outside
+//! any transaction ([`Pipeline::prepare`]), then applies the result and the partition's
+//! next offset in one redb write transaction ([`Pipeline::apply`]). A crash at any instant
+//! therefore either keeps both the effect and the offset or neither: no effect is lost or
+//! repeated. Events the pipeline rejects go to a dead-letter topic with their reason.
+#![warn(missing_docs)]
+
+mod config;
+mod dead_letter;
+mod engine;
+mod error;
+mod pipeline;
+mod state;
+
+pub use config::EngineConfig;
+pub use dead_letter::{DeadLetter, DeadLetterRecord};
+pub use engine::{Engine, EngineHandle};
+pub use error::{EngineError, PipelineError};
+pub use pipeline::{Pipeline, Prepared};
+pub use state::{committed_offsets, open_state_db, OFFSETS};

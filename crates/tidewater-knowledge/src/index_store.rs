@@ -1,0 +1,262 @@
+//! The vector index as a derived store.
+//!
+//! Every change of a chunk's vector is journaled (sequence → key) in the transaction that
+//! makes it. The in-memory HNSW index applies journal entries in order and remembers the
+//! last one applied. A snapshot is the index file `index-<seq>.usearch`, where `<seq>` is
+//! the journal position it reflects; on start the newest snapshot is loaded and the
+//! journal replayed from there, so a crash at any point loses no index update and applies
+//! none twice. Journal entries covered by a snapshot are trimmed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tidewater_index::{IndexConfig, UsearchIndex, VectorIndex};
+use tidewater_metrics::Metrics;
+use tracing::{info, warn};
+
+use crate::state::{decode_embedding, ChunkRow, DocRow, CHUNKS, DOCS, EMBEDDINGS, JOURNAL};
+use crate::KnowledgeError;
+
+/// What search filters need to know about an indexed key, kept in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyInfo {
+    pub doc_id: Arc<str>,
+}
+
+pub(crate) struct IndexStore {
+    index: UsearchIndex,
+    keys: RwLock<HashMap<u64, KeyInfo>>,
+    /// Per document, its metadata (shared by all its chunks), for metadata filters.
+    doc_metadata: RwLock<HashMap<Arc<str>, Arc<serde_json::Map<String, serde_json::Value>>>>,
+    /// Last journal sequence applied; held while applying so entries go in order.
+    applied: Mutex<u64>,
+    dir: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("index-{seq:020}.usearch"))
+}
+
+/// Snapshot files in `dir`, newest first.
+fn snapshots(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = fs_err::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let seq = name
+                        .strip_prefix("index-")?
+                        .strip_suffix(".usearch")?
+                        .parse()
+                        .ok()?;
+                    Some((seq, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+impl IndexStore {
+    /// Loads the newest usable snapshot (or starts empty) and replays the journal.
+    pub(crate) fn open(
+        db: &Database,
+        dir: &Path,
+        dimension: usize,
+        config: &IndexConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KnowledgeError> {
+        fs_err::create_dir_all(dir).map_err(|e| KnowledgeError::State(redb::Error::Io(e)))?;
+        let mut loaded = None;
+        for (seq, path) in snapshots(dir) {
+            match UsearchIndex::load(&path, dimension, config) {
+                Ok(index) => {
+                    loaded = Some((seq, index));
+                    break;
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot load index snapshot; trying an older one")
+                }
+            }
+        }
+        let (applied, index, rebuild) = match loaded {
+            Some((seq, index)) => (seq, index, false),
+            None => (0, UsearchIndex::new(dimension, config)?, true),
+        };
+        let store = Self {
+            index,
+            keys: RwLock::new(HashMap::new()),
+            doc_metadata: RwLock::new(HashMap::new()),
+            applied: Mutex::new(applied),
+            dir: dir.to_path_buf(),
+            metrics,
+        };
+        store.load_key_info(db, rebuild)?;
+        if rebuild {
+            // The full rebuild reflects everything journaled so far.
+            let txn = db.begin_read()?;
+            let journal = txn.open_table(JOURNAL)?;
+            *store.applied.lock() = journal.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        }
+        store.catch_up(db)?;
+        info!(
+            vectors = store.index.len(),
+            snapshot = !rebuild,
+            "vector index ready"
+        );
+        Ok(store)
+    }
+
+    /// Reads key → document (and, when rebuilding, every vector) from the state.
+    fn load_key_info(&self, db: &Database, insert_vectors: bool) -> Result<(), KnowledgeError> {
+        let txn = db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let embeddings = txn.open_table(EMBEDDINGS)?;
+        let docs = txn.open_table(DOCS)?;
+        let mut keys = self.keys.write();
+        let mut metadata = self.doc_metadata.write();
+        for entry in docs.iter()? {
+            let (doc_id, row) = entry?;
+            let row: DocRow = serde_json::from_slice(row.value())
+                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
+            metadata.insert(Arc::from(doc_id.value()), Arc::new(row.metadata));
+        }
+        for entry in chunks.iter()? {
+            let (key, row) = entry?;
+            let row: ChunkRow = serde_json::from_slice(row.value())
+                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
+            if insert_vectors {
+                let vector = embeddings
+                    .get(row.text_hash.as_str())?
+                    .and_then(|v| decode_embedding(v.value()))
+                    .ok_or_else(|| {
+                        KnowledgeError::Corrupt(format!("chunk {} has no embedding", row.chunk_id))
+                    })?;
+                self.index.upsert(key.value(), &vector.1)?;
+            }
+            keys.insert(
+                key.value(),
+                KeyInfo {
+                    doc_id: Arc::from(row.doc_id.as_str()),
+                },
+            );
+        }
+        self.metrics.index_vectors.set(self.index.len() as i64);
+        self.metrics.documents.set(metadata.len() as i64);
+        Ok(())
+    }
+
+    /// Applies every journal entry after the last applied one.
+    pub(crate) fn catch_up(&self, db: &Database) -> Result<(), KnowledgeError> {
+        let mut applied = self.applied.lock();
+        let txn = db.begin_read()?;
+        let journal = txn.open_table(JOURNAL)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let embeddings = txn.open_table(EMBEDDINGS)?;
+        let docs = txn.open_table(DOCS)?;
+        let mut last = *applied;
+        let mut touched_docs = Vec::new();
+        for entry in journal.range(*applied + 1..)? {
+            let (seq, key) = entry?;
+            let key = key.value();
+            last = seq.value();
+            // Bring the key in line with the committed state, whatever happened before.
+            let row: Option<ChunkRow> = chunks
+                .get(key)?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            match row {
+                Some(row) => {
+                    let (_, vector) = embeddings
+                        .get(row.text_hash.as_str())?
+                        .and_then(|v| decode_embedding(v.value()))
+                        .ok_or_else(|| {
+                            KnowledgeError::Corrupt(format!(
+                                "chunk {} has no embedding",
+                                row.chunk_id
+                            ))
+                        })?;
+                    self.index.upsert(key, &vector)?;
+                    let doc_id: Arc<str> = Arc::from(row.doc_id.as_str());
+                    touched_docs.push(Arc::clone(&doc_id));
+                    self.keys.write().insert(key, KeyInfo { doc_id });
+                }
+                None => {
+                    self.index.remove(key)?;
+                    if let Some(info) = self.keys.write().remove(&key) {
+                        touched_docs.push(info.doc_id);
+                    }
+                }
+            }
+        }
+        if last != *applied {
+            let mut metadata = self.doc_metadata.write();
+            for doc_id in touched_docs {
+                match docs
+                    .get(&*doc_id)?
+                    .and_then(|v| serde_json::from_slice::<DocRow>(v.value()).ok())
+                {
+                    Some(row) => metadata.insert(doc_id, Arc::new(row.metadata)),
+                    None => metadata.remove(&doc_id),
+                };
+            }
+            self.metrics.documents.set(metadata.len() as i64);
+            self.metrics.index_vectors.set(self.index.len() as i64);
+        }
+        *applied = last;
+        Ok(())
+    }
+
+    /// Writes a snapshot of the index as of the last applied journal entry, removes older
+    /// snapshots and trims the journal entries it covers.
+    pub(crate) fn snapshot(&self, db: &Database) -> Result<u64, KnowledgeError> {
+        self.catch_up(db)?;
+        let seq = {
+            let applied = self.applied.lock();
+            let path = snapshot_path(&self.dir, *applied);
+            if !path.exists() {
+                self.index.save(&path)?;
+            }
+            *applied
+        };
+        for (old, path) in snapshots(&self.dir) {
+            if old < seq {
+                let _ = fs_err::remove_file(path);
+            }
+        }
+        let txn = db.begin_write()?;
+        {
+            let mut journal = txn.open_table(JOURNAL)?;
+            journal.retain_in(..=seq, |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    pub(crate) fn index(&self) -> &UsearchIndex {
+        &self.index
+    }
+
+    /// Document id of an indexed key.
+    pub(crate) fn doc_of(&self, key: u64) -> Option<Arc<str>> {
+        self.keys.read().get(&key).map(|k| Arc::clone(&k.doc_id))
+    }
+
+    /// Metadata of an indexed document.
+    pub(crate) fn metadata_of(
+        &self,
+        doc_id: &str,
+    ) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
+        self.doc_metadata.read().get(doc_id).cloned()
+    }
+
+    /// The last applied journal sequence.
+    pub(crate) fn applied(&self) -> u64 {
+        *self.applied.lock()
+    }
+}

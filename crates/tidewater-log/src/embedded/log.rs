@@ -1,0 +1,279 @@
+//! [`EmbeddedLog`]: opening (and recovering) a log directory, topic management, and the
+//! [`Log`] implementation on top of the partitions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+
+use super::config::{Durability, EmbeddedLogConfig};
+use super::frame::{frame_len, MAX_FRAME_LEN};
+use super::fsutil::sync_dir;
+use super::offsets::OffsetStore;
+use super::partition::Partition;
+use super::topic::{validate_topic_name, Topic, TOPIC_TMP_SUFFIX};
+use crate::{Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig};
+
+/// Directory holding one subdirectory per topic.
+const TOPICS_DIR: &str = "topics";
+/// Directory holding one file per consumer group.
+const OFFSETS_DIR: &str = "offsets";
+
+/// The single-machine log, stored under one directory.
+///
+/// Layout and byte formats are specified in `docs/log-format.md`. Opening the directory
+/// recovers it: torn tails left by a crash are cut off, damage elsewhere is reported as
+/// [`LogError::Corrupt`]. Only one process may open a directory at a time.
+pub struct EmbeddedLog {
+    dir: PathBuf,
+    config: EmbeddedLogConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    offsets: OffsetStore,
+}
+
+/// What one retention pass ([`EmbeddedLog::enforce_retention`]) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segment files deleted.
+    pub segments_deleted: usize,
+    /// Bytes those files held.
+    pub bytes_deleted: u64,
+    /// Records they held (the sum of how far each partition's start moved).
+    pub records_deleted: u64,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log stored under `dir` and recovers every partition.
+    pub fn open(dir: impl Into<PathBuf>, config: EmbeddedLogConfig) -> Result<Arc<Self>, LogError> {
+        let dir = dir.into();
+        let topics_dir = dir.join(TOPICS_DIR);
+        fs_err::create_dir_all(&topics_dir)?;
+        let mut topics = BTreeMap::new();
+        for entry in fs_err::read_dir(&topics_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TOPIC_TMP_SUFFIX) {
+                // A topic whose creation a crash interrupted; it was never acknowledged.
+                fs_err::remove_dir_all(entry.path())?;
+                continue;
+            }
+            if !entry.file_type()?.is_dir() || validate_topic_name(&name).is_err() {
+                tracing::warn!(
+                    path = %entry.path().display(),
+                    "ignoring unknown entry in the topics directory"
+                );
+                continue;
+            }
+            let topic = Topic::open(entry.path(), &name, config.segment_bytes)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        sync_dir(&topics_dir)?;
+        let offsets = OffsetStore::open(dir.join(OFFSETS_DIR))?;
+        tracing::debug!(dir = %dir.display(), topics = topics.len(), "opened embedded log");
+        Ok(Arc::new(Self { dir, config, topics: RwLock::new(topics), offsets }))
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings the log was opened with.
+    pub fn config(&self) -> &EmbeddedLogConfig {
+        &self.config
+    }
+
+    /// A topic's configuration as stored (its partition count never changes).
+    pub fn topic_config(&self, topic: &str) -> Result<TopicConfig, LogError> {
+        Ok(self.topic(topic)?.config())
+    }
+
+    /// Bytes stored on disk for one partition (segment files, headers included).
+    pub fn partition_bytes(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        let topic = self.topic(topic)?;
+        Ok(Self::partition(&topic, partition)?.size_bytes())
+    }
+
+    /// Deletes whole old segments of every topic according to its retention settings:
+    /// from the oldest, each sealed segment whose newest record timestamp is older than
+    /// `retention_age`, and while the partition holds more than `retention_bytes`. The
+    /// active segment is never deleted, so a partition may stay above its byte limit by up
+    /// to one segment. Partitions' `start` offsets move past the deleted records.
+    pub fn enforce_retention(&self) -> Result<RetentionReport, LogError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        let mut report = RetentionReport::default();
+        for topic in topics {
+            let config = topic.config();
+            if config.retention_age.is_none() && config.retention_bytes.is_none() {
+                continue;
+            }
+            let max_age_ms =
+                config.retention_age.map(|age| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            for partition in topic.partitions() {
+                let removed =
+                    partition.enforce_retention(now_ms, max_age_ms, config.retention_bytes)?;
+                report.segments_deleted += removed.segments;
+                report.bytes_deleted += removed.bytes;
+                report.records_deleted += removed.records;
+            }
+        }
+        Ok(report)
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic { topic: name.to_owned() })
+    }
+
+    fn partition(topic: &Topic, partition: u32) -> Result<&Partition, LogError> {
+        topic
+            .partitions()
+            .get(partition as usize)
+            .ok_or_else(|| LogError::UnknownPartition { topic: topic.name().to_owned(), partition })
+    }
+
+    fn check_record(&self, record: &NewRecord) -> Result<(), LogError> {
+        let max = self.config.max_record_bytes;
+        if record.value.len() > max {
+            return Err(LogError::RecordTooLarge { size: record.value.len(), max });
+        }
+        if frame_len(record.key.as_deref(), &record.value) > MAX_FRAME_LEN {
+            let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len);
+            return Err(LogError::RecordTooLarge { size, max: MAX_FRAME_LEN });
+        }
+        Ok(())
+    }
+}
+
+impl Log for EmbeddedLog {
+    fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {
+        validate_topic_name(topic)?;
+        if config.partitions == 0 {
+            return Err(LogError::InvalidTopicConfig {
+                topic: topic.to_owned(),
+                reason: "a topic needs at least one partition".into(),
+            });
+        }
+        if let Ok(existing) = self.topic(topic) {
+            return existing.update_retention(config);
+        }
+        // Holding the write lock while creating keeps two callers from creating the same
+        // topic; creation is rare, so briefly stalling lookups is acceptable.
+        let mut topics = self.topics.write();
+        if let Some(existing) = topics.get(topic) {
+            return existing.update_retention(config);
+        }
+        let topics_dir = self.dir.join(TOPICS_DIR);
+        Topic::create(&topics_dir, topic, config)?;
+        let opened = Topic::open(topics_dir.join(topic), topic, self.config.segment_bytes)?;
+        topics.insert(topic.to_owned(), Arc::new(opened));
+        tracing::info!(topic, partitions = config.partitions, "created topic");
+        Ok(())
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        Ok(self.topic(topic)?.partitions().len() as u32)
+    }
+
+    fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError> {
+        let topic = self.topic(topic)?;
+        for record in &records {
+            self.check_record(record)?;
+        }
+        let mut routed: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, record) in records.iter().enumerate() {
+            routed.entry(topic.route(record.key.as_deref())).or_default().push(i);
+        }
+        let publish_on_write = self.config.durability == Durability::Os;
+        let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
+        let mut to_sync = Vec::with_capacity(routed.len());
+        // Write every partition first and fsync afterwards, so the fsyncs of a
+        // multi-partition append overlap with other appenders' writes.
+        for (&id, indices) in &routed {
+            let partition = Self::partition(&topic, id)?;
+            let batch: Vec<&NewRecord> = indices.iter().map(|&i| &records[i]).collect();
+            let (first, end) = partition.write(&batch, publish_on_write)?;
+            for (offset, &i) in (first..).zip(indices) {
+                positions[i] = Position { partition: id, offset };
+            }
+            to_sync.push((partition, end));
+        }
+        if !publish_on_write {
+            for (partition, end) in to_sync {
+                partition.sync_to(end, self.config.group_commit_window)?;
+            }
+        }
+        Ok(positions)
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        let topic = self.topic(topic)?;
+        Self::partition(&topic, partition)?.read(from, max_records)
+    }
+
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool, LogError> {
+        let topic = self.topic(topic)?;
+        Ok(Self::partition(&topic, partition)?.wait_for(offset, timeout))
+    }
+
+    fn range(&self, topic: &str, partition: u32) -> Result<PartitionRange, LogError> {
+        let topic = self.topic(topic)?;
+        Ok(Self::partition(&topic, partition)?.range())
+    }
+
+    fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<(), LogError> {
+        let topic_ref = self.topic(topic)?;
+        Self::partition(&topic_ref, partition)?;
+        self.offsets.commit(group, topic, partition, next_offset)
+    }
+
+    fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let topic_ref = self.topic(topic)?;
+        Self::partition(&topic_ref, partition)?;
+        Ok(self.offsets.get(group, topic, partition))
+    }
+
+    fn topics(&self) -> Result<Vec<String>, LogError> {
+        Ok(self.topics.read().keys().cloned().collect())
+    }
+}

@@ -1,0 +1,15 @@
+//! The embedded backend: one directory of segment files per partition, checksummed
+//! record frames, group-commit fsync, recovery on open, retention and consumer offsets.
+//! `docs/log-format.md` specifies every byte this module writes.
+
+mod config;
+mod frame;
+mod fsutil;
+mod log;
+mod offsets;
+mod partition;
+mod segment;
+mod topic;
+
+pub use config::{Durability, EmbeddedLogConfig};
+pub use log::{EmbeddedLog, RetentionReport};

@@ -1,0 +1,63 @@
+//! The HTTP API (DESIGN.md §3): documents, search, health, readiness and metrics.
+//! Handlers translate between JSON and the pipelines' services; errors become
+//! `{"error": {"code", "message"}}` with a 4xx/5xx status here and nowhere else.
+#![warn(missing_docs)]
+
+mod documents;
+mod error;
+mod health;
+mod search;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tidewater_knowledge::Knowledge;
+use tidewater_metrics::Metrics;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The knowledge pipeline.
+    pub knowledge: Arc<Knowledge>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the initial scan is indexed.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/documents/{*id}",
+            get(documents::get_document)
+                .put(documents::put_document)
+                .delete(documents::delete_document),
+        )
+        .route("/v1/search", post(search::search))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::count_responses,
+        ))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,15 @@
+//! Sources turn the outside world into document events and hand them to a
+//! [`DocumentSink`] (in a running engine: an append to the durable log).
+//!
+//! - [`sink`]: the seam between a source and whatever makes its events durable.
+//! - [`files`]: the file source — a full listing of a folder, then a watcher for
+//!   creations, edits, renames and deletions, with a periodic re-listing as a safety net.
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod files;
+pub mod sink;
+
+pub use files::{relative_doc_id, FileSource, FilesConfig, ScanReport, SourceError};
+pub use sink::{DocumentSink, SinkError};

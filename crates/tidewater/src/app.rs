@@ -1,0 +1,221 @@
+//! Wiring: a running Tidewater (log, model, knowledge pipeline, file sources, reconcile,
+//! HTTP API) built from a [`Config`]. Used by `tidewater run` and by the benchmarks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tidewater_config::Config;
+use tidewater_knowledge::Knowledge;
+use tidewater_log::{EmbeddedLog, Log};
+use tidewater_metrics::Metrics;
+use tidewater_server::AppState;
+use tidewater_sources::FileSource;
+use tracing::{info, warn};
+
+/// How often log retention is enforced.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A running Tidewater.
+pub struct App {
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// The log.
+    pub log: Arc<EmbeddedLog>,
+    /// The knowledge pipeline.
+    pub knowledge: Arc<Knowledge>,
+    /// File sources, one per configured root.
+    pub sources: Vec<Arc<FileSource>>,
+    /// Set once the initial scan is indexed.
+    pub ready: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Opens the stores, loads the model, starts the pipeline and the sources. Readiness
+    /// (initial scan indexed, then the first reconcile) is reached in the background.
+    pub fn start(config: Config) -> Result<Self> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let metrics = Arc::new(Metrics::default());
+        let log =
+            EmbeddedLog::open(data_dir.join("log"), config.log.clone()).with_context(|| {
+                format!("cannot open the log in {}", data_dir.join("log").display())
+            })?;
+        let shared_log: Arc<dyn Log> = Arc::clone(&log) as Arc<dyn Log>;
+        let embedder = tidewater_embed::build_embedder(&config.embedding)
+            .context("cannot load the embedding model")?;
+        let knowledge = Knowledge::open(
+            &data_dir.join("knowledge"),
+            config.knowledge.clone(),
+            embedder,
+            shared_log,
+            Arc::clone(&metrics),
+        )?;
+        knowledge.start(config.engine.clone())?;
+
+        let mut sources = Vec::new();
+        for files in &config.sources.files {
+            let state = data_dir
+                .join("sources")
+                .join(format!("{}.json", files.name));
+            let source =
+                FileSource::new(files.clone(), state, knowledge.writer()).with_context(|| {
+                    format!(
+                        "cannot start the file source '{}' on {}",
+                        files.name,
+                        files.root.display()
+                    )
+                })?;
+            sources.push(Arc::new(source));
+        }
+        let mut app = Self {
+            config,
+            metrics,
+            log,
+            knowledge,
+            sources,
+            ready: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        app.spawn_startup()?;
+        Ok(app)
+    }
+
+    /// Initial scan → wait until indexed → ready → reconcile → watch; then scheduled reconciles.
+    fn spawn_startup(&mut self) -> Result<()> {
+        let (sources, knowledge, ready, stop) = (
+            self.sources.clone(),
+            Arc::clone(&self.knowledge),
+            Arc::clone(&self.ready),
+            Arc::clone(&self.stop),
+        );
+        let log = Arc::clone(&self.log);
+        let reconcile = self.config.reconcile.clone();
+        let startup = std::thread::Builder::new().name("startup".into()).spawn(move || {
+            let started = Instant::now();
+            for source in &sources {
+                match source.scan() {
+                    Ok(report) => info!(source = source.source_name(), upserts = report.upserts, deletes = report.deletes,
+                        unchanged = report.unchanged, skipped = report.skipped.len(), "initial scan done"),
+                    Err(e) => warn!(source = source.source_name(), error = %e, "initial scan failed; the watcher retries"),
+                }
+            }
+            while knowledge.lag() > 0 && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ready.store(true, Ordering::SeqCst);
+            info!(after = ?started.elapsed(), documents = knowledge.metrics().documents.get(), "ready: initial scan indexed");
+            let mut watch_threads = Vec::new();
+            for source in &sources {
+                let (source, stop) = (Arc::clone(source), Arc::clone(&stop));
+                let name = source.source_name().to_owned();
+                watch_threads.push(std::thread::spawn(move || {
+                    if let Err(e) = source.run(stop) {
+                        warn!(source = name, error = %e, "file watcher stopped");
+                    }
+                }));
+            }
+            let mut next = if reconcile.on_start { Instant::now() } else { Instant::now() + reconcile.interval };
+            let mut next_retention = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if Instant::now() >= next_retention {
+                    if let Err(e) = log.enforce_retention() {
+                        warn!(error = %e, "log retention failed");
+                    }
+                    next_retention = Instant::now() + RETENTION_INTERVAL;
+                }
+                if Instant::now() >= next && (reconcile.on_start || !reconcile.interval.is_zero()) {
+                    for source in &sources {
+                        match knowledge.reconcile(source, Duration::from_secs(600)) {
+                            Ok(report) => info!(source = source.source_name(), ?report, "reconcile done"),
+                            Err(e) => warn!(source = source.source_name(), error = %e, "reconcile failed"),
+                        }
+                    }
+                    next = if reconcile.interval.is_zero() { Instant::now() + Duration::from_secs(u64::MAX / 4) } else { Instant::now() + reconcile.interval };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for t in watch_threads {
+                let _ = t.join();
+            }
+        })?;
+        self.threads.push(startup);
+        Ok(())
+    }
+
+    /// Handler state for the HTTP API.
+    pub fn api_state(&self) -> AppState {
+        AppState {
+            knowledge: Arc::clone(&self.knowledge),
+            metrics: Arc::clone(&self.metrics),
+            ready: Arc::clone(&self.ready),
+        }
+    }
+
+    /// Waits until ready or the timeout passes.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.ready.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops sources and workers and writes a final index snapshot.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.knowledge.stop();
+    }
+}
+
+/// Serves the API for `app` on `listen` until ctrl-c / SIGTERM, then shuts down.
+pub fn serve_until_signal(app: App, listen: SocketAddr) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let state = app.api_state();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        info!(%listen, "serving the API");
+        tidewater_server::serve(listener, state, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    info!("shutting down");
+    app.shutdown();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets everything up and leaves a Tidewater running on the embedded defaults, indexing the
+# SQuAD paragraphs (written out as files under demo/docs) and serving the API.
+#   scripts/demo.sh            # port 8080
+#   PORT=9000 scripts/demo.sh
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$repo_root"
+port="${PORT:-8080}"
+
+echo "==> model"
+scripts/fetch-model.sh
+echo "==> build (release; the first build takes several minutes)"
+cargo build --release --locked -p tidewater
+bin="$CARGO_TARGET_DIR/release/tidewater"
+echo "==> corpus"
+python3 scripts/squad-to-files.py "$shared_data/squad-v2-dev-subset.json" demo/docs
+
+if [[ -f demo/tidewater.pid ]] && kill -0 "$(cat demo/tidewater.pid)" 2>/dev/null; then
+    echo "==> stopping the previous demo (pid $(cat demo/tidewater.pid))"
+    kill "$(cat demo/tidewater.pid)"; sleep 1
+fi
+echo "==> starting tidewater on 127.0.0.1:$port (log: demo/tidewater.log)"
+nohup "$bin" run --docs demo/docs --data-dir demo/data --listen "127.0.0.1:$port" >demo/tidewater.log 2>&1 &
+echo $! >demo/tidewater.pid
+for _ in $(seq 1 600); do
+    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$(cat demo/tidewater.pid)" 2>/dev/null; then
+        echo "tidewater exited; see demo/tidewater.log:" >&2; tail -20 demo/tidewater.log >&2; exit 1
+    fi
+    sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "not ready after 5 minutes; see demo/tidewater.log" >&2; exit 1; }
+echo "==> ready. An example search:"
+curl -fsS "http://127.0.0.1:$port/v1/search" -H 'content-type: application/json' \
+    -d '{"query": "Who ruled the duchy of Normandy?", "k": 3}' | python3 -m json.tool | head -40
+cat <<MSG
+
+Tidewater is running (pid $(cat demo/tidewater.pid)), indexing demo/docs.
+  search:   curl -s localhost:$port/v1/search -H 'content-type: application/json' -d '{"query": "...", "k": 5}'
+  add:      curl -s -X PUT localhost:$port/v1/documents/notes/1 -H 'content-type: application/json' -d '{"text": "..."}'
+  edit a file under demo/docs and search again: the change is searchable within about a second.
+  metrics:  curl -s localhost:$port/metrics
+  stop:     kill \$(cat demo/tidewater.pid)
+MSG

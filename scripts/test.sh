@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: fetches the model the tests embed with, then every crate's
+# unit and integration tests. Fails when no test ran.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$repo_root"
+export TIDEWATER_SHARED_DATA="$shared_data"
+
+scripts/fetch-model.sh
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "${passed} passed, ${failed} failed"
+if [[ "$status" -ne 0 ]]; then exit "$status"; fi
+if [[ "$passed" -eq 0 ]]; then echo "error: no test ran" >&2; exit 1; fi
