@@ -29,6 +29,7 @@ pub struct Engine<P: Pipeline> {
 struct Progress {
     committed: Mutex<Vec<u64>>,
     changed: Condvar,
+    stopped: AtomicBool,
 }
 
 /// A running engine: observe its progress, stop it.
@@ -37,6 +38,10 @@ pub struct EngineHandle {
     progress: Arc<Progress>,
     threads: Vec<JoinHandle<()>>,
 }
+
+/// Watches an engine's committed offsets; cheap to clone, usable while the engine stops.
+#[derive(Clone)]
+pub struct ProgressWatcher(Arc<Progress>);
 
 impl<P: Pipeline> Engine<P> {
     /// An engine for `pipeline`, storing offsets in `db` (the pipeline's own state database).
@@ -75,6 +80,7 @@ impl<P: Pipeline> Engine<P> {
         let progress = Arc::new(Progress {
             committed: Mutex::new(committed),
             changed: Condvar::new(),
+            stopped: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Worker {
@@ -110,16 +116,35 @@ impl<P: Pipeline> Engine<P> {
 }
 
 impl EngineHandle {
-    /// Next offset to be consumed, per partition (everything below is committed).
-    pub fn committed(&self) -> Vec<u64> {
-        self.progress.committed.lock().clone()
+    /// A watcher of this engine's progress.
+    pub fn watcher(&self) -> ProgressWatcher {
+        ProgressWatcher(Arc::clone(&self.progress))
     }
 
-    /// Waits until every `(partition, offset)` given is committed (consumed past), or the
-    /// timeout passes. Returns whether all are.
+    /// Asks the workers to stop after their current batch, and waits for them. Wakes
+    /// everyone waiting on the engine's progress.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.progress.stopped.store(true, Ordering::SeqCst);
+        let _guard = self.progress.committed.lock();
+        self.progress.changed.notify_all();
+    }
+}
+
+impl ProgressWatcher {
+    /// Next offset to be consumed, per partition (everything below is committed).
+    pub fn committed(&self) -> Vec<u64> {
+        self.0.committed.lock().clone()
+    }
+
+    /// Waits until every `(partition, offset)` given is committed (consumed past), the
+    /// engine stops, or the timeout passes. Returns whether all are committed.
     pub fn wait_committed(&self, positions: &[(u32, u64)], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut committed = self.progress.committed.lock();
+        let mut committed = self.0.committed.lock();
         loop {
             let done = positions
                 .iter()
@@ -127,22 +152,15 @@ impl EngineHandle {
             if done {
                 return true;
             }
-            if self
-                .progress
-                .changed
-                .wait_until(&mut committed, deadline)
-                .timed_out()
+            if self.0.stopped.load(Ordering::SeqCst)
+                || self
+                    .0
+                    .changed
+                    .wait_until(&mut committed, deadline)
+                    .timed_out()
             {
                 return false;
             }
-        }
-    }
-
-    /// Asks the workers to stop after their current batch, and waits for them.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
         }
     }
 }

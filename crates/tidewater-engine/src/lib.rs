@@ -15,7 +15,7 @@ mod state;
 
 pub use config::EngineConfig;
 pub use dead_letter::{DeadLetter, DeadLetterRecord};
-pub use engine::{Engine, EngineHandle};
+pub use engine::{Engine, EngineHandle, ProgressWatcher};
 pub use error::{EngineError, PipelineError};
 pub use pipeline::{Pipeline, Prepared};
 pub use state::{committed_offsets, open_state_db, OFFSETS};

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use tidewater_embed::Embedder;
-use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle};
+use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle, ProgressWatcher};
 use tidewater_index::{ExactIndex, Hit, VectorIndex};
 use tidewater_log::Log;
 use tidewater_metrics::Metrics;
@@ -64,6 +64,7 @@ pub struct Knowledge {
 
 struct Running {
     engine: EngineHandle,
+    progress: ProgressWatcher,
     snapshotter: (Sender<()>, JoinHandle<()>),
 }
 
@@ -178,8 +179,10 @@ impl Knowledge {
                 }
             })
             .map_err(|e| KnowledgeError::State(redb::Error::Io(e)))?;
+        let progress = engine.watcher();
         *self.running.lock() = Some(Running {
             engine,
+            progress,
             snapshotter: (tx, thread),
         });
         Ok(())
@@ -218,12 +221,10 @@ impl Knowledge {
     /// Waits until the pipeline has committed past every `(partition, offset)` and the index
     /// reflects it. Returns whether that happened before the timeout.
     pub fn wait_indexed(&self, positions: &[(u32, u64)], timeout: Duration) -> bool {
-        let start = Instant::now();
-        let done = match self.running.lock().as_ref() {
-            Some(r) => r.engine.wait_committed(positions, timeout),
-            None => false,
-        };
-        done && start.elapsed() <= timeout
+        // The engine runs `after_commit` (which brings the index up to date) before it
+        // publishes a commit, so a committed position is also a searchable one.
+        let progress = self.running.lock().as_ref().map(|r| r.progress.clone());
+        progress.is_some_and(|p| p.wait_committed(positions, timeout))
     }
 
     /// Waits until everything appended to the documents topic so far is indexed.
@@ -240,11 +241,10 @@ impl Knowledge {
 
     /// Records appended to the documents topic but not yet committed by the pipeline.
     pub fn lag(&self) -> u64 {
-        let running = self.running.lock();
-        let Some(r) = running.as_ref() else {
+        let Some(progress) = self.running.lock().as_ref().map(|r| r.progress.clone()) else {
             return u64::MAX;
         };
-        r.engine
+        progress
             .committed()
             .iter()
             .enumerate()
@@ -379,6 +379,28 @@ impl Knowledge {
             metadata: row.metadata,
             updated_at_ms: row.updated_at_ms,
         }))
+    }
+
+    /// A document's chunks in document order (score 0), or none if it is not indexed.
+    pub fn chunks_of(&self, doc_id: &str) -> Result<Vec<SearchHit>, KnowledgeError> {
+        let txn = self.db.begin_read()?;
+        let docs = txn.open_table(DOCS)?;
+        let Some(row) = docs
+            .get(doc_id)?
+            .and_then(|v| serde_json::from_slice::<DocRow>(v.value()).ok())
+        else {
+            return Ok(Vec::new());
+        };
+        drop((docs, txn));
+        self.resolve(
+            row.chunks
+                .iter()
+                .map(|(_, key)| Hit {
+                    key: *key,
+                    score: 0.0,
+                })
+                .collect(),
+        )
     }
 
     /// Content hashes of the indexed documents written by `source`, by document id.

@@ -71,7 +71,11 @@ pub struct TopicConfig {
 
 impl Default for TopicConfig {
     fn default() -> Self {
-        Self { partitions: 4, retention_age: None, retention_bytes: None }
+        Self {
+            partitions: 4,
+            retention_age: None,
+            retention_bytes: None,
+        }
     }
 }
 
@@ -95,24 +99,43 @@ pub trait Log: Send + Sync + 'static {
     /// Reads up to `max_records` records of one partition starting at offset `from`.
     /// Returns an empty vector at the end of the partition. `from` below the retained
     /// start is an error ([`LogError::OffsetOutOfRange`]).
-    fn read(&self, topic: &str, partition: u32, from: u64, max_records: usize)
-        -> Result<Vec<Record>, LogError>;
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+    ) -> Result<Vec<Record>, LogError>;
 
     /// Blocks until the partition's end is beyond `offset` or `timeout` passes.
     /// Returns whether a record at `offset` is now readable.
-    fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration)
-        -> Result<bool, LogError>;
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool, LogError>;
 
     /// The readable range of a partition.
     fn range(&self, topic: &str, partition: u32) -> Result<PartitionRange, LogError>;
 
     /// Stores a consumer group's next offset for a partition (durable when it returns).
-    fn commit_offset(&self, group: &str, topic: &str, partition: u32, next_offset: u64)
-        -> Result<(), LogError>;
+    fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<(), LogError>;
 
     /// A consumer group's stored next offset, if it ever committed one.
-    fn committed_offset(&self, group: &str, topic: &str, partition: u32)
-        -> Result<Option<u64>, LogError>;
+    fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError>;
 
     /// Names of all topics.
     fn topics(&self) -> Result<Vec<String>, LogError>;

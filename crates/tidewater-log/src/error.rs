@@ -69,6 +69,12 @@ pub enum LogError {
     /// An I/O error; `fs_err` names the file.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Another process has the log directory open.
+    #[error("the log directory is in use by another process (lock held on {path}); stop it first")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The log was closed or its writer died after an earlier I/O failure.
     #[error("the log is closed")]
     Closed,

@@ -40,11 +40,17 @@ const SEQ_PER_ROUND: u64 = 1_000_000;
 
 fn log_config() -> EmbeddedLogConfig {
     // Small segments so that rolling happens while the child is being killed.
-    EmbeddedLogConfig { segment_bytes: 256 * 1024, ..EmbeddedLogConfig::default() }
+    EmbeddedLogConfig {
+        segment_bytes: 256 * 1024,
+        ..EmbeddedLogConfig::default()
+    }
 }
 
 fn topic_config() -> TopicConfig {
-    TopicConfig { partitions: PARTITIONS, ..TopicConfig::default() }
+    TopicConfig {
+        partitions: PARTITIONS,
+        ..TopicConfig::default()
+    }
 }
 
 /// SplitMix64: a cheap deterministic stream for record contents.
@@ -76,7 +82,11 @@ fn record_for(seq: u64) -> NewRecord {
         0 => None,
         _ => Some(format!("key-{}", seq % 11).into_bytes()),
     };
-    NewRecord { key, value, timestamp_ms: seq as i64 }
+    NewRecord {
+        key,
+        value,
+        timestamp_ms: seq as i64,
+    }
 }
 
 fn seq_of(record: &Record) -> u64 {
@@ -92,7 +102,10 @@ fn child_writer() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let start: u64 = std::env::var(START_ENV).expect("start env").parse().expect("start number");
+    let start: u64 = std::env::var(START_ENV)
+        .expect("start env")
+        .parse()
+        .expect("start number");
     let log = EmbeddedLog::open(&dir, log_config()).expect("child opens the log");
     log.ensure_topic(TOPIC, &topic_config()).expect("topic");
     write_line("ready\n");
@@ -169,8 +182,9 @@ fn run_child(dir: &Path, round: u64, rng: &mut impl Rng) -> ChildRun {
         std::thread::sleep(Duration::from_millis(rng.random_range(0..=30)));
     } else {
         loop {
-            let line =
-                lines_rx.recv_timeout(Duration::from_secs(60)).expect("child never became ready");
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("child never became ready");
             // The test harness may have printed "test child_writer ... " on the same line.
             let ready = line.ends_with("ready\n");
             lines.push(line);
@@ -182,7 +196,11 @@ fn run_child(dir: &Path, round: u64, rng: &mut impl Rng) -> ChildRun {
     }
     child.kill().expect("kill child");
     let status = child.wait().expect("wait for child");
-    assert_eq!(status.signal(), Some(9), "the child must die by SIGKILL, not on its own: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the child must die by SIGKILL, not on its own: {status}"
+    );
     reader.join().expect("stdout reader");
     lines.extend(lines_rx.try_iter());
 
@@ -190,20 +208,33 @@ fn run_child(dir: &Path, round: u64, rng: &mut impl Rng) -> ChildRun {
         .iter()
         .filter_map(|line| line.strip_prefix("ack "))
         .map(|fields| {
-            let fields: Vec<u64> =
-                fields.split_whitespace().map(|field| field.parse().expect("number")).collect();
-            (fields[0], Position { partition: fields[1] as u32, offset: fields[2] })
+            let fields: Vec<u64> = fields
+                .split_whitespace()
+                .map(|field| field.parse().expect("number"))
+                .collect();
+            (
+                fields[0],
+                Position {
+                    partition: fields[1] as u32,
+                    offset: fields[2],
+                },
+            )
         })
         .collect();
-    ChildRun { acked, killed_while_writing: !early_kill }
+    ChildRun {
+        acked,
+        killed_while_writing: !early_kill,
+    }
 }
 
 /// A SIGKILL rarely interrupts a single `write` call, so torn tails are also injected:
 /// bytes a write cut short by a crash or a power loss could leave after the last record
 /// of a partition (random bytes, or zeros from a file extended without its data).
 fn inject_torn_tail(dir: &Path, rng: &mut impl Rng) {
-    let partition_dir =
-        dir.join("topics").join(TOPIC).join(rng.random_range(0..PARTITIONS).to_string());
+    let partition_dir = dir
+        .join("topics")
+        .join(TOPIC)
+        .join(rng.random_range(0..PARTITIONS).to_string());
     let Ok(entries) = fs_err::read_dir(&partition_dir) else {
         return;
     };
@@ -216,15 +247,19 @@ fn inject_torn_tail(dir: &Path, rng: &mut impl Rng) {
     // shorter than the header, which recovery repairs on its own. Nothing is ever written
     // after a header that was not written completely, so a torn record cannot follow it.
     if fs_err::metadata(&last).expect("segment metadata").len() < 24 {
-        eprintln!("DEBUG short last segment");
         return;
     }
     let garbage: Vec<u8> = if rng.random_bool(0.5) {
-        (0..rng.random_range(1..=300)).map(|_| rng.random()).collect()
+        (0..rng.random_range(1..=300))
+            .map(|_| rng.random())
+            .collect()
     } else {
         vec![0; rng.random_range(1..=8192)]
     };
-    let mut file = fs_err::OpenOptions::new().append(true).open(&last).expect("open last segment");
+    let mut file = fs_err::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .expect("open last segment");
     file.write_all(&garbage).expect("inject torn tail");
 }
 
@@ -247,21 +282,32 @@ fn verify(
         assert_eq!(range.start, 0);
         let mut next = 0;
         loop {
-            let page = log.read(TOPIC, partition, next, 256).expect("read after recovery");
+            let page = log
+                .read(TOPIC, partition, next, 256)
+                .expect("read after recovery");
             if page.is_empty() {
                 break;
             }
             for record in page {
                 assert_eq!(record.offset, next, "offsets are dense");
                 let seq = seq_of(&record);
-                let position = Position { partition, offset: next };
-                assert!(seq / SEQ_PER_ROUND <= round, "record {seq} was never written");
+                let position = Position {
+                    partition,
+                    offset: next,
+                };
+                assert!(
+                    seq / SEQ_PER_ROUND <= round,
+                    "record {seq} was never written"
+                );
                 // Records already checked byte by byte after an earlier kill are protected
                 // by their checksum; only new ones are compared in full.
                 if previous.get(&seq) != Some(&position) {
                     let expected = record_for(seq);
                     assert_eq!(record.key, expected.key, "key of record {seq}");
-                    assert!(record.value == expected.value, "value of record {seq} is damaged");
+                    assert!(
+                        record.value == expected.value,
+                        "value of record {seq} is damaged"
+                    );
                     assert_eq!(record.timestamp_ms, expected.timestamp_ms);
                     if let Some(key) = &expected.key {
                         assert_eq!(
@@ -271,14 +317,21 @@ fn verify(
                         );
                     }
                 }
-                assert!(found.insert(seq, position).is_none(), "record {seq} appears twice");
+                assert!(
+                    found.insert(seq, position).is_none(),
+                    "record {seq} appears twice"
+                );
                 next += 1;
             }
         }
         assert_eq!(next, range.end, "partition {partition} reads up to its end");
     }
     for (seq, position) in acked {
-        assert_eq!(found.get(seq), Some(position), "acknowledged record {seq} lost or moved");
+        assert_eq!(
+            found.get(seq),
+            Some(position),
+            "acknowledged record {seq} lost or moved"
+        );
     }
     for (seq, position) in previous {
         assert_eq!(
@@ -305,7 +358,10 @@ fn crash_consistency_kill9() {
         let run = run_child(dir.path(), round, &mut rng);
         kills_while_writing += usize::from(run.killed_while_writing);
         for (seq, position) in run.acked {
-            assert!(acked.insert(seq, position).is_none(), "sequence {seq} acknowledged twice");
+            assert!(
+                acked.insert(seq, position).is_none(),
+                "sequence {seq} acknowledged twice"
+            );
         }
         if round % 3 == 1 {
             inject_torn_tail(dir.path(), &mut rng);
@@ -320,5 +376,8 @@ fn crash_consistency_kill9() {
         acked.len(),
     );
     assert!(kills_while_writing >= 50);
-    assert!(acked.len() > 100, "the children acknowledged too little to test anything");
+    assert!(
+        acked.len() > 100,
+        "the children acknowledged too little to test anything"
+    );
 }

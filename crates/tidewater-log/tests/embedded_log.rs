@@ -17,11 +17,17 @@ fn config() -> EmbeddedLogConfig {
 }
 
 fn small_segments(segment_bytes: u64) -> EmbeddedLogConfig {
-    EmbeddedLogConfig { segment_bytes, ..EmbeddedLogConfig::default() }
+    EmbeddedLogConfig {
+        segment_bytes,
+        ..EmbeddedLogConfig::default()
+    }
 }
 
 fn topic_config(partitions: u32) -> TopicConfig {
-    TopicConfig { partitions, ..TopicConfig::default() }
+    TopicConfig {
+        partitions,
+        ..TopicConfig::default()
+    }
 }
 
 fn open(dir: &Path, config: EmbeddedLogConfig) -> Arc<EmbeddedLog> {
@@ -37,7 +43,10 @@ fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> NewRecord {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 /// All records of a partition, read in small pages to exercise continuation.
@@ -70,7 +79,10 @@ fn segment_files(dir: &Path, topic: &str, partition: u32) -> Vec<PathBuf> {
 
 fn append_file(path: &Path, bytes: &[u8]) {
     use std::io::Write;
-    let mut file = fs_err::OpenOptions::new().append(true).open(path).expect("open segment");
+    let mut file = fs_err::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open segment");
     file.write_all(bytes).expect("append");
 }
 
@@ -91,7 +103,10 @@ fn append_read_round_trip() {
         record(Some(""), "", i64::MAX),
     ];
     let positions = log.append("events", records.clone()).expect("append");
-    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        positions.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
 
     let read = log.read("events", 0, 0, 100).expect("read");
     assert_eq!(read.len(), 3);
@@ -101,20 +116,38 @@ fn append_read_round_trip() {
             (0, &want.key, &want.value, want.timestamp_ms)
         );
     }
-    assert_eq!(read[2].key, Some(Vec::new()), "an empty key is not the same as no key");
+    assert_eq!(
+        read[2].key,
+        Some(Vec::new()),
+        "an empty key is not the same as no key"
+    );
     assert_eq!(read[1].key, None);
 
-    assert_eq!(log.read("events", 0, 1, 1).expect("read").len(), 1, "max_records is respected");
-    assert!(log.read("events", 0, 3, 10).expect("read at end").is_empty());
+    assert_eq!(
+        log.read("events", 0, 1, 1).expect("read").len(),
+        1,
+        "max_records is respected"
+    );
+    assert!(log
+        .read("events", 0, 3, 10)
+        .expect("read at end")
+        .is_empty());
     assert!(matches!(
         log.read("events", 0, 4, 10),
-        Err(LogError::OffsetOutOfRange { offset: 4, end: 3, .. })
+        Err(LogError::OffsetOutOfRange {
+            offset: 4,
+            end: 3,
+            ..
+        })
     ));
     assert_eq!(
         log.range("events", 0).expect("range"),
         tidewater_log::PartitionRange { start: 0, end: 3 }
     );
-    assert!(log.append("events", Vec::new()).expect("empty append").is_empty());
+    assert!(log
+        .append("events", Vec::new())
+        .expect("empty append")
+        .is_empty());
 }
 
 #[test]
@@ -124,18 +157,28 @@ fn keyed_records_route_by_hash_and_keyless_round_robin() {
     log.ensure_topic("t", &topic_config(4)).expect("topic");
     let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
     let positions = log
-        .append("t", keys.iter().map(|key| record(Some(key), key, 0)).collect())
+        .append(
+            "t",
+            keys.iter().map(|key| record(Some(key), key, 0)).collect(),
+        )
         .expect("append");
     for (key, position) in keys.iter().zip(&positions) {
         assert_eq!(position.partition, partition_for_key(key.as_bytes(), 4));
     }
-    let keyless =
-        log.append("t", (0..8).map(|i| record(None, &i.to_string(), 0)).collect()).expect("append");
+    let keyless = log
+        .append(
+            "t",
+            (0..8).map(|i| record(None, &i.to_string(), 0)).collect(),
+        )
+        .expect("append");
     let mut per_partition = BTreeMap::new();
     for position in &keyless {
         *per_partition.entry(position.partition).or_insert(0) += 1;
     }
-    assert_eq!(per_partition, BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)]));
+    assert_eq!(
+        per_partition,
+        BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)])
+    );
 }
 
 #[test]
@@ -145,12 +188,18 @@ fn multi_record_append_returns_positions_in_input_order() {
     log.ensure_topic("t", &topic_config(3)).expect("topic");
     let records: Vec<NewRecord> = (0..30)
         .map(|i| {
-            record((i % 4 != 0).then(|| format!("k{}", i % 5)).as_deref(), &format!("v{i}"), i)
+            record(
+                (i % 4 != 0).then(|| format!("k{}", i % 5)).as_deref(),
+                &format!("v{i}"),
+                i,
+            )
         })
         .collect();
     let positions = log.append("t", records.clone()).expect("append");
     for (want, position) in records.iter().zip(&positions) {
-        let got = log.read("t", position.partition, position.offset, 1).expect("read");
+        let got = log
+            .read("t", position.partition, position.offset, 1)
+            .expect("read");
         assert_eq!(got[0].value, want.value);
         assert_eq!(got[0].offset, position.offset);
     }
@@ -165,7 +214,13 @@ fn per_key_order_holds_across_appends() {
     for round in 0..20 {
         // Alternate single appends and batches holding the same key several times.
         let batch: Vec<NewRecord> = (0..(round % 3 + 1))
-            .map(|i| record(Some(&format!("k{}", (round + i) % 5)), &format!("{round}-{i}"), 0))
+            .map(|i| {
+                record(
+                    Some(&format!("k{}", (round + i) % 5)),
+                    &format!("{round}-{i}"),
+                    0,
+                )
+            })
             .collect();
         for r in &batch {
             let key = String::from_utf8(r.key.clone().expect("key")).expect("utf8");
@@ -181,7 +236,9 @@ fn per_key_order_holds_across_appends() {
         for r in read_all(log.as_ref(), "t", partition) {
             let key = String::from_utf8(r.key.expect("key")).expect("utf8");
             assert_eq!(partition, partition_for_key(key.as_bytes(), 4));
-            seen.entry(key).or_default().push(String::from_utf8(r.value).expect("utf8"));
+            seen.entry(key)
+                .or_default()
+                .push(String::from_utf8(r.value).expect("utf8"));
         }
     }
     assert_eq!(seen, expected);
@@ -192,13 +249,19 @@ fn segments_roll_and_reads_cross_segment_boundaries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path(), small_segments(1024));
     log.ensure_topic("t", &topic_config(1)).expect("topic");
-    let values: Vec<String> =
-        (0..300).map(|i| format!("value-{i:04}-{}", "x".repeat(i % 90))).collect();
+    let values: Vec<String> = (0..300)
+        .map(|i| format!("value-{i:04}-{}", "x".repeat(i % 90)))
+        .collect();
     for chunk in values.chunks(7) {
-        log.append("t", chunk.iter().map(|v| record(None, v, 0)).collect()).expect("append");
+        log.append("t", chunk.iter().map(|v| record(None, v, 0)).collect())
+            .expect("append");
     }
     let files = segment_files(dir.path(), "t", 0);
-    assert!(files.len() > 10, "expected many segments, got {}", files.len());
+    assert!(
+        files.len() > 10,
+        "expected many segments, got {}",
+        files.len()
+    );
     for file in &files[..files.len() - 1] {
         let len = fs_err::metadata(file).expect("metadata").len();
         assert!(len <= 1024, "{} has {len} bytes", file.display());
@@ -206,7 +269,10 @@ fn segments_roll_and_reads_cross_segment_boundaries() {
     let all = read_all(log.as_ref(), "t", 0);
     assert_eq!(
         all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
-        values.iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>()
+        values
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
     );
     for from in [0u64, 1, 13, 99, 150, 298, 299] {
         let page = log.read("t", 0, from, 40).expect("read");
@@ -227,7 +293,11 @@ fn a_record_larger_than_a_segment_gets_its_own_segment() {
     let big = "b".repeat(5000);
     log.append(
         "t",
-        vec![record(None, "small", 0), record(None, &big, 0), record(None, "after", 0)],
+        vec![
+            record(None, "small", 0),
+            record(None, &big, 0),
+            record(None, "after", 0),
+        ],
     )
     .expect("append");
     assert_eq!(segment_files(dir.path(), "t", 0).len(), 3);
@@ -254,16 +324,25 @@ fn reopen_keeps_everything() {
     assert_eq!(log.topics().expect("topics"), ["a", "b"]);
     assert_eq!(log.partitions("a").expect("partitions"), 2);
     for (position, r) in &written {
-        let got = log.read("a", position.partition, position.offset, 1).expect("read");
+        let got = log
+            .read("a", position.partition, position.offset, 1)
+            .expect("read");
         assert_eq!(
             (&got[0].key, &got[0].value, got[0].timestamp_ms),
             (&r.key, &r.value, r.timestamp_ms)
         );
     }
-    let ends: Vec<u64> = (0..2).map(|p| log.range("a", p).expect("range").end).collect();
+    let ends: Vec<u64> = (0..2)
+        .map(|p| log.range("a", p).expect("range").end)
+        .collect();
     assert_eq!(ends.iter().sum::<u64>(), 200);
-    let next = log.append("a", vec![record(Some("k0"), "after reopen", 0)]).expect("append")[0];
-    assert_eq!(next.offset, ends[next.partition as usize], "offsets continue densely");
+    let next = log
+        .append("a", vec![record(Some("k0"), "after reopen", 0)])
+        .expect("append")[0];
+    assert_eq!(
+        next.offset, ends[next.partition as usize],
+        "offsets continue densely"
+    );
 }
 
 #[test]
@@ -281,16 +360,31 @@ fn ensure_topic_keeps_partition_count_and_updates_retention() {
     drop(log);
     let log = open(dir.path(), config());
     let stored = log.topic_config("t").expect("config");
-    assert_eq!(stored, TopicConfig { partitions: 3, ..changed });
+    assert_eq!(
+        stored,
+        TopicConfig {
+            partitions: 3,
+            ..changed
+        }
+    );
 }
 
 #[test]
 fn invalid_input_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = open(dir.path(), EmbeddedLogConfig { max_record_bytes: 100, ..config() });
+    let log = open(
+        dir.path(),
+        EmbeddedLogConfig {
+            max_record_bytes: 100,
+            ..config()
+        },
+    );
     for name in ["", "..", "a/b", "has space", "x~tmp"] {
         assert!(
-            matches!(log.ensure_topic(name, &topic_config(1)), Err(LogError::InvalidTopicName(_))),
+            matches!(
+                log.ensure_topic(name, &topic_config(1)),
+                Err(LogError::InvalidTopicName(_))
+            ),
             "{name}"
         );
     }
@@ -303,31 +397,61 @@ fn invalid_input_is_rejected() {
         Err(LogError::UnknownTopic { .. })
     ));
     log.ensure_topic("t", &topic_config(2)).expect("topic");
-    assert!(matches!(log.read("t", 2, 0, 1), Err(LogError::UnknownPartition { partition: 2, .. })));
-    assert!(matches!(log.range("t", 9), Err(LogError::UnknownPartition { .. })));
-    let too_big = NewRecord { key: None, value: vec![0; 101], timestamp_ms: 0 };
+    assert!(matches!(
+        log.read("t", 2, 0, 1),
+        Err(LogError::UnknownPartition { partition: 2, .. })
+    ));
+    assert!(matches!(
+        log.range("t", 9),
+        Err(LogError::UnknownPartition { .. })
+    ));
+    let too_big = NewRecord {
+        key: None,
+        value: vec![0; 101],
+        timestamp_ms: 0,
+    };
     assert!(matches!(
         log.append("t", vec![record(None, "ok", 0), too_big]),
-        Err(LogError::RecordTooLarge { size: 101, max: 100 })
+        Err(LogError::RecordTooLarge {
+            size: 101,
+            max: 100
+        })
     ));
     assert_eq!(
         log.range("t", 0).expect("range").end + log.range("t", 1).expect("range").end,
         0,
         "nothing of a rejected batch is stored"
     );
-    assert!(matches!(log.commit_offset("", "t", 0, 1), Err(LogError::InvalidGroupName(_))));
-    assert!(matches!(log.commit_offset("g", "missing", 0, 1), Err(LogError::UnknownTopic { .. })));
+    assert!(matches!(
+        log.commit_offset("", "t", 0, 1),
+        Err(LogError::InvalidGroupName(_))
+    ));
+    assert!(matches!(
+        log.commit_offset("g", "missing", 0, 1),
+        Err(LogError::UnknownTopic { .. })
+    ));
 }
 
 #[test]
 fn retention_by_bytes_deletes_oldest_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path(), small_segments(1024));
-    let retention = TopicConfig { partitions: 1, retention_age: None, retention_bytes: Some(4096) };
+    let retention = TopicConfig {
+        partitions: 1,
+        retention_age: None,
+        retention_bytes: Some(4096),
+    };
     log.ensure_topic("t", &retention).expect("topic");
     for i in 0..200 {
-        log.append("t", vec![record(None, &format!("{i:03}-{}", "p".repeat(60)), now_ms())])
-            .expect("append");
+        log.append(
+            "t",
+            vec![record(
+                None,
+                &format!("{i:03}-{}", "p".repeat(60)),
+                now_ms(),
+            )],
+        )
+        .expect("append");
     }
     let before = log.partition_bytes("t", 0).expect("bytes");
     let report = log.enforce_retention().expect("retention");
@@ -338,9 +462,14 @@ fn retention_by_bytes_deletes_oldest_segments() {
     let range = log.range("t", 0).expect("range");
     assert_eq!(range.end, 200);
     assert_eq!(range.start, report.records_deleted);
-    assert!(matches!(log.read("t", 0, range.start - 1, 1), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read("t", 0, range.start - 1, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     let first = log.read("t", 0, range.start, 1).expect("read at start");
-    assert!(first[0].value.starts_with(format!("{:03}-", range.start).as_bytes()));
+    assert!(first[0]
+        .value
+        .starts_with(format!("{:03}-", range.start).as_bytes()));
     assert_eq!(log.read("t", 0, 199, 1).expect("newest").len(), 1);
     assert_eq!(
         log.enforce_retention().expect("again"),
@@ -350,8 +479,17 @@ fn retention_by_bytes_deletes_oldest_segments() {
 
     drop(log);
     let log = open(dir.path(), small_segments(1024));
-    assert_eq!(log.range("t", 0).expect("range"), range, "start survives a reopen");
-    assert_eq!(log.append("t", vec![record(None, "new", 0)]).expect("append")[0].offset, 200);
+    assert_eq!(
+        log.range("t", 0).expect("range"),
+        range,
+        "start survives a reopen"
+    );
+    assert_eq!(
+        log.append("t", vec![record(None, "new", 0)])
+            .expect("append")[0]
+            .offset,
+        200
+    );
 }
 
 #[test]
@@ -364,8 +502,12 @@ fn retention_never_deletes_the_active_segment() {
         retention_bytes: Some(1),
     };
     log.ensure_topic("t", &retention).expect("topic");
-    log.append("t", vec![record(None, "old", 0)]).expect("append");
-    assert_eq!(log.enforce_retention().expect("retention").segments_deleted, 0);
+    log.append("t", vec![record(None, "old", 0)])
+        .expect("append");
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_deleted,
+        0
+    );
     assert_eq!(log.read("t", 0, 0, 10).expect("read").len(), 1);
 }
 
@@ -378,16 +520,30 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_old() {
     for i in 0..60 {
         log.append(
             "t",
-            vec![record(None, &format!("old {i} {}", "o".repeat(50)), two_hours_ago + i)],
+            vec![record(
+                None,
+                &format!("old {i} {}", "o".repeat(50)),
+                two_hours_ago + i,
+            )],
         )
         .expect("append");
     }
     let old_end = log.range("t", 0).expect("range").end;
     for i in 0..60 {
-        log.append("t", vec![record(None, &format!("new {i} {}", "n".repeat(50)), now_ms())])
-            .expect("append");
+        log.append(
+            "t",
+            vec![record(
+                None,
+                &format!("new {i} {}", "n".repeat(50)),
+                now_ms(),
+            )],
+        )
+        .expect("append");
     }
-    assert_eq!(log.enforce_retention().expect("no retention configured"), Default::default());
+    assert_eq!(
+        log.enforce_retention().expect("no retention configured"),
+        Default::default()
+    );
     let retention = TopicConfig {
         partitions: 1,
         retention_age: Some(Duration::from_secs(3600)),
@@ -397,7 +553,11 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_old() {
     let report = log.enforce_retention().expect("retention");
     assert!(report.segments_deleted > 0);
     let range = log.range("t", 0).expect("range");
-    assert!(range.start > 0 && range.start <= old_end, "start {} old end {old_end}", range.start);
+    assert!(
+        range.start > 0 && range.start <= old_end,
+        "start {} old end {old_end}",
+        range.start
+    );
     // The segment holding the boundary mixes old and new records and is kept.
     for r in read_all(log.as_ref(), "t", 0) {
         if r.offset >= old_end {
@@ -414,15 +574,34 @@ fn consumer_offsets_persist_across_reopen() {
         log.ensure_topic("t", &topic_config(2)).expect("topic");
         log.commit_offset("indexer", "t", 0, 5).expect("commit");
         log.commit_offset("indexer", "t", 1, 7).expect("commit");
-        log.commit_offset("indexer", "t", 0, 9).expect("commit again");
-        log.commit_offset("odd group/with:chars", "t", 1, 3).expect("commit");
-        assert_eq!(log.committed_offset("indexer", "t", 0).expect("get"), Some(9));
+        log.commit_offset("indexer", "t", 0, 9)
+            .expect("commit again");
+        log.commit_offset("odd group/with:chars", "t", 1, 3)
+            .expect("commit");
+        assert_eq!(
+            log.committed_offset("indexer", "t", 0).expect("get"),
+            Some(9)
+        );
     }
     let log = open(dir.path(), config());
-    assert_eq!(log.committed_offset("indexer", "t", 0).expect("get"), Some(9));
-    assert_eq!(log.committed_offset("indexer", "t", 1).expect("get"), Some(7));
-    assert_eq!(log.committed_offset("odd group/with:chars", "t", 1).expect("get"), Some(3));
-    assert_eq!(log.committed_offset("odd group/with:chars", "t", 0).expect("get"), None);
+    assert_eq!(
+        log.committed_offset("indexer", "t", 0).expect("get"),
+        Some(9)
+    );
+    assert_eq!(
+        log.committed_offset("indexer", "t", 1).expect("get"),
+        Some(7)
+    );
+    assert_eq!(
+        log.committed_offset("odd group/with:chars", "t", 1)
+            .expect("get"),
+        Some(3)
+    );
+    assert_eq!(
+        log.committed_offset("odd group/with:chars", "t", 0)
+            .expect("get"),
+        None
+    );
     assert_eq!(log.committed_offset("never", "t", 0).expect("get"), None);
     assert!(matches!(
         log.committed_offset("indexer", "t", 2),
@@ -439,16 +618,24 @@ fn wait_for_wakes_up_when_a_record_arrives() {
         let log = Arc::clone(&log);
         std::thread::spawn(move || {
             let started = Instant::now();
-            let ready = log.wait_for("t", 0, 0, Duration::from_secs(30)).expect("wait");
+            let ready = log
+                .wait_for("t", 0, 0, Duration::from_secs(30))
+                .expect("wait");
             (ready, started.elapsed())
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    log.append("t", vec![record(None, "wake up", 0)]).expect("append");
+    log.append("t", vec![record(None, "wake up", 0)])
+        .expect("append");
     let (ready, waited) = waiter.join().expect("waiter");
     assert!(ready);
-    assert!(waited < Duration::from_secs(30), "woken by the append, not the timeout");
-    assert!(log.wait_for("t", 0, 0, Duration::ZERO).expect("already there"));
+    assert!(
+        waited < Duration::from_secs(30),
+        "woken by the append, not the timeout"
+    );
+    assert!(log
+        .wait_for("t", 0, 0, Duration::ZERO)
+        .expect("already there"));
 }
 
 #[test]
@@ -456,14 +643,20 @@ fn wait_for_times_out_without_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path(), config());
     log.ensure_topic("t", &topic_config(1)).expect("topic");
-    log.append("t", vec![record(None, "one", 0)]).expect("append");
-    assert!(!log.wait_for("t", 0, 1, Duration::from_millis(20)).expect("wait"));
+    log.append("t", vec![record(None, "one", 0)])
+        .expect("append");
+    assert!(!log
+        .wait_for("t", 0, 1, Duration::from_millis(20))
+        .expect("wait"));
 }
 
 #[test]
 fn concurrent_appenders_get_unique_dense_offsets() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = EmbeddedLogConfig { segment_bytes: 16 * 1024, ..config() };
+    let config = EmbeddedLogConfig {
+        segment_bytes: 16 * 1024,
+        ..config()
+    };
     let log = open(dir.path(), config);
     log.ensure_topic("t", &topic_config(3)).expect("topic");
     let threads: Vec<_> = (0..8)
@@ -480,7 +673,11 @@ fn concurrent_appenders_get_unique_dense_offsets() {
                         })
                         .collect();
                     let positions = log.append("t", batch.clone()).expect("append");
-                    mine.extend(positions.into_iter().zip(batch.into_iter().map(|r| r.value)));
+                    mine.extend(
+                        positions
+                            .into_iter()
+                            .zip(batch.into_iter().map(|r| r.value)),
+                    );
                 }
                 mine
             })
@@ -491,16 +688,27 @@ fn concurrent_appenders_get_unique_dense_offsets() {
         all.extend(thread.join().expect("appender"));
     }
     for partition in 0..3 {
-        let mut offsets: Vec<u64> =
-            all.iter().filter(|(p, _)| p.partition == partition).map(|(p, _)| p.offset).collect();
+        let mut offsets: Vec<u64> = all
+            .iter()
+            .filter(|(p, _)| p.partition == partition)
+            .map(|(p, _)| p.offset)
+            .collect();
         offsets.sort_unstable();
         let expected: Vec<u64> = (0..offsets.len() as u64).collect();
-        assert_eq!(offsets, expected, "partition {partition} offsets are unique and dense");
-        assert_eq!(log.range("t", partition).expect("range").end, offsets.len() as u64);
+        assert_eq!(
+            offsets, expected,
+            "partition {partition} offsets are unique and dense"
+        );
+        assert_eq!(
+            log.range("t", partition).expect("range").end,
+            offsets.len() as u64
+        );
     }
     for (position, value) in &all {
         assert_eq!(
-            &log.read("t", position.partition, position.offset, 1).expect("read")[0].value,
+            &log.read("t", position.partition, position.offset, 1)
+                .expect("read")[0]
+                .value,
             value
         );
     }
@@ -509,7 +717,10 @@ fn concurrent_appenders_get_unique_dense_offsets() {
 #[test]
 fn group_commit_window_and_os_durability_work() {
     for config in [
-        EmbeddedLogConfig { group_commit_window: Duration::from_millis(2), ..config() },
+        EmbeddedLogConfig {
+            group_commit_window: Duration::from_millis(2),
+            ..config()
+        },
         config().with_os_durability(),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -542,8 +753,9 @@ fn group_commit_window_and_os_durability_work() {
 fn write_and_close(dir: &Path, config: EmbeddedLogConfig, count: usize) -> Vec<NewRecord> {
     let log = open(dir, config);
     log.ensure_topic("t", &topic_config(1)).expect("topic");
-    let records: Vec<NewRecord> =
-        (0..count).map(|i| record(Some("k"), &format!("record {i}"), i as i64)).collect();
+    let records: Vec<NewRecord> = (0..count)
+        .map(|i| record(Some("k"), &format!("record {i}"), i as i64))
+        .collect();
     for r in &records {
         log.append("t", vec![r.clone()]).expect("append");
     }
@@ -555,9 +767,14 @@ fn assert_recovered(dir: &Path, config: EmbeddedLogConfig, records: &[NewRecord]
     let read = read_all(log.as_ref(), "t", 0);
     assert_eq!(read.len(), records.len());
     for (got, want) in read.iter().zip(records) {
-        assert_eq!((&got.value, got.timestamp_ms), (&want.value, want.timestamp_ms));
+        assert_eq!(
+            (&got.value, got.timestamp_ms),
+            (&want.value, want.timestamp_ms)
+        );
     }
-    let next = log.append("t", vec![record(Some("k"), "after recovery", 0)]).expect("append")[0];
+    let next = log
+        .append("t", vec![record(Some("k"), "after recovery", 0)])
+        .expect("append")[0];
     assert_eq!(next.offset, records.len() as u64);
     drop(log);
     let log = open(dir, config);
@@ -641,7 +858,10 @@ fn corruption_in_a_sealed_segment_is_reported() {
     flip_byte(&files[1], 100);
     let error = EmbeddedLog::open(dir.path(), small_segments(512))
         .expect_err("corruption must be reported");
-    assert!(matches!(&error, LogError::Corrupt { path, .. } if path == &files[1]), "{error}");
+    assert!(
+        matches!(&error, LogError::Corrupt { path, .. } if path == &files[1]),
+        "{error}"
+    );
 }
 
 #[test]
@@ -663,7 +883,8 @@ fn interrupted_topic_creation_is_discarded() {
     let log = open(dir.path(), config());
     assert!(log.topics().expect("topics").is_empty());
     assert!(!dir.path().join("topics/half~tmp").exists());
-    log.ensure_topic("half", &topic_config(1)).expect("create for real");
+    log.ensure_topic("half", &topic_config(1))
+        .expect("create for real");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -685,6 +906,26 @@ trait WithOs {
 
 impl WithOs for EmbeddedLogConfig {
     fn with_os_durability(self) -> Self {
-        Self { durability: Durability::Os, ..self }
+        Self {
+            durability: Durability::Os,
+            ..self
+        }
     }
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = tidewater_log::EmbeddedLog::open(dir.path(), Default::default()).unwrap();
+    let err = tidewater_log::EmbeddedLog::open(dir.path(), Default::default()).unwrap_err();
+    assert!(
+        matches!(err, tidewater_log::LogError::Locked { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    drop(first);
+    tidewater_log::EmbeddedLog::open(dir.path(), Default::default()).unwrap();
 }

@@ -35,15 +35,31 @@ fn records() -> Vec<NewRecord> {
             value: b"{\"text\":\"hello\"}".to_vec(),
             timestamp_ms: 1_700_000_000_000,
         },
-        NewRecord { key: None, value: b"keyless".to_vec(), timestamp_ms: 1_700_000_000_001 },
-        NewRecord { key: Some(Vec::new()), value: Vec::new(), timestamp_ms: -1 },
-        NewRecord { key: Some(b"doc-2".to_vec()), value: vec![0, 255, 128, 10], timestamp_ms: 0 },
+        NewRecord {
+            key: None,
+            value: b"keyless".to_vec(),
+            timestamp_ms: 1_700_000_000_001,
+        },
+        NewRecord {
+            key: Some(Vec::new()),
+            value: Vec::new(),
+            timestamp_ms: -1,
+        },
+        NewRecord {
+            key: Some(b"doc-2".to_vec()),
+            value: vec![0, 255, 128, 10],
+            timestamp_ms: 0,
+        },
         NewRecord {
             key: Some(b"doc-1".to_vec()),
             value: b"{\"text\":\"updated\"}".to_vec(),
             timestamp_ms: i64::MAX,
         },
-        NewRecord { key: None, value: b"second keyless".to_vec(), timestamp_ms: 42 },
+        NewRecord {
+            key: None,
+            value: b"second keyless".to_vec(),
+            timestamp_ms: 42,
+        },
     ]
 }
 
@@ -65,16 +81,20 @@ fn write_fixture(dir: &Path) {
     assert_eq!(positions, expected_positions());
     log.commit_offset(GROUP, TOPIC, 0, 2).expect("commit");
     log.commit_offset(GROUP, TOPIC, 1, 1).expect("commit");
-    log.commit_offset("other group", TOPIC, 1, 4).expect("commit");
+    log.commit_offset("other group", TOPIC, 1, 4)
+        .expect("commit");
 }
 
 /// Every file under `dir`, as relative path and bytes, sorted.
+/// The data files under `dir` (the `LOCK` file is the running process's, not data).
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         for entry in fs_err::read_dir(dir).expect("read dir") {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 walk(root, &path, out);
+            } else if path.file_name().is_some_and(|n| n == "LOCK") {
+                continue;
             } else {
                 let relative = path.strip_prefix(root).expect("inside root").to_owned();
                 out.push((relative, fs_err::read(&path).expect("read")));
@@ -99,10 +119,15 @@ fn fixture_log_still_decodes() {
     assert_eq!(log.topics().expect("topics"), [TOPIC]);
     assert_eq!(log.topic_config(TOPIC).expect("config"), topic_config());
     for (record, position) in records().into_iter().zip(expected_positions()) {
-        let read = log.read(TOPIC, position.partition, position.offset, 1).expect("read");
+        let read = log
+            .read(TOPIC, position.partition, position.offset, 1)
+            .expect("read");
         assert_eq!(read.len(), 1);
         let got = &read[0];
-        assert_eq!((got.partition, got.offset), (position.partition, position.offset));
+        assert_eq!(
+            (got.partition, got.offset),
+            (position.partition, position.offset)
+        );
         assert_eq!(
             (&got.key, &got.value, got.timestamp_ms),
             (&record.key, &record.value, record.timestamp_ms)
@@ -110,11 +135,25 @@ fn fixture_log_still_decodes() {
     }
     assert_eq!(log.range(TOPIC, 0).expect("range").end, 2);
     assert_eq!(log.range(TOPIC, 1).expect("range").end, 4);
-    assert_eq!(log.committed_offset(GROUP, TOPIC, 0).expect("offset"), Some(2));
-    assert_eq!(log.committed_offset(GROUP, TOPIC, 1).expect("offset"), Some(1));
-    assert_eq!(log.committed_offset("other group", TOPIC, 1).expect("offset"), Some(4));
+    assert_eq!(
+        log.committed_offset(GROUP, TOPIC, 0).expect("offset"),
+        Some(2)
+    );
+    assert_eq!(
+        log.committed_offset(GROUP, TOPIC, 1).expect("offset"),
+        Some(1)
+    );
+    assert_eq!(
+        log.committed_offset("other group", TOPIC, 1)
+            .expect("offset"),
+        Some(4)
+    );
     drop(log);
-    assert_eq!(files(copy.path()), files(&fixture_dir()), "opening a clean log changes no file");
+    assert_eq!(
+        files(copy.path()),
+        files(&fixture_dir()),
+        "opening a clean log changes no file"
+    );
 }
 
 #[test]
@@ -135,7 +174,10 @@ fn writer_reproduces_fixture_bytes() {
     let written = files(fresh.path());
     let fixture = files(&fixture_dir());
     let names = |files: &[(PathBuf, Vec<u8>)]| {
-        files.iter().map(|(path, _)| path.clone()).collect::<Vec<_>>()
+        files
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(names(&written), names(&fixture), "same files");
     for ((path, got), (_, want)) in written.iter().zip(&fixture) {

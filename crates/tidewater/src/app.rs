@@ -177,10 +177,11 @@ impl App {
     /// Stops sources and workers and writes a final index snapshot.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Stopping the engine first also wakes a reconcile waiting for its repairs.
+        self.knowledge.stop();
         for t in self.threads {
             let _ = t.join();
         }
-        self.knowledge.stop();
     }
 }
 

@@ -134,7 +134,12 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<FrameView<'_>, &'static str> 
         let (key, value) = rest.split_at(key_len);
         (Some(key), value)
     };
-    Ok(FrameView { offset, timestamp_ms, key, value })
+    Ok(FrameView {
+        offset,
+        timestamp_ms,
+        key,
+        value,
+    })
 }
 
 /// CRC-32 of the `len` field and the body: everything but the `crc` field itself.
@@ -188,7 +193,10 @@ mod tests {
             }
             let mut damaged = buf.clone();
             damaged[byte] ^= 0x10;
-            assert!(decode_frame(&damaged).is_err(), "flip at byte {byte} not detected");
+            assert!(
+                decode_frame(&damaged).is_err(),
+                "flip at byte {byte} not detected"
+            );
         }
     }
 

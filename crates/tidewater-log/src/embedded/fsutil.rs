@@ -119,7 +119,11 @@ pub(crate) fn decode_checked_text<'a>(
     kind: &str,
     version: u32,
 ) -> Result<Vec<&'a str>, LogError> {
-    let corrupt = |reason: String| LogError::Corrupt { path: path.to_owned(), position: 0, reason };
+    let corrupt = |reason: String| LogError::Corrupt {
+        path: path.to_owned(),
+        position: 0,
+        reason,
+    };
     let body_end = text
         .trim_end_matches('\n')
         .rfind('\n')
@@ -138,7 +142,9 @@ pub(crate) fn decode_checked_text<'a>(
     let expected_header = format!("{kind} {version}");
     match lines.next() {
         Some(header) if header == expected_header => Ok(lines.collect()),
-        Some(header) => Err(corrupt(format!("expected '{expected_header}', found '{header}'"))),
+        Some(header) => Err(corrupt(format!(
+            "expected '{expected_header}', found '{header}'"
+        ))),
         None => Err(corrupt("empty file".into())),
     }
 }
@@ -151,7 +157,10 @@ mod tests {
     fn checked_text_round_trips_and_detects_edits() {
         let text = encode_checked_text("kind", 1, &["a 1".into(), "b 2".into()]);
         let path = Path::new("x");
-        assert_eq!(decode_checked_text(path, &text, "kind", 1).expect("valid"), ["a 1", "b 2"]);
+        assert_eq!(
+            decode_checked_text(path, &text, "kind", 1).expect("valid"),
+            ["a 1", "b 2"]
+        );
         let edited = text.replace("a 1", "a 2");
         assert!(decode_checked_text(path, &edited, "kind", 1).is_err());
         assert!(decode_checked_text(path, &text, "kind", 2).is_err());

@@ -20,6 +20,8 @@ use crate::{Log, LogError, NewRecord, PartitionRange, Position, Record, TopicCon
 const TOPICS_DIR: &str = "topics";
 /// Directory holding one file per consumer group.
 const OFFSETS_DIR: &str = "offsets";
+/// File whose exclusive lock marks the directory as open by one process.
+const LOCK_FILE: &str = "LOCK";
 
 /// The single-machine log, stored under one directory.
 ///
@@ -31,6 +33,8 @@ pub struct EmbeddedLog {
     config: EmbeddedLogConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     offsets: OffsetStore,
+    /// Holds the directory's lock for as long as the log is open.
+    _lock: std::fs::File,
 }
 
 /// What one retention pass ([`EmbeddedLog::enforce_retention`]) deleted.
@@ -59,6 +63,23 @@ impl EmbeddedLog {
         let dir = dir.into();
         let topics_dir = dir.join(TOPICS_DIR);
         fs_err::create_dir_all(&topics_dir)?;
+        // Recovery truncates torn tails: a second process must never do that to files a
+        // live writer is appending to.
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?
+            .into_parts()
+            .0;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io(e)),
+        }
         let mut topics = BTreeMap::new();
         for entry in fs_err::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -81,7 +102,13 @@ impl EmbeddedLog {
         sync_dir(&topics_dir)?;
         let offsets = OffsetStore::open(dir.join(OFFSETS_DIR))?;
         tracing::debug!(dir = %dir.display(), topics = topics.len(), "opened embedded log");
-        Ok(Arc::new(Self { dir, config, topics: RwLock::new(topics), offsets }))
+        Ok(Arc::new(Self {
+            dir,
+            config,
+            topics: RwLock::new(topics),
+            offsets,
+            _lock: lock,
+        }))
     }
 
     /// The directory the log lives in.
@@ -113,7 +140,9 @@ impl EmbeddedLog {
     pub fn enforce_retention(&self) -> Result<RetentionReport, LogError> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         let mut report = RetentionReport::default();
         for topic in topics {
@@ -121,8 +150,9 @@ impl EmbeddedLog {
             if config.retention_age.is_none() && config.retention_bytes.is_none() {
                 continue;
             }
-            let max_age_ms =
-                config.retention_age.map(|age| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            let max_age_ms = config
+                .retention_age
+                .map(|age| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
             for partition in topic.partitions() {
                 let removed =
                     partition.enforce_retention(now_ms, max_age_ms, config.retention_bytes)?;
@@ -139,24 +169,35 @@ impl EmbeddedLog {
             .read()
             .get(name)
             .cloned()
-            .ok_or_else(|| LogError::UnknownTopic { topic: name.to_owned() })
+            .ok_or_else(|| LogError::UnknownTopic {
+                topic: name.to_owned(),
+            })
     }
 
     fn partition(topic: &Topic, partition: u32) -> Result<&Partition, LogError> {
         topic
             .partitions()
             .get(partition as usize)
-            .ok_or_else(|| LogError::UnknownPartition { topic: topic.name().to_owned(), partition })
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: topic.name().to_owned(),
+                partition,
+            })
     }
 
     fn check_record(&self, record: &NewRecord) -> Result<(), LogError> {
         let max = self.config.max_record_bytes;
         if record.value.len() > max {
-            return Err(LogError::RecordTooLarge { size: record.value.len(), max });
+            return Err(LogError::RecordTooLarge {
+                size: record.value.len(),
+                max,
+            });
         }
         if frame_len(record.key.as_deref(), &record.value) > MAX_FRAME_LEN {
             let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len);
-            return Err(LogError::RecordTooLarge { size, max: MAX_FRAME_LEN });
+            return Err(LogError::RecordTooLarge {
+                size,
+                max: MAX_FRAME_LEN,
+            });
         }
         Ok(())
     }
@@ -199,10 +240,19 @@ impl Log for EmbeddedLog {
         }
         let mut routed: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, record) in records.iter().enumerate() {
-            routed.entry(topic.route(record.key.as_deref())).or_default().push(i);
+            routed
+                .entry(topic.route(record.key.as_deref()))
+                .or_default()
+                .push(i);
         }
         let publish_on_write = self.config.durability == Durability::Os;
-        let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
+        let mut positions = vec![
+            Position {
+                partition: 0,
+                offset: 0
+            };
+            records.len()
+        ];
         let mut to_sync = Vec::with_capacity(routed.len());
         // Write every partition first and fsync afterwards, so the fsyncs of a
         // multi-partition append overlap with other appenders' writes.
@@ -211,7 +261,10 @@ impl Log for EmbeddedLog {
             let batch: Vec<&NewRecord> = indices.iter().map(|&i| &records[i]).collect();
             let (first, end) = partition.write(&batch, publish_on_write)?;
             for (offset, &i) in (first..).zip(indices) {
-                positions[i] = Position { partition: id, offset };
+                positions[i] = Position {
+                    partition: id,
+                    offset,
+                };
             }
             to_sync.push((partition, end));
         }

@@ -43,7 +43,9 @@ impl OffsetStore {
                 fs_err::remove_file(entry.path())?;
                 continue;
             }
-            let Some(group) = name.strip_suffix(OFFSETS_EXTENSION).and_then(decode_group_name)
+            let Some(group) = name
+                .strip_suffix(OFFSETS_EXTENSION)
+                .and_then(decode_group_name)
             else {
                 tracing::warn!(file = %name, "ignoring unknown file in the offsets directory");
                 continue;
@@ -51,7 +53,10 @@ impl OffsetStore {
             let offsets = read_group_file(&entry.path())?;
             groups.insert(group, Arc::new(Mutex::new(offsets)));
         }
-        Ok(Self { dir, groups: Mutex::new(groups) })
+        Ok(Self {
+            dir,
+            groups: Mutex::new(groups),
+        })
     }
 
     /// Stores a group's next offset for a partition; durable when it returns.
@@ -164,9 +169,20 @@ mod tests {
 
     #[test]
     fn group_names_round_trip_through_file_names() {
-        for group in ["pipeline", "a.b", ".hidden", "..", "with space/slash", "ünï", "%41"] {
+        for group in [
+            "pipeline",
+            "a.b",
+            ".hidden",
+            "..",
+            "with space/slash",
+            "ünï",
+            "%41",
+        ] {
             let encoded = encode_group_name(group).expect("valid");
-            assert!(!encoded.starts_with('.') && !encoded.contains('/'), "{encoded}");
+            assert!(
+                !encoded.starts_with('.') && !encoded.contains('/'),
+                "{encoded}"
+            );
             assert_eq!(decode_group_name(&encoded).as_deref(), Some(group));
         }
         assert!(encode_group_name("").is_err());

@@ -141,8 +141,15 @@ impl Partition {
             dir,
             segment_bytes,
             segments: RwLock::new(segments),
-            writer: Mutex::new(Writer { active, next_offset, last_indexed }),
-            sync: Mutex::new(SyncState { synced_end: next_offset, leader_active: false }),
+            writer: Mutex::new(Writer {
+                active,
+                next_offset,
+                last_indexed,
+            }),
+            sync: Mutex::new(SyncState {
+                synced_end: next_offset,
+                leader_active: false,
+            }),
             synced: Condvar::new(),
             published_end: AtomicU64::new(next_offset),
             end_lock: Mutex::new(()),
@@ -185,7 +192,10 @@ impl Partition {
             }
             let position = writer.active.size() + batch.frames.len() as u64;
             let offset = writer.next_offset + batch.records;
-            if writer.last_indexed.is_none_or(|last| position - last >= INDEX_INTERVAL_BYTES) {
+            if writer
+                .last_indexed
+                .is_none_or(|last| position - last >= INDEX_INTERVAL_BYTES)
+            {
                 batch.index.push(IndexEntry { offset, position });
                 writer.last_indexed = Some(position);
             }
@@ -223,7 +233,9 @@ impl Partition {
             *batch = Batch::default();
             return Err(error.into());
         }
-        writer.active.note_appended(&batch.index, batch.max_timestamp);
+        writer
+            .active
+            .note_appended(&batch.index, batch.max_timestamp);
         writer.next_offset += batch.records;
         *batch = Batch::default();
         Ok(())
@@ -309,13 +321,19 @@ impl Partition {
     pub(crate) fn range(&self) -> PartitionRange {
         let end = self.published_end.load(Ordering::Acquire);
         let segments = self.segments.read();
-        let start = segments.first().map_or(end, |segment| segment.base.min(end));
+        let start = segments
+            .first()
+            .map_or(end, |segment| segment.base.min(end));
         PartitionRange { start, end }
     }
 
     /// Bytes stored in all segment files of the partition.
     pub(crate) fn size_bytes(&self) -> u64 {
-        self.segments.read().iter().map(|segment| segment.size()).sum()
+        self.segments
+            .read()
+            .iter()
+            .map(|segment| segment.size())
+            .sum()
     }
 
     /// Reads up to `max` records from offset `from`.
@@ -326,7 +344,9 @@ impl Partition {
         let (start, chain) = {
             let segments = self.segments.read();
             let start = segments.first().map_or(end, |segment| segment.base);
-            let first = segments.partition_point(|segment| segment.base <= from).saturating_sub(1);
+            let first = segments
+                .partition_point(|segment| segment.base <= from)
+                .saturating_sub(1);
             (start, segments[first..].to_vec())
         };
         if from < start || from > end {
@@ -344,7 +364,9 @@ impl Partition {
             if next >= end || out.len() >= max {
                 break;
             }
-            let segment_end = chain.get(i + 1).map_or(end, |following| following.base.min(end));
+            let segment_end = chain
+                .get(i + 1)
+                .map_or(end, |following| following.base.min(end));
             segment.read_into(self.id, next, segment_end, max, &mut out)?;
             next = segment_end;
         }
@@ -361,7 +383,11 @@ impl Partition {
             }
             match deadline {
                 Some(deadline) => {
-                    if self.end_changed.wait_until(&mut guard, deadline).timed_out() {
+                    if self
+                        .end_changed
+                        .wait_until(&mut guard, deadline)
+                        .timed_out()
+                    {
                         return self.published_end.load(Ordering::Acquire) > offset;
                     }
                 }
@@ -405,7 +431,11 @@ impl Partition {
         let Some(last) = removed.last() else {
             return Ok(report);
         };
-        let new_start = self.segments.read().first().map_or(last.base, |segment| segment.base);
+        let new_start = self
+            .segments
+            .read()
+            .first()
+            .map_or(last.base, |segment| segment.base);
         // Oldest first, so a crash part-way leaves a dense suffix of the chain.
         for segment in &removed {
             fs_err::remove_file(&segment.path)?;
@@ -430,6 +460,11 @@ struct Batch {
 
 impl Default for Batch {
     fn default() -> Self {
-        Self { frames: Vec::new(), records: 0, index: Vec::new(), max_timestamp: i64::MIN }
+        Self {
+            frames: Vec::new(),
+            records: 0,
+            index: Vec::new(),
+            max_timestamp: i64::MIN,
+        }
     }
 }

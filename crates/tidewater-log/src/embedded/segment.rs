@@ -80,8 +80,11 @@ impl Segment {
     /// that the recovery scan can find.
     pub(crate) fn create(dir: &Path, base: u64) -> Result<Self, LogError> {
         let path = dir.join(segment_file_name(base));
-        let file =
-            fs_err::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let written =
             write_all_at(&file, &encode_segment_header(base), 0).and_then(|()| file.sync_all());
         if let Err(error) = written {
@@ -116,7 +119,10 @@ impl Segment {
         base: u64,
         is_last: bool,
     ) -> Result<RecoveredSegment, LogError> {
-        let file = fs_err::OpenOptions::new().read(true).write(true).open(path)?;
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         let file_len = file.metadata()?.len();
         let corrupt = |position: u64, reason: String| LogError::Corrupt {
             path: path.to_owned(),
@@ -132,7 +138,11 @@ impl Segment {
             write_all_at(&file, &encode_segment_header(base), 0)?;
             file.sync_all()?;
             let segment = Self::new(base, path.to_owned(), file, SEGMENT_HEADER_LEN);
-            return Ok(RecoveredSegment { segment, next_offset: base, truncated_bytes: file_len });
+            return Ok(RecoveredSegment {
+                segment,
+                next_offset: base,
+                truncated_bytes: file_len,
+            });
         }
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         read_full_at(&file, &mut header, 0)?;
@@ -145,8 +155,12 @@ impl Segment {
         }
 
         let segment = Self::new(base, path.to_owned(), file, SEGMENT_HEADER_LEN);
-        let mut reader =
-            FrameReader::new(&segment.file, SEGMENT_HEADER_LEN, file_len, RECOVERY_CHUNK_BYTES);
+        let mut reader = FrameReader::new(
+            &segment.file,
+            SEGMENT_HEADER_LEN,
+            file_len,
+            RECOVERY_CHUNK_BYTES,
+        );
         let mut expected = base;
         let mut last_indexed: Option<u64> = None;
         let mut max_timestamp = i64::MIN;
@@ -172,7 +186,10 @@ impl Segment {
                 },
             };
             if last_indexed.is_none_or(|last| position - last >= INDEX_INTERVAL_BYTES) {
-                index.push(IndexEntry { offset: expected, position });
+                index.push(IndexEntry {
+                    offset: expected,
+                    position,
+                });
                 last_indexed = Some(position);
             }
             expected += 1;
@@ -185,16 +202,27 @@ impl Segment {
                 return Err(corrupt(position, reason));
             }
             if intact_frame_follows(&segment.file, position, file_len, expected)? {
-                return Err(corrupt(position, format!("{reason}, and intact records follow it")));
+                return Err(corrupt(
+                    position,
+                    format!("{reason}, and intact records follow it"),
+                ));
             }
             truncated_bytes = file_len - position;
             segment.file.set_len(position)?;
             segment.file.sync_all()?;
         }
-        segment.size.store(file_len - truncated_bytes, Ordering::Release);
-        segment.max_timestamp.store(max_timestamp, Ordering::Release);
+        segment
+            .size
+            .store(file_len - truncated_bytes, Ordering::Release);
+        segment
+            .max_timestamp
+            .store(max_timestamp, Ordering::Release);
         *segment.index.write() = index;
-        Ok(RecoveredSegment { segment, next_offset: expected, truncated_bytes })
+        Ok(RecoveredSegment {
+            segment,
+            next_offset: expected,
+            truncated_bytes,
+        })
     }
 
     /// Bytes written to the file, header included.
@@ -228,7 +256,8 @@ impl Segment {
         let size = self.size();
         match write_all_at(&self.file, frames, size) {
             Ok(()) => {
-                self.size.store(size + frames.len() as u64, Ordering::Release);
+                self.size
+                    .store(size + frames.len() as u64, Ordering::Release);
                 Ok(())
             }
             Err(error) => Err((error, self.file.set_len(size).err())),
@@ -240,7 +269,8 @@ impl Segment {
         if !entries.is_empty() {
             self.index.write().extend_from_slice(entries);
         }
-        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
     }
 
     /// Flushes written data to stable storage (fdatasync).
@@ -263,7 +293,10 @@ impl Segment {
             let at = index.partition_point(|entry| entry.offset <= from);
             match at.checked_sub(1) {
                 Some(at) => index[at],
-                None => IndexEntry { offset: self.base, position: SEGMENT_HEADER_LEN },
+                None => IndexEntry {
+                    offset: self.base,
+                    position: SEGMENT_HEADER_LEN,
+                },
             }
         };
         let corrupt = |position: u64, reason: String| LogError::Corrupt {
@@ -361,7 +394,15 @@ struct FrameReader<'a> {
 
 impl<'a> FrameReader<'a> {
     fn new(file: &'a fs_err::File, position: u64, limit: u64, chunk: usize) -> Self {
-        Self { file, position, limit, buf: Vec::new(), filled: 0, buf_position: position, chunk }
+        Self {
+            file,
+            position,
+            limit,
+            buf: Vec::new(),
+            filled: 0,
+            buf_position: position,
+            chunk,
+        }
     }
 
     fn position(&self) -> u64 {
@@ -427,9 +468,15 @@ mod tests {
     #[test]
     fn segment_names_round_trip() {
         assert_eq!(segment_file_name(42), "00000000000000000042.seg");
-        assert_eq!(parse_segment_file_name("00000000000000000042.seg"), Some(42));
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.seg"),
+            Some(42)
+        );
         assert_eq!(parse_segment_file_name("42.seg"), None);
-        assert_eq!(parse_segment_file_name("00000000000000000042.seg.tmp"), None);
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.seg.tmp"),
+            None
+        );
         assert_eq!(parse_segment_file_name("0000000000000000004x.seg"), None);
     }
 }

@@ -27,8 +27,9 @@ const MAX_TOPIC_NAME_LEN: usize = 200;
 
 /// Checks that a topic name is safe to use as a directory name.
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), LogError> {
-    let valid_chars =
-        name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    let valid_chars = name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
     if name.is_empty()
         || name.len() > MAX_TOPIC_NAME_LEN
         || !valid_chars
@@ -85,7 +86,12 @@ impl Topic {
         let config = read_meta(&meta)?;
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for id in 0..config.partitions {
-            partitions.push(Partition::open(name, id, dir.join(id.to_string()), segment_bytes)?);
+            partitions.push(Partition::open(
+                name,
+                id,
+                dir.join(id.to_string()),
+                segment_bytes,
+            )?);
         }
         Ok(Self {
             name: name.to_owned(),
@@ -120,7 +126,10 @@ impl Topic {
             retention_age: wanted.retention_age,
             retention_bytes: wanted.retention_bytes,
         };
-        write_atomically(&self.dir.join(TOPIC_META_FILE), encode_meta(&updated).as_bytes())?;
+        write_atomically(
+            &self.dir.join(TOPIC_META_FILE),
+            encode_meta(&updated).as_bytes(),
+        )?;
         *config = updated;
         Ok(())
     }
@@ -142,9 +151,12 @@ impl Topic {
 
 /// The metadata file's text.
 fn encode_meta(config: &TopicConfig) -> String {
-    let age =
-        config.retention_age.map_or_else(|| "none".to_owned(), |age| age.as_millis().to_string());
-    let bytes = config.retention_bytes.map_or_else(|| "none".to_owned(), |bytes| bytes.to_string());
+    let age = config
+        .retention_age
+        .map_or_else(|| "none".to_owned(), |age| age.as_millis().to_string());
+    let bytes = config
+        .retention_bytes
+        .map_or_else(|| "none".to_owned(), |bytes| bytes.to_string());
     encode_checked_text(
         TOPIC_META_KIND,
         TOPIC_META_VERSION,
@@ -160,18 +172,26 @@ fn encode_meta(config: &TopicConfig) -> String {
 fn read_meta(path: &Path) -> Result<TopicConfig, LogError> {
     let text = fs_err::read_to_string(path)?;
     let lines = decode_checked_text(path, &text, TOPIC_META_KIND, TOPIC_META_VERSION)?;
-    let corrupt = |reason: String| LogError::Corrupt { path: path.to_owned(), position: 0, reason };
+    let corrupt = |reason: String| LogError::Corrupt {
+        path: path.to_owned(),
+        position: 0,
+        reason,
+    };
     let mut partitions = None;
     let mut retention_age = None;
     let mut retention_bytes = None;
     for line in lines {
-        let (field, value) =
-            line.split_once(' ').ok_or_else(|| corrupt(format!("malformed line '{line}'")))?;
+        let (field, value) = line
+            .split_once(' ')
+            .ok_or_else(|| corrupt(format!("malformed line '{line}'")))?;
         let number = |value: &str| -> Result<Option<u64>, LogError> {
             if value == "none" {
                 return Ok(None);
             }
-            value.parse().map(Some).map_err(|_| corrupt(format!("malformed number in '{line}'")))
+            value
+                .parse()
+                .map(Some)
+                .map_err(|_| corrupt(format!("malformed number in '{line}'")))
         };
         match field {
             "partitions" => partitions = number(value)?,
@@ -184,7 +204,11 @@ fn read_meta(path: &Path) -> Result<TopicConfig, LogError> {
         .and_then(|count| u32::try_from(count).ok())
         .filter(|&count| count > 0)
         .ok_or_else(|| corrupt("missing or invalid partition count".into()))?;
-    Ok(TopicConfig { partitions, retention_age, retention_bytes })
+    Ok(TopicConfig {
+        partitions,
+        retention_age,
+        retention_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -206,7 +230,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(TOPIC_META_FILE);
         for config in [
-            TopicConfig { partitions: 3, retention_age: None, retention_bytes: None },
+            TopicConfig {
+                partitions: 3,
+                retention_age: None,
+                retention_bytes: None,
+            },
             TopicConfig {
                 partitions: 1,
                 retention_age: Some(Duration::from_secs(90)),

@@ -32,7 +32,7 @@ pub struct Args {
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
-    let (docs, questions) = super::squad_file::load(&args.file)?;
+    let (docs, questions) = super::shared::squad_file::load(&args.file)?;
     let embedder = tidewater_embed::build_embedder(&tidewater_embed::EmbedderConfig::default())?;
     // Chunks: consecutive paragraph text cut to ~250 model tokens at word boundaries.
     let words: Vec<&str> = docs
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         .take(args.queries)
         .collect();
     if let Some(path) = &args.dump_texts {
-        super::write_json(Some(path), &json!({"chunks": chunks, "queries": queries}))?;
+        super::shared::write_json(Some(path), &json!({"chunks": chunks, "queries": queries}))?;
     }
     let mut sets = Vec::new();
     for (name, texts) in [("chunks_250_tokens", &chunks), ("short_queries", &queries)] {
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
             embedder.embed(&refs)?;
             seconds.push(started.elapsed().as_secs_f64());
         }
-        let median = super::quantile(&seconds, 0.5);
+        let median = super::shared::quantile(&seconds, 0.5);
         sets.push(json!({
             "set": name,
             "texts": refs.len(),
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
             s["tokens_per_second"].as_f64().unwrap_or(0.0)
         );
     }
-    super::write_json(
+    super::shared::write_json(
         args.json.as_ref(),
         &json!({"benchmark": "embed", "model": embedder.model_id(), "sets": sets}),
     )?;

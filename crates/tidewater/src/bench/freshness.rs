@@ -150,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
     let _ = stop_tx.send(());
     runtime.block_on(server).context("server task")??;
 
-    let ms = |q: f64| super::quantile(&latencies, q) * 1000.0;
+    let ms = |q: f64| super::shared::quantile(&latencies, q) * 1000.0;
     let result = json!({
         "benchmark": "freshness",
         "edits": latencies.len(),
@@ -173,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         ms(0.99),
         ms(1.0)
     );
-    super::write_json(args.json.as_ref(), &result)?;
+    super::shared::write_json(args.json.as_ref(), &result)?;
     app.shutdown();
     Ok(())
 }

@@ -24,6 +24,9 @@ pub struct Args {
     /// Data directory (default: a fresh temporary one).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Write the indexed chunks and the questions as JSON here (input of `bench/peer.py`).
+    #[arg(long)]
+    dump_chunks: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -65,7 +68,7 @@ impl Scores {
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
-    let (docs, questions) = super::squad_file::load(&args.file)?;
+    let (docs, questions) = super::shared::squad_file::load(&args.file)?;
     let temp = tempfile::tempdir()?;
     let mut config = tidewater_config::Config::default();
     config.data_dir = args
@@ -104,6 +107,27 @@ pub fn run(args: Args) -> Result<()> {
         ingest.as_secs_f64()
     );
 
+    if let Some(path) = &args.dump_chunks {
+        let mut chunks = Vec::new();
+        for (doc_id, _) in &docs {
+            let status = app
+                .knowledge
+                .document(doc_id)?
+                .with_context(|| format!("{doc_id} was not indexed"))?;
+            for hit in app.knowledge.chunks_of(doc_id)? {
+                chunks.push(json!({"doc_id": doc_id, "chunk_id": hit.chunk_id, "text": hit.text}));
+            }
+            anyhow::ensure!(status.rejected.is_none(), "{doc_id} was rejected");
+        }
+        let questions: Vec<_> = questions
+            .iter()
+            .map(|(q, d)| json!({"question": q, "doc_id": d}))
+            .collect();
+        super::shared::write_json(
+            Some(path),
+            &json!({"chunks": chunks, "questions": questions}),
+        )?;
+    }
     eprintln!("embedding {} questions…", questions.len());
     let texts: Vec<&str> = questions.iter().map(|(q, _)| q.as_str()).collect();
     let vectors = app
@@ -159,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
         ingest.as_secs_f64(),
         docs.len() as f64 / ingest.as_secs_f64()
     );
-    super::write_json(args.json.as_ref(), &result)?;
+    super::shared::write_json(args.json.as_ref(), &result)?;
     app.shutdown();
     Ok(())
 }

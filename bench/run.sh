@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Tidewater's end-to-end benchmarks and their peers side by side, in one session,
+# writing JSON results under bench-results/ (git-ignored). Record the numbers, with the
+# machine, commit and date, in BENCHMARKS.md.
+#
+# Needs a virtual environment with sentence-transformers for the peer, outside the
+# repository (PyPI's torch is large):
+#   python3 -m venv ~/.cache/tidewater-st-venv && ~/.cache/tidewater-st-venv/bin/pip install sentence-transformers
+set -euo pipefail
+source "$(dirname "$0")/../scripts/common.sh"
+cd "$repo_root"
+venv="${TIDEWATER_PEER_VENV:-$HOME/.cache/tidewater-st-venv}"
+out=bench-results
+mkdir -p "$out"
+
+scripts/fetch-model.sh
+cargo build --release --locked -p tidewater
+bin="$CARGO_TARGET_DIR/release/tidewater"
+squad="$shared_data/squad-v2-dev-subset.json"
+
+echo "== machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
+echo "== tidewater bench embed"
+"$bin" bench embed --file "$squad" --dump-texts "$out/embed-texts.json" --json "$out/embed.json"
+echo "== tidewater bench squad"
+"$bin" bench squad --file "$squad" --dump-chunks "$out/squad-chunks.json" --json "$out/squad.json"
+echo "== peer: sentence-transformers (CPU torch, 2 threads) on the same texts and chunks"
+"$venv/bin/python" bench/peer.py --texts "$out/embed-texts.json" --chunks "$out/squad-chunks.json" --json "$out/peer.json"
+echo "== tidewater bench freshness"
+"$bin" bench freshness --edits 60 --size 1024 --json "$out/freshness.json"
