@@ -10,9 +10,9 @@ port="${PORT:-8080}"
 
 echo "==> model"
 scripts/fetch-model.sh
-echo "==> build (release; the first build takes several minutes)"
-cargo build --release --locked -p tidewater
-bin="$CARGO_TARGET_DIR/release/tidewater"
+echo "==> build and install tidewater into ~/.cargo/bin (release; the first build takes several minutes)"
+cargo install --locked --quiet --path crates/tidewater
+bin="${CARGO_HOME:-$HOME/.cargo}/bin/tidewater"
 echo "==> corpus"
 python3 scripts/squad-to-files.py "$shared_data/squad-v2-dev-subset.json" demo/docs
 
@@ -42,4 +42,7 @@ Tidewater is running (pid $(cat demo/tidewater.pid)), indexing demo/docs.
   edit a file under demo/docs and search again: the change is searchable within about a second.
   metrics:  curl -s localhost:$port/metrics
   stop:     kill \$(cat demo/tidewater.pid)
+
+The binary is $bin; from any directory:
+  tidewater run --docs DIR --data-dir DIR2 --listen 127.0.0.1:PORT
 MSG

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tidewater_engine::{
-    committed_offsets, open_state_db, DeadLetter, DeadLetterRecord, Engine, EngineConfig, Pipeline,
-    PipelineError, Prepared,
+    committed_offsets, open_state_db, DeadLetter, DeadLetterRecord, Engine, EngineConfig,
+    EngineHandle, Pipeline, PipelineError, Prepared,
 };
 use tidewater_log::{EmbeddedLog, Log, NewRecord, Record, TopicConfig};
 use tidewater_metrics::Metrics;
@@ -101,6 +101,29 @@ fn config() -> EngineConfig {
     }
 }
 
+/// Starts the engine over `numbers` with a fresh pipeline whose first `fail_first`
+/// batches fail.
+fn start(
+    log: &Arc<dyn Log>,
+    db: &Arc<Database>,
+    fail_first: usize,
+    metrics: &Arc<Metrics>,
+) -> EngineHandle {
+    let pipeline = Arc::new(Summer {
+        fail_first,
+        prepares: AtomicUsize::new(0),
+    });
+    Engine::new(
+        Arc::clone(log),
+        Arc::clone(db),
+        pipeline,
+        config(),
+        Arc::clone(metrics),
+    )
+    .start(&TopicConfig::default())
+    .unwrap()
+}
+
 fn append(log: &dyn Log, values: &[(&str, &str)]) -> Vec<(u32, u64)> {
     let records = values
         .iter()
@@ -143,19 +166,7 @@ fn effects_apply_once_across_failures_restarts_and_dead_letters() {
     let refs: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let positions = append(log.as_ref(), &refs);
 
-    let pipeline = Arc::new(Summer {
-        fail_first: 3,
-        prepares: AtomicUsize::new(0),
-    });
-    let handle = Engine::new(
-        Arc::clone(&log),
-        Arc::clone(&db),
-        pipeline,
-        config(),
-        Arc::clone(&metrics),
-    )
-    .start(&TopicConfig::default())
-    .unwrap();
+    let handle = start(&log, &db, 3, &metrics);
     assert!(handle
         .watcher()
         .wait_committed(&positions, Duration::from_secs(30)));
@@ -199,19 +210,7 @@ fn effects_apply_once_across_failures_restarts_and_dead_letters() {
         ends
     );
     let more = append(log.as_ref(), &[("a", "1000")]);
-    let pipeline = Arc::new(Summer {
-        fail_first: 0,
-        prepares: AtomicUsize::new(0),
-    });
-    let handle = Engine::new(
-        Arc::clone(&log),
-        Arc::clone(&db),
-        pipeline,
-        config(),
-        Arc::clone(&metrics),
-    )
-    .start(&TopicConfig::default())
-    .unwrap();
+    let handle = start(&log, &db, 0, &metrics);
     assert!(handle
         .watcher()
         .wait_committed(&more, Duration::from_secs(30)));

@@ -52,3 +52,21 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl From<crate::state::RowError> for KnowledgeError {
+    fn from(e: crate::state::RowError) -> Self {
+        match e {
+            crate::state::RowError::Storage(e) => Self::State(e.into()),
+            corrupt => Self::Corrupt(corrupt.to_string()),
+        }
+    }
+}
+
+impl From<crate::state::RowError> for tidewater_engine::PipelineError {
+    fn from(e: crate::state::RowError) -> Self {
+        match e {
+            crate::state::RowError::Storage(e) => Self::State(e.into()),
+            corrupt => Self::Internal(corrupt.to_string()),
+        }
+    }
+}

@@ -17,7 +17,9 @@ use tidewater_index::{IndexConfig, UsearchIndex, VectorIndex};
 use tidewater_metrics::Metrics;
 use tracing::{info, warn};
 
-use crate::state::{decode_embedding, ChunkRow, DocRow, CHUNKS, DOCS, EMBEDDINGS, JOURNAL};
+use crate::state::{
+    chunk_vector, get_chunk, get_doc, parse_chunk, parse_doc, CHUNKS, DOCS, EMBEDDINGS, JOURNAL,
+};
 use crate::KnowledgeError;
 
 /// What search filters need to know about an indexed key, kept in memory.
@@ -123,22 +125,15 @@ impl IndexStore {
         let mut metadata = self.doc_metadata.write();
         for entry in docs.iter()? {
             let (doc_id, row) = entry?;
-            let row: DocRow = serde_json::from_slice(row.value())
-                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
+            let row = parse_doc(doc_id.value(), row.value())?;
             metadata.insert(Arc::from(doc_id.value()), Arc::new(row.metadata));
         }
         for entry in chunks.iter()? {
             let (key, row) = entry?;
-            let row: ChunkRow = serde_json::from_slice(row.value())
-                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
+            let row = parse_chunk(key.value(), row.value())?;
             if insert_vectors {
-                let vector = embeddings
-                    .get(row.text_hash.as_str())?
-                    .and_then(|v| decode_embedding(v.value()))
-                    .ok_or_else(|| {
-                        KnowledgeError::Corrupt(format!("chunk {} has no embedding", row.chunk_id))
-                    })?;
-                self.index.upsert(key.value(), &vector.1)?;
+                self.index
+                    .upsert(key.value(), &chunk_vector(&embeddings, &row)?)?;
             }
             keys.insert(
                 key.value(),
@@ -167,21 +162,9 @@ impl IndexStore {
             let key = key.value();
             last = seq.value();
             // Bring the key in line with the committed state, whatever happened before.
-            let row: Option<ChunkRow> = chunks
-                .get(key)?
-                .and_then(|v| serde_json::from_slice(v.value()).ok());
-            match row {
+            match get_chunk(&chunks, key)? {
                 Some(row) => {
-                    let (_, vector) = embeddings
-                        .get(row.text_hash.as_str())?
-                        .and_then(|v| decode_embedding(v.value()))
-                        .ok_or_else(|| {
-                            KnowledgeError::Corrupt(format!(
-                                "chunk {} has no embedding",
-                                row.chunk_id
-                            ))
-                        })?;
-                    self.index.upsert(key, &vector)?;
+                    self.index.upsert(key, &chunk_vector(&embeddings, &row)?)?;
                     let doc_id: Arc<str> = Arc::from(row.doc_id.as_str());
                     touched_docs.push(Arc::clone(&doc_id));
                     self.keys.write().insert(key, KeyInfo { doc_id });
@@ -197,10 +180,7 @@ impl IndexStore {
         if last != *applied {
             let mut metadata = self.doc_metadata.write();
             for doc_id in touched_docs {
-                match docs
-                    .get(&*doc_id)?
-                    .and_then(|v| serde_json::from_slice::<DocRow>(v.value()).ok())
-                {
+                match get_doc(&docs, &doc_id)? {
                     Some(row) => metadata.insert(doc_id, Arc::new(row.metadata)),
                     None => metadata.remove(&doc_id),
                 };

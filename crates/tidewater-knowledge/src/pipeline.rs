@@ -13,8 +13,8 @@ use tidewater_metrics::Metrics;
 
 use crate::index_store::IndexStore;
 use crate::state::{
-    decode_embedding, encode_embedding, to_json, ChunkRow, DocRow, CHUNKS, COUNTERS, DOCS,
-    EMBEDDINGS, JOURNAL,
+    encode_embedding, get_doc, get_embedding, parse_chunk, to_json, ChunkRow, DocRow, CHUNKS,
+    COUNTERS, DOCS, EMBEDDINGS, JOURNAL,
 };
 
 /// Consumes the documents topic and maintains chunks, embeddings and the index.
@@ -169,10 +169,7 @@ impl Pipeline for KnowledgePipeline {
                 continue;
             };
             let observed_at_ms = event.observed_at_ms;
-            let current: Option<DocRow> = docs
-                .get(doc_id.as_str())
-                .map_err(PipelineError::from)?
-                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            let current = get_doc(&docs, &doc_id)?;
             let hash = event
                 .content_hash
                 .clone()
@@ -219,14 +216,8 @@ impl Pipeline for KnowledgePipeline {
             for piece in pieces {
                 let text_hash = content_hash(piece.text.as_bytes());
                 if !cached.contains_key(&text_hash) {
-                    match embeddings
-                        .get(text_hash.as_str())
-                        .map_err(PipelineError::from)?
-                    {
-                        Some(v) => {
-                            let (_, vector) = decode_embedding(v.value()).ok_or_else(|| {
-                                PipelineError::Internal(format!("corrupt embedding {text_hash}"))
-                            })?;
+                    match get_embedding(&embeddings, &text_hash)? {
+                        Some((_, vector)) => {
                             cached.insert(text_hash.clone(), Arc::new(vector));
                             self.metrics.reused_chunks.inc();
                         }
@@ -314,9 +305,7 @@ impl Pipeline for KnowledgePipeline {
         let mut observed = Vec::new();
 
         for doc in batch {
-            let old: Option<DocRow> = docs
-                .get(doc.doc_id.as_str())?
-                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            let old = get_doc(&docs, &doc.doc_id)?;
             let old_chunks: HashMap<String, u64> = old
                 .as_ref()
                 .map(|o| o.chunks.iter().cloned().collect())
@@ -332,14 +321,12 @@ impl Pipeline for KnowledgePipeline {
                 if keep.contains(chunk_id.as_str()) {
                     continue;
                 }
-                let row: Option<ChunkRow> = chunks_table
-                    .remove(*key)?
-                    .and_then(|v| serde_json::from_slice(v.value()).ok());
+                let row = match chunks_table.remove(*key)? {
+                    Some(v) => Some(parse_chunk(*key, v.value())?),
+                    None => None,
+                };
                 if let Some(row) = row {
-                    let remaining = match embeddings
-                        .get(row.text_hash.as_str())?
-                        .and_then(|v| decode_embedding(v.value()))
-                    {
+                    let remaining = match get_embedding(&embeddings, &row.text_hash)? {
                         Some((count, vector)) if count > 1 => {
                             Some(encode_embedding(count - 1, &vector))
                         }
@@ -383,9 +370,7 @@ impl Pipeline for KnowledgePipeline {
                         }
                         let key = next_key;
                         next_key += 1;
-                        let count = embeddings
-                            .get(chunk.text_hash.as_str())?
-                            .and_then(|v| decode_embedding(v.value()))
+                        let count = get_embedding(&embeddings, &chunk.text_hash)?
                             .map(|(c, _)| c)
                             .unwrap_or(0);
                         embeddings.insert(

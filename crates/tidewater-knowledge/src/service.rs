@@ -21,7 +21,8 @@ use crate::index_store::IndexStore;
 use crate::ingest::DocumentWriter;
 use crate::search::{SearchFilter, SearchHit, SearchRequest, MAX_K};
 use crate::state::{
-    decode_embedding, ChunkRow, DocRow, CHUNKS, COUNTERS, DOCS, EMBEDDINGS, INFO, JOURNAL,
+    chunk_vector, get_chunk, get_doc, parse_chunk, parse_doc, CHUNKS, COUNTERS, DOCS, EMBEDDINGS,
+    INFO, JOURNAL,
 };
 use crate::{KnowledgeConfig, KnowledgeError, KnowledgePipeline};
 
@@ -312,10 +313,7 @@ impl Knowledge {
         let mut results = Vec::with_capacity(hits.len());
         for hit in hits {
             // A key removed after the index answered is skipped, never served stale.
-            let Some(row) = chunks
-                .get(hit.key)?
-                .and_then(|v| serde_json::from_slice::<ChunkRow>(v.value()).ok())
-            else {
+            let Some(row) = get_chunk(&chunks, hit.key)? else {
                 continue;
             };
             let metadata = self
@@ -343,15 +341,8 @@ impl Knowledge {
         let embeddings = txn.open_table(EMBEDDINGS)?;
         for entry in chunks.iter()? {
             let (key, row) = entry?;
-            let row: ChunkRow = serde_json::from_slice(row.value())
-                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
-            let (_, vector) = embeddings
-                .get(row.text_hash.as_str())?
-                .and_then(|v| decode_embedding(v.value()))
-                .ok_or_else(|| {
-                    KnowledgeError::Corrupt(format!("chunk {} has no embedding", row.chunk_id))
-                })?;
-            exact.upsert(key.value(), &vector)?;
+            let row = parse_chunk(key.value(), row.value())?;
+            exact.upsert(key.value(), &chunk_vector(&embeddings, &row)?)?;
         }
         Ok(exact)
     }
@@ -360,10 +351,7 @@ impl Knowledge {
     pub fn document(&self, doc_id: &str) -> Result<Option<DocumentStatus>, KnowledgeError> {
         let txn = self.db.begin_read()?;
         let docs = txn.open_table(DOCS)?;
-        let Some(row) = docs
-            .get(doc_id)?
-            .and_then(|v| serde_json::from_slice::<DocRow>(v.value()).ok())
-        else {
+        let Some(row) = get_doc(&docs, doc_id)? else {
             return Ok(None);
         };
         let index = self.index.index();
@@ -385,10 +373,7 @@ impl Knowledge {
     pub fn chunks_of(&self, doc_id: &str) -> Result<Vec<SearchHit>, KnowledgeError> {
         let txn = self.db.begin_read()?;
         let docs = txn.open_table(DOCS)?;
-        let Some(row) = docs
-            .get(doc_id)?
-            .and_then(|v| serde_json::from_slice::<DocRow>(v.value()).ok())
-        else {
+        let Some(row) = get_doc(&docs, doc_id)? else {
             return Ok(Vec::new());
         };
         drop((docs, txn));
@@ -410,8 +395,7 @@ impl Knowledge {
         let mut out = HashMap::new();
         for entry in docs.iter()? {
             let (id, row) = entry?;
-            let row: DocRow = serde_json::from_slice(row.value())
-                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
+            let row = parse_doc(id.value(), row.value())?;
             if row.source == source {
                 out.insert(id.value().to_owned(), row.content_hash);
             }
@@ -425,10 +409,8 @@ impl Knowledge {
         let chunks = txn.open_table(CHUNKS)?;
         let mut out = BTreeSet::new();
         for entry in chunks.iter()? {
-            let (_, row) = entry?;
-            let row: ChunkRow = serde_json::from_slice(row.value())
-                .map_err(|e| KnowledgeError::Corrupt(e.to_string()))?;
-            out.insert(row.chunk_id);
+            let (key, row) = entry?;
+            out.insert(parse_chunk(key.value(), row.value())?.chunk_id);
         }
         Ok(out)
     }

@@ -1,7 +1,7 @@
 //! The knowledge tables and their rows. Rows are JSON (small, self-describing, easy to
 //! inspect); vectors are little-endian `f32`s behind a reference count.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Documents by id.
@@ -57,7 +57,7 @@ pub(crate) fn encode_embedding(refcount: u32, vector: &[f32]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode_embedding(bytes: &[u8]) -> Option<(u32, Vec<f32>)> {
+fn decode_embedding(bytes: &[u8]) -> Option<(u32, Vec<f32>)> {
     if bytes.len() < 4 || (bytes.len() - 4) % 4 != 0 {
         return None;
     }
@@ -71,4 +71,121 @@ pub(crate) fn decode_embedding(bytes: &[u8]) -> Option<(u32, Vec<f32>)> {
 
 pub(crate) fn to_json<T: Serialize>(row: &T) -> Vec<u8> {
     serde_json::to_vec(row).expect("rows serialise")
+}
+
+/// Reading a stored row failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RowError {
+    #[error(transparent)]
+    Storage(#[from] redb::StorageError),
+    #[error("corrupt {table} row {key}: {reason}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+fn corrupt(table: &'static str, key: impl ToString, reason: impl ToString) -> RowError {
+    RowError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decodes a `docs` row.
+pub(crate) fn parse_doc(id: &str, bytes: &[u8]) -> Result<DocRow, RowError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("docs", id, e))
+}
+
+/// Decodes a `chunks` row.
+pub(crate) fn parse_chunk(key: u64, bytes: &[u8]) -> Result<ChunkRow, RowError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("chunks", key, e))
+}
+
+/// The document `id`, if stored.
+pub(crate) fn get_doc(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<DocRow>, RowError> {
+    table.get(id)?.map(|v| parse_doc(id, v.value())).transpose()
+}
+
+/// The chunk stored under index key `key`.
+pub(crate) fn get_chunk(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    key: u64,
+) -> Result<Option<ChunkRow>, RowError> {
+    table
+        .get(key)?
+        .map(|v| parse_chunk(key, v.value()))
+        .transpose()
+}
+
+/// The reference count and vector stored for a chunk text hash.
+pub(crate) fn get_embedding(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    text_hash: &str,
+) -> Result<Option<(u32, Vec<f32>)>, RowError> {
+    table
+        .get(text_hash)?
+        .map(|v| {
+            decode_embedding(v.value())
+                .ok_or_else(|| corrupt("embeddings", text_hash, "length is not 4 + 4n bytes"))
+        })
+        .transpose()
+}
+
+/// The vector of a chunk that must have one.
+pub(crate) fn chunk_vector(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    chunk: &ChunkRow,
+) -> Result<Vec<f32>, RowError> {
+    get_embedding(table, &chunk.text_hash)?
+        .map(|(_, vector)| vector)
+        .ok_or_else(|| {
+            corrupt(
+                "embeddings",
+                &chunk.text_hash,
+                format!("missing for chunk {}", chunk.chunk_id),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, ReadableDatabase};
+
+    use super::*;
+
+    #[test]
+    fn undecodable_rows_are_errors_not_absent_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("s.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut docs = txn.open_table(DOCS).unwrap();
+            docs.insert("bad", b"{not json".as_slice()).unwrap();
+            let mut embeddings = txn.open_table(EMBEDDINGS).unwrap();
+            embeddings
+                .insert("h", [1u8, 0, 0, 0, 9].as_slice())
+                .unwrap();
+            embeddings
+                .insert("ok", encode_embedding(2, &[0.5, -1.0]).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let docs = txn.open_table(DOCS).unwrap();
+        let embeddings = txn.open_table(EMBEDDINGS).unwrap();
+        assert!(get_doc(&docs, "missing").unwrap().is_none());
+        let err = get_doc(&docs, "bad").unwrap_err().to_string();
+        assert!(err.contains("corrupt docs row bad"), "{err}");
+        assert!(get_embedding(&embeddings, "h").is_err());
+        assert_eq!(
+            get_embedding(&embeddings, "ok").unwrap(),
+            Some((2, vec![0.5, -1.0]))
+        );
+    }
 }
