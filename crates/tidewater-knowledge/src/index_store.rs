@@ -7,18 +7,19 @@
 //! journal replayed from there, so a crash at any point loses no index update and applies
 //! none twice. Journal entries covered by a snapshot are trimmed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidewater_index::{IndexConfig, UsearchIndex, VectorIndex};
 use tidewater_metrics::Metrics;
 use tracing::{info, warn};
 
 use crate::state::{
-    chunk_vector, get_chunk, get_doc, parse_chunk, parse_doc, CHUNKS, DOCS, EMBEDDINGS, JOURNAL,
+    chunk_vector, get_chunk, get_doc, parse_chunk, parse_doc, CHUNKS, COUNTERS, DOCS, EMBEDDINGS,
+    JOURNAL,
 };
 use crate::KnowledgeError;
 
@@ -37,6 +38,21 @@ pub(crate) struct IndexStore {
     applied: Mutex<u64>,
     dir: PathBuf,
     metrics: Arc<Metrics>,
+}
+
+/// Whether the journal still holds every entry after `seq`, so a snapshot taken at `seq`
+/// can be brought up to date. (Journal entries covered by the newest snapshot are
+/// trimmed; an older snapshot cannot be used once that happened.)
+fn journal_covers(db: &Database, seq: u64) -> Result<bool, KnowledgeError> {
+    let txn = db.begin_read()?;
+    let last_written = txn
+        .open_table(COUNTERS)?
+        .get("journal_next")?
+        .map(|v| v.value())
+        .unwrap_or(1)
+        - 1;
+    let first_kept = txn.open_table(JOURNAL)?.first()?.map(|(k, _)| k.value());
+    Ok(last_written <= seq || first_kept.is_some_and(|first| first <= seq + 1))
 }
 
 fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
@@ -77,6 +93,10 @@ impl IndexStore {
         fs_err::create_dir_all(dir).map_err(|e| KnowledgeError::State(redb::Error::Io(e)))?;
         let mut loaded = None;
         for (seq, path) in snapshots(dir) {
+            if !journal_covers(db, seq)? {
+                warn!(path = %path.display(), "index snapshot is older than the journal reaches back; rebuilding the index from the state instead");
+                break;
+            }
             match UsearchIndex::load(&path, dimension, config) {
                 Ok(index) => {
                     loaded = Some((seq, index));
@@ -150,7 +170,11 @@ impl IndexStore {
     /// Applies every journal entry after the last applied one.
     pub(crate) fn catch_up(&self, db: &Database) -> Result<(), KnowledgeError> {
         let mut applied = self.applied.lock();
-        let txn = db.begin_read()?;
+        self.catch_up_in(&mut applied, &db.begin_read()?)
+    }
+
+    /// [`IndexStore::catch_up`] with the lock held, reading the state as of `txn`.
+    fn catch_up_in(&self, applied: &mut u64, txn: &ReadTransaction) -> Result<(), KnowledgeError> {
         let journal = txn.open_table(JOURNAL)?;
         let chunks = txn.open_table(CHUNKS)?;
         let embeddings = txn.open_table(EMBEDDINGS)?;
@@ -190,6 +214,60 @@ impl IndexStore {
         }
         *applied = last;
         Ok(())
+    }
+
+    /// Compares the index with the committed state and repairs any difference: a chunk
+    /// missing from the index is inserted, an indexed key without a chunk is removed.
+    /// Returns how many keys needed repair (0 unless something went wrong before).
+    pub(crate) fn verify(&self, db: &Database) -> Result<usize, KnowledgeError> {
+        // Catch up and compare under one lock and one read transaction, so commits made
+        // meanwhile are neither half seen nor mistaken for drift.
+        let mut applied = self.applied.lock();
+        let txn = db.begin_read()?;
+        self.catch_up_in(&mut applied, &txn)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let embeddings = txn.open_table(EMBEDDINGS)?;
+        let mut repaired = 0;
+        let mut in_state = HashSet::new();
+        for entry in chunks.iter()? {
+            let (key, row) = entry?;
+            let key = key.value();
+            in_state.insert(key);
+            if !self.index.contains(key) {
+                let row = parse_chunk(key, row.value())?;
+                warn!(key, chunk = %row.chunk_id, "chunk missing from the vector index; re-inserting");
+                self.index.upsert(key, &chunk_vector(&embeddings, &row)?)?;
+                self.keys.write().insert(
+                    key,
+                    KeyInfo {
+                        doc_id: Arc::from(row.doc_id.as_str()),
+                    },
+                );
+                repaired += 1;
+            }
+        }
+        let extra: Vec<u64> = self
+            .keys
+            .read()
+            .keys()
+            .filter(|k| !in_state.contains(k))
+            .copied()
+            .collect();
+        for key in extra {
+            warn!(key, "vector index holds a key with no chunk; removing it");
+            self.index.remove(key)?;
+            self.keys.write().remove(&key);
+            repaired += 1;
+        }
+        if self.index.len() != in_state.len() {
+            return Err(KnowledgeError::Corrupt(format!(
+                "the vector index holds {} vectors for {} chunks after repair",
+                self.index.len(),
+                in_state.len()
+            )));
+        }
+        self.metrics.index_vectors.set(self.index.len() as i64);
+        Ok(repaired)
     }
 
     /// Writes a snapshot of the index as of the last applied journal entry, removes older

@@ -22,6 +22,8 @@ pub struct ReconcileReport {
     pub stale: usize,
     /// Indexed, no longer on disk.
     pub extra: usize,
+    /// Vector-index keys out of step with the state (repaired on the spot).
+    pub index_repaired: usize,
     /// Differences left after the repairs were indexed (0 unless files changed meanwhile
     /// or the repairs did not finish within the timeout).
     pub drift_after: usize,
@@ -71,6 +73,7 @@ impl Knowledge {
             missing: missing.len(),
             stale: stale.len(),
             extra: extra.len(),
+            index_repaired: self.verify_index()?,
             drift_after: 0,
         };
         let resend: Vec<String> = missing.into_iter().chain(stale).collect();
@@ -101,6 +104,8 @@ impl Knowledge {
             let (missing, stale, extra) = drift(&listing(source)?, &self.indexed_hashes(&name)?);
             report.drift_after = missing.len() + stale.len() + extra.len();
         }
+        // Repairs above went through the pipeline; the index must match the state now.
+        report.drift_after += self.verify_index()?;
         self.metrics()
             .drift_documents
             .set(report.drift_after as i64);

@@ -415,6 +415,11 @@ impl Knowledge {
         Ok(out)
     }
 
+    /// Checks the vector index against the state and repairs it; returns the keys repaired.
+    pub fn verify_index(&self) -> Result<usize, KnowledgeError> {
+        self.index.verify(&self.db)
+    }
+
     /// Number of vectors in the index.
     pub fn index_len(&self) -> usize {
         self.index.index().len()
