@@ -1,0 +1,21 @@
+//! Change data capture: the change-event model and the Debezium JSON parser.
+//!
+//! [`ChangeEvent`] is the one shape every database change takes inside Tidewater, whether
+//! it arrived as a Debezium record (through [`parse_debezium`] or
+//! [`parse_debezium_value`]) or from a native source such as PostgreSQL logical decoding.
+//! Events serialise to JSON with serde so they can be stored in the log as they are.
+#![warn(missing_docs)]
+
+mod debezium;
+mod error;
+mod event;
+mod json;
+mod source;
+
+pub use debezium::{parse_debezium, parse_debezium_value};
+pub use error::CdcError;
+pub use event::{
+    ChangeEvent, Connector, Op, Parsed, SourceInfo, SourcePosition, TransactionMarker,
+    TransactionStatus,
+};
+pub use json::canonical_json;
