@@ -1,3 +1,12 @@
+//! Unified customer profiles and the identity graph beneath them.
+//!
+//! [`ProfilesPipeline`] consumes Debezium change events of the configured tables
+//! ([`ProfilesConfig`]), keeps each row's latest image, links rows into customers through
+//! the identity graph, and stores one merged [`Profile`] per customer — all in the
+//! engine's transaction. [`profile`] and [`profile_by_identifier`] read them.
+//!
+//! # The identity graph
+//!
 //! The identity graph: which records of which systems belong to one customer.
 //!
 //! Each source record (a row of `crm.public.customers`, `loyalty.members`, …) carries a set
@@ -47,11 +56,25 @@
 //!   for a given order. [`RecordEntry::linked`] shows which identifiers link.
 #![warn(missing_docs)]
 
+mod error;
 pub mod graph;
 pub mod identifier;
+pub mod pipeline;
+pub mod profile;
 
+pub use error::ProfilesError;
 pub use graph::{
-    Counter, CustomerId, CustomerInfo, GraphChange, GraphConfig, GraphError, GraphStore,
-    GuardrailReport, IdentityGraph, MemoryStore, ParseCustomerIdError, RecordEntry, RecordId,
+    create_graph_tables, Counter, CustomerId, CustomerInfo, GraphChange, GraphConfig, GraphError,
+    GraphStore, GuardrailReport, IdentityGraph, MemoryStore, ParseCustomerIdError, RecordEntry,
+    RecordId, RedbReader, RedbStore, RedbStoreError,
 };
 pub use identifier::{Identifier, IdentifierError, NormaliseError, Normaliser};
+pub use pipeline::{
+    all_profiles, all_rows, create_profile_tables, profile, profile_by_identifier, Applied,
+    ProfilesPipeline, RowChange, RowChangeKind,
+};
+pub use profile::{
+    compute_profiles, merge_profile, Aggregate, AggregateKind, ChildConfig, IdentifierColumn,
+    MergePolicy, Profile, ProfileInput, ProfilesConfig, ProfilesConfigError, Provenance, RecordRef,
+    StoredRow, TableConfig,
+};

@@ -10,8 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use redb::ReadableDatabase;
 use tidewater_profiles::{
-    CustomerId, GraphChange, GraphConfig, Identifier, IdentityGraph, MemoryStore, RecordId,
+    CustomerId, GraphChange, GraphConfig, GraphStore, Identifier, IdentityGraph, MemoryStore,
+    RecordId, RedbReader, RedbStore,
 };
 
 const SOURCES: [&str; 3] = ["crm.customers", "loyalty.members", "bookings.bookings"];
@@ -234,7 +236,7 @@ impl Oracle {
     }
 }
 
-fn check(graph: &IdentityGraph<MemoryStore>, oracle: &Oracle, pool: &[Identifier]) {
+fn check<S: GraphStore>(graph: &IdentityGraph<S>, oracle: &Oracle, pool: &[Identifier]) {
     // Every record's customer (this fixes the partition and the ids).
     let records = SOURCES.len() * KEYS_PER_SOURCE;
     for r in 0..records {
@@ -300,39 +302,74 @@ fn check_touched(change: &GraphChange, before: &BTreeMap<usize, u64>, oracle: &O
     }
 }
 
-fn run(batches: &[Vec<Op>]) {
-    let pool = pool();
-    let config = GraphConfig {
+fn config() -> GraphConfig {
+    GraphConfig {
         max_cluster_size: usize::MAX,
         ..GraphConfig::default()
-    };
-    let mut graph = IdentityGraph::new(MemoryStore::new(), config);
+    }
+}
+
+/// Applies one batch to the graph and the oracle, checking every operation's change and,
+/// at the end, the whole graph.
+fn apply_batch<S: GraphStore>(
+    graph: &mut IdentityGraph<S>,
+    oracle: &mut Oracle,
+    batch: &[Op],
+    pool: &[Identifier],
+) {
+    let mut batch_change = GraphChange::default();
+    let before_batch = oracle.customer.clone();
+    for op in batch {
+        let before = oracle.customer.clone();
+        let change = match op {
+            Op::Upsert {
+                record,
+                identifiers,
+            } => graph
+                .upsert_record(
+                    record_id(*record),
+                    identifiers.iter().map(|i| pool[*i].clone()).collect(),
+                )
+                .unwrap(),
+            Op::Delete { record } => graph.delete_record(&record_id(*record)).unwrap(),
+        };
+        let expected = oracle.apply(op);
+        assert_eq!(Events::of(&change), expected, "events of {op:?}");
+        assert!(change.guardrails.is_empty());
+        check_touched(&change, &before, oracle);
+        batch_change.extend(change);
+    }
+    check_touched(&batch_change, &before_batch, oracle);
+    check(graph, oracle, pool);
+}
+
+/// The graph over a [`MemoryStore`].
+fn run(batches: &[Vec<Op>]) {
+    let pool = pool();
+    let mut graph = IdentityGraph::new(MemoryStore::new(), config());
     let mut oracle = Oracle::default();
     for batch in batches {
-        let mut batch_change = GraphChange::default();
-        let before_batch = oracle.customer.clone();
-        for op in batch {
-            let before = oracle.customer.clone();
-            let change = match op {
-                Op::Upsert {
-                    record,
-                    identifiers,
-                } => graph
-                    .upsert_record(
-                        record_id(*record),
-                        identifiers.iter().map(|i| pool[*i].clone()).collect(),
-                    )
-                    .unwrap(),
-                Op::Delete { record } => graph.delete_record(&record_id(*record)).unwrap(),
-            };
-            let expected = oracle.apply(op);
-            assert_eq!(Events::of(&change), expected, "events of {op:?}");
-            assert!(change.guardrails.is_empty());
-            check_touched(&change, &before, &oracle);
-            batch_change.extend(change);
+        apply_batch(&mut graph, &mut oracle, batch, &pool);
+    }
+}
+
+/// The graph over redb: one write transaction per batch, checked inside it and again
+/// through a read transaction after the commit.
+fn run_redb(batches: &[Vec<Op>]) {
+    let pool = pool();
+    let dir = tempfile::tempdir().unwrap();
+    let db = redb::Database::create(dir.path().join("graph.redb")).unwrap();
+    let mut oracle = Oracle::default();
+    for batch in batches {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut graph = IdentityGraph::new(RedbStore::open(&txn).unwrap(), config());
+            apply_batch(&mut graph, &mut oracle, batch, &pool);
         }
-        check_touched(&batch_change, &before_batch, &oracle);
-        check(&graph, &oracle, &pool);
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let reader = RedbReader::open(&read).unwrap().unwrap();
+        check(&IdentityGraph::new(reader, config()), &oracle, &pool);
     }
 }
 
@@ -347,6 +384,18 @@ proptest! {
     }
 }
 
+proptest! {
+    // Each case opens a database and commits a transaction per batch: fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn incremental_graph_in_redb_equals_the_oracle(
+        batches in prop::collection::vec(prop::collection::vec(op(), 1..=10), 1..=6)
+    ) {
+        run_redb(&batches);
+    }
+}
+
 /// A fixed sequence that exercises a merge, a split and a removal, so a regression shows
 /// up even with proptest's randomness turned down.
 #[test]
@@ -355,10 +404,12 @@ fn merge_split_and_remove_match_the_oracle() {
         record,
         identifiers: ids.iter().copied().collect(),
     };
-    run(&[
+    let batches = [
         vec![upsert(0, &[0]), upsert(4, &[1]), upsert(8, &[0, 1])],
         vec![upsert(8, &[2]), upsert(4, &[2, 3])],
         vec![Op::Delete { record: 4 }, Op::Delete { record: 0 }],
         vec![Op::Delete { record: 8 }, upsert(0, &[0])],
-    ]);
+    ];
+    run(&batches);
+    run_redb(&batches);
 }

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod identity;
 mod ids;
+mod redb_store;
 mod store;
 
 #[cfg(test)]
@@ -16,4 +17,5 @@ pub use config::GraphConfig;
 pub use error::GraphError;
 pub use identity::IdentityGraph;
 pub use ids::{CustomerId, ParseCustomerIdError, RecordId};
+pub use redb_store::{create_graph_tables, RedbReader, RedbStore, RedbStoreError};
 pub use store::{Counter, CustomerInfo, GraphStore, MemoryStore, RecordEntry};

@@ -1,0 +1,13 @@
+//! Profiles: the configuration of source tables, the merged profile document, and the
+//! pure merge that computes one customer's profile from its rows.
+
+mod config;
+mod merge;
+mod model;
+
+pub use config::{
+    Aggregate, AggregateKind, ChildConfig, IdentifierColumn, MergePolicy, ProfilesConfig,
+    ProfilesConfigError, TableConfig,
+};
+pub use merge::{child_link, compute_profiles, merge_profile, row_identifiers, ProfileInput};
+pub use model::{Profile, Provenance, RecordRef, StoredRow};
