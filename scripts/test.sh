@@ -7,6 +7,9 @@ cd "$repo_root"
 export TIDEWATER_SHARED_DATA="$shared_data"
 
 scripts/fetch-model.sh
+# The CDC tests start their own PostgreSQL clusters; install the packages once, up front,
+# so parallel tests never race for the package manager.
+scripts/postgres.sh install
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

@@ -1,4 +1,5 @@
-//! Change data capture: the change-event model and the Debezium JSON parser.
+//! Change data capture: the change-event model, the Debezium JSON parser and the
+//! PostgreSQL logical-decoding source ([`postgres`]).
 //!
 //! [`ChangeEvent`] is the one shape every database change takes inside Tidewater, whether
 //! it arrived as a Debezium record (through [`parse_debezium`] or
@@ -10,6 +11,7 @@ mod debezium;
 mod error;
 mod event;
 mod json;
+pub mod postgres;
 mod source;
 
 pub use debezium::{parse_debezium, parse_debezium_value};
@@ -19,3 +21,4 @@ pub use event::{
     TransactionStatus,
 };
 pub use json::canonical_json;
+pub use postgres::{PostgresConfig, PostgresSource};
