@@ -13,6 +13,7 @@ use tidewater_embed::EmbedderConfig;
 use tidewater_engine::EngineConfig;
 use tidewater_knowledge::KnowledgeConfig;
 use tidewater_log::EmbeddedLogConfig;
+use tidewater_profiles::ProfilesConfig;
 use tidewater_sources::FilesConfig;
 
 /// The whole configuration.
@@ -35,6 +36,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// The reconcile pass that proves the index matches the sources.
     pub reconcile: ReconcileConfig,
+    /// Unified customer profiles from change events (off unless the section is present).
+    pub profiles: Option<ProfilesConfig>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             embedding: EmbedderConfig::default(),
             sources: SourcesConfig::default(),
             reconcile: ReconcileConfig::default(),
+            profiles: None,
         }
     }
 }
@@ -165,6 +169,11 @@ impl Config {
                     files.name
                 )));
             }
+        }
+        if let Some(profiles) = &self.profiles {
+            profiles
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("profiles: {e}")))?;
         }
         if self.engine.batch_max_records == 0 {
             return Err(ConfigError::Invalid(

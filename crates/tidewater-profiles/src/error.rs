@@ -18,6 +18,12 @@ pub enum ProfilesError {
     /// A graph operation failed.
     #[error("identity graph: {0}")]
     Graph(#[from] GraphError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] tidewater_engine::EngineError),
+    /// The log failed.
+    #[error("log: {0}")]
+    Log(#[from] tidewater_log::LogError),
     /// A stored row or profile is not valid JSON of its type.
     #[error("corrupt value in table {table}: {source}")]
     Corrupt {
@@ -38,7 +44,9 @@ impl ProfilesError {
     /// Whether retrying may help: storage failures may be transient, corrupt data is not.
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            Self::State(_) | Self::GraphStore(_) => RetryHint::Retry,
+            Self::State(_) | Self::GraphStore(_) | Self::Engine(_) | Self::Log(_) => {
+                RetryHint::Retry
+            }
             Self::Graph(e) => e.retry_hint(),
             Self::Corrupt { .. } => RetryHint::Fatal,
         }

@@ -61,6 +61,7 @@ pub mod graph;
 pub mod identifier;
 pub mod pipeline;
 pub mod profile;
+mod service;
 
 pub use error::ProfilesError;
 pub use graph::{
@@ -78,3 +79,4 @@ pub use profile::{
     MergePolicy, Profile, ProfileInput, ProfilesConfig, ProfilesConfigError, Provenance, RecordRef,
     StoredRow, TableConfig,
 };
+pub use service::Profiles;

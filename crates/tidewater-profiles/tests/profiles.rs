@@ -96,6 +96,7 @@ fn config() -> ProfilesConfig {
             ("tier".to_owned(), MergePolicy::CollectList),
         ]
         .into(),
+        ..ProfilesConfig::default()
     }
 }
 

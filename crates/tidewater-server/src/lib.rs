@@ -5,7 +5,9 @@
 
 mod documents;
 mod error;
+mod events;
 mod health;
+mod profiles;
 mod search;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tidewater_knowledge::Knowledge;
 use tidewater_metrics::Metrics;
+use tidewater_profiles::Profiles;
 
 pub use error::ApiError;
 
@@ -28,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set once the initial scan is indexed.
     pub ready: Arc<AtomicBool>,
+    /// The profiles pipeline, when configured.
+    pub profiles: Option<Arc<Profiles>>,
 }
 
 /// The API's routes.
@@ -43,6 +48,12 @@ pub fn router(state: AppState) -> Router {
                 .delete(documents::delete_document),
         )
         .route("/v1/search", post(search::search))
+        .route(
+            "/v1/events/{topic}",
+            post(events::post_events)
+                .layer(axum::extract::DefaultBodyLimit::max(events::MAX_BODY_BYTES)),
+        )
+        .route("/v1/profiles/{identifier}", get(profiles::get_profile))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

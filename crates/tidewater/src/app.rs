@@ -12,6 +12,7 @@ use tidewater_config::Config;
 use tidewater_knowledge::Knowledge;
 use tidewater_log::{EmbeddedLog, Log};
 use tidewater_metrics::Metrics;
+use tidewater_profiles::Profiles;
 use tidewater_server::AppState;
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
@@ -29,6 +30,8 @@ pub struct App {
     pub log: Arc<EmbeddedLog>,
     /// The knowledge pipeline.
     pub knowledge: Arc<Knowledge>,
+    /// The profiles pipeline, when configured.
+    pub profiles: Option<Arc<Profiles>>,
     /// File sources, one per configured root.
     pub sources: Vec<Arc<FileSource>>,
     /// Set once the initial scan is indexed.
@@ -61,6 +64,19 @@ impl App {
             Arc::clone(&metrics),
         )?;
         knowledge.start(config.engine.clone())?;
+        let profiles = match &config.profiles {
+            Some(profiles_config) => {
+                let profiles = Profiles::open(
+                    &data_dir.join("profiles"),
+                    profiles_config.clone(),
+                    Arc::clone(&log) as Arc<dyn Log>,
+                    Arc::clone(&metrics),
+                )?;
+                profiles.start(config.engine.clone())?;
+                Some(profiles)
+            }
+            None => None,
+        };
 
         let mut sources = Vec::new();
         for files in &config.sources.files {
@@ -82,6 +98,7 @@ impl App {
             metrics,
             log,
             knowledge,
+            profiles,
             sources,
             ready: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -159,6 +176,7 @@ impl App {
             knowledge: Arc::clone(&self.knowledge),
             metrics: Arc::clone(&self.metrics),
             ready: Arc::clone(&self.ready),
+            profiles: self.profiles.clone(),
         }
     }
 
@@ -179,6 +197,9 @@ impl App {
         self.stop.store(true, Ordering::SeqCst);
         // Stopping the engine first also wakes a reconcile waiting for its repairs.
         self.knowledge.stop();
+        if let Some(profiles) = &self.profiles {
+            profiles.stop();
+        }
         for t in self.threads {
             let _ = t.join();
         }

@@ -28,9 +28,16 @@ use crate::identifier::Normaliser;
 /// [policies]
 /// tier = "source_priority"
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilesConfig {
+    /// The topic change events are written to (`POST /v1/events/{topic}`, CDC sources)
+    /// and consumed from.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// How that topic is created (partitions, retention).
+    #[serde(default)]
+    pub topic_config: tidewater_log::TopicConfig,
     /// The source tables. Events of other tables are skipped.
     pub tables: Vec<TableConfig>,
     /// The identity graph's guardrails.
@@ -175,6 +182,22 @@ pub enum ProfilesConfigError {
         #[source]
         source: crate::identifier::NormaliseError,
     },
+}
+
+fn default_topic() -> String {
+    "changes".to_owned()
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        Self {
+            topic: default_topic(),
+            topic_config: tidewater_log::TopicConfig::default(),
+            tables: Vec::new(),
+            graph: GraphConfig::default(),
+            policies: BTreeMap::new(),
+        }
+    }
 }
 
 impl ProfilesConfig {

@@ -1,0 +1,145 @@
+//! [`Profiles`]: the running profiles pipeline, event ingestion and profile queries.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redb::Database;
+use serde_json::Value;
+use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle};
+use tidewater_log::{Log, NewRecord, Position};
+use tidewater_metrics::Metrics;
+
+use crate::{
+    profile, profile_by_identifier, CustomerId, Identifier, Profile, ProfilesConfig, ProfilesError,
+    ProfilesPipeline,
+};
+
+/// The profiles pipeline of one process.
+pub struct Profiles {
+    db: Arc<Database>,
+    log: Arc<dyn Log>,
+    config: ProfilesConfig,
+    metrics: Arc<Metrics>,
+    engine: Mutex<Option<EngineHandle>>,
+}
+
+impl Profiles {
+    /// Opens the state under `dir` (`profiles.redb`) and creates the topic.
+    pub fn open(
+        dir: &Path,
+        config: ProfilesConfig,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, ProfilesError> {
+        let db = Arc::new(open_state_db(&dir.join("profiles.redb"))?);
+        log.ensure_topic(&config.topic, &config.topic_config)?;
+        Ok(Arc::new(Self {
+            db,
+            log,
+            config,
+            metrics,
+            engine: Mutex::new(None),
+        }))
+    }
+
+    /// Starts consuming the change topic.
+    pub fn start(&self, engine_config: EngineConfig) -> Result<(), ProfilesError> {
+        let pipeline = Arc::new(ProfilesPipeline::new(
+            "profiles",
+            self.config.topic.clone(),
+            self.config.clone(),
+            &self.db,
+        )?);
+        let handle = Engine::new(
+            Arc::clone(&self.log),
+            Arc::clone(&self.db),
+            pipeline,
+            engine_config,
+            Arc::clone(&self.metrics),
+        )
+        .start(&self.config.topic_config)?;
+        *self.engine.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the workers after their current batch.
+    pub fn stop(&self) {
+        if let Some(handle) = self.engine.lock().take() {
+            handle.stop();
+        }
+    }
+
+    /// The topic change events go to.
+    pub fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
+    /// Appends change events (Debezium records: a value, or `{"key": …, "value": …}`) to
+    /// the topic; returns once they are durable. An event that parses is keyed by its
+    /// table and canonical primary key, so the changes of one row stay in order; one that
+    /// does not is appended unkeyed and dead-lettered by the pipeline with the reason.
+    pub fn ingest(&self, events: Vec<Value>) -> Result<Vec<Position>, ProfilesError> {
+        let now = tidewater_core::time::now_ms();
+        let records = events
+            .into_iter()
+            .map(|event| to_record(event, now))
+            .collect();
+        let positions = self.log.append(&self.config.topic, records)?;
+        self.metrics
+            .log_appended_records
+            .with(&[&self.config.topic])
+            .add(positions.len() as u64);
+        Ok(positions)
+    }
+
+    /// The profile of the customer holding `identifier`.
+    pub fn by_identifier(&self, identifier: &Identifier) -> Result<Option<Profile>, ProfilesError> {
+        profile_by_identifier(&self.db, identifier)
+    }
+
+    /// The profile of a customer id (aliases of merged customers are followed).
+    pub fn by_customer(&self, customer: CustomerId) -> Result<Option<Profile>, ProfilesError> {
+        profile(&self.db, customer)
+    }
+}
+
+/// One HTTP/NDJSON event as a log record: the Debezium key (made canonical, so that
+/// wrapped and bare forms of one key route alike) and the value as given.
+fn to_record(event: Value, now: i64) -> NewRecord {
+    let (key, value) = match event {
+        Value::Object(mut fields)
+            if fields.len() == 2 && fields.contains_key("key") && fields.contains_key("value") =>
+        {
+            (
+                fields.remove("key"),
+                fields.remove("value").unwrap_or(Value::Null),
+            )
+        }
+        other => (None, other),
+    };
+    let parsed = tidewater_cdc::parse_debezium_value(&value, key.as_ref()).ok();
+    // The canonical, unwrapped key of a parsed change: bare key JSON is what the parser
+    // accepts back, and equal keys give equal bytes.
+    let key = match parsed {
+        Some(tidewater_cdc::Parsed::Change(change)) if !change.key.is_empty() => {
+            Some(change.key_string().into_bytes())
+        }
+        Some(tidewater_cdc::Parsed::Tombstone { key }) => {
+            let mut out = String::new();
+            tidewater_cdc::canonical_json(&Value::Object(key), &mut out);
+            Some(out.into_bytes())
+        }
+        _ => key.map(|k| k.to_string().into_bytes()),
+    };
+    let value = if value.is_null() {
+        Vec::new()
+    } else {
+        value.to_string().into_bytes()
+    };
+    NewRecord {
+        key,
+        value,
+        timestamp_ms: now,
+    }
+}
