@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod debezium;
+mod encode;
 mod error;
 mod event;
 mod json;
@@ -15,6 +16,7 @@ pub mod postgres;
 mod source;
 
 pub use debezium::{parse_debezium, parse_debezium_value};
+pub use encode::to_debezium;
 pub use error::CdcError;
 pub use event::{
     ChangeEvent, Connector, Op, Parsed, SourceInfo, SourcePosition, TransactionMarker,

@@ -62,6 +62,9 @@ impl Default for Config {
 pub struct SourcesConfig {
     /// Folders to scan and watch (`[[sources.files]]`, one table per root).
     pub files: Vec<FilesConfig>,
+    /// PostgreSQL databases read by logical decoding (`[[sources.postgres]]`); their
+    /// changes go to the profiles topic.
+    pub postgres: Vec<tidewater_cdc::PostgresConfig>,
 }
 
 /// When the reconcile pass runs.
@@ -167,6 +170,20 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "two [[sources.files]] roots are named '{}'; names must be unique",
                     files.name
+                )));
+            }
+        }
+        if !self.sources.postgres.is_empty() && self.profiles.is_none() {
+            return Err(ConfigError::Invalid(
+                "[[sources.postgres]] feeds the profiles pipeline: add a [profiles] section".into(),
+            ));
+        }
+        let mut slots = std::collections::HashSet::new();
+        for pg in &self.sources.postgres {
+            if !slots.insert(&pg.slot) {
+                return Err(ConfigError::Invalid(format!(
+                    "two [[sources.postgres]] use the slot '{}'; slots must be unique",
+                    pg.slot
                 )));
             }
         }

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub search_seconds: Histogram,
     /// HTTP requests answered, by status class (2xx, 4xx, 5xx).
     pub http_responses: Family<Counter>,
+    /// WAL a CDC replication slot still holds (bytes behind the server's current
+    /// position), by slot.
+    pub cdc_slot_lag_bytes: Family<Gauge>,
 }
 
 impl Default for Metrics {
@@ -63,6 +66,7 @@ impl Default for Metrics {
             search_requests: Counter::default(),
             search_seconds: Histogram::new(&LATENCY_BOUNDS),
             http_responses: Family::new(&["class"], Counter::default),
+            cdc_slot_lag_bytes: Family::new(&["slot"], Gauge::default),
         }
     }
 }
@@ -147,6 +151,11 @@ impl Metrics {
             "tidewater_http_responses_total",
             "HTTP responses by status class.",
             &self.http_responses,
+        );
+        w.gauge_family(
+            "tidewater_cdc_slot_lag_bytes",
+            "WAL bytes a CDC replication slot holds behind the server's current position.",
+            &self.cdc_slot_lag_bytes,
         );
         w.finish()
     }

@@ -104,6 +104,37 @@ impl Profiles {
     }
 }
 
+impl tidewater_cdc::postgres::ChangeSink for Profiles {
+    /// Appends the changes of a CDC source, as Debezium records keyed like the events of
+    /// `POST /v1/events`, and returns once they are durable.
+    fn send(
+        &self,
+        events: Vec<tidewater_cdc::ChangeEvent>,
+    ) -> Result<(), tidewater_cdc::postgres::SinkError> {
+        let now = tidewater_core::time::now_ms();
+        let records = events
+            .iter()
+            .map(|event| {
+                let (_, value) = tidewater_cdc::to_debezium(event);
+                NewRecord {
+                    key: Some(event.key_string().into_bytes()),
+                    value: value.to_string().into_bytes(),
+                    timestamp_ms: event.event_time_ms.unwrap_or(now),
+                }
+            })
+            .collect();
+        let positions = self
+            .log
+            .append(&self.config.topic, records)
+            .map_err(tidewater_cdc::postgres::SinkError::new)?;
+        self.metrics
+            .log_appended_records
+            .with(&[&self.config.topic])
+            .add(positions.len() as u64);
+        Ok(())
+    }
+}
+
 /// One HTTP/NDJSON event as a log record: the Debezium key (made canonical, so that
 /// wrapped and bare forms of one key route alike) and the value as given.
 fn to_record(event: Value, now: i64) -> NewRecord {

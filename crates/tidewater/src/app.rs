@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use tidewater_cdc::PostgresSource;
 use tidewater_config::Config;
+use tidewater_core::RetryHint;
 use tidewater_knowledge::Knowledge;
 use tidewater_log::{EmbeddedLog, Log};
 use tidewater_metrics::Metrics;
@@ -105,6 +107,7 @@ impl App {
             threads: Vec::new(),
         };
         app.spawn_startup()?;
+        app.spawn_postgres_sources()?;
         Ok(app)
     }
 
@@ -170,6 +173,40 @@ impl App {
         Ok(())
     }
 
+    /// One thread per `[[sources.postgres]]`: snapshot, then stream changes into the
+    /// profiles topic until shutdown. External failures (the database is down) are retried
+    /// with a growing pause; a configuration mistake stops the source with its message.
+    fn spawn_postgres_sources(&mut self) -> Result<()> {
+        let Some(profiles) = self.profiles.clone() else {
+            return Ok(());
+        };
+        for pg in self.config.sources.postgres.clone() {
+            let state = self
+                .config
+                .data_dir
+                .join("sources")
+                .join(format!("postgres-{}.json", pg.slot));
+            let source = PostgresSource::new(pg.clone(), state).with_context(|| {
+                format!("cannot start the PostgreSQL source with slot '{}'", pg.slot)
+            })?;
+            let (profiles, metrics, stop, slot) = (
+                Arc::clone(&profiles),
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.stop),
+                pg.slot.clone(),
+            );
+            let thread = std::thread::Builder::new().name(format!("postgres-{slot}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return warn!(slot, error = %e, "cannot start the PostgreSQL source's runtime"),
+                };
+                runtime.block_on(run_postgres(&source, &profiles, &metrics, &stop, &slot));
+            })?;
+            self.threads.push(thread);
+        }
+        Ok(())
+    }
+
     /// Handler state for the HTTP API.
     pub fn api_state(&self) -> AppState {
         AppState {
@@ -204,6 +241,52 @@ impl App {
             let _ = t.join();
         }
     }
+}
+
+/// Runs one PostgreSQL source until `stop`, reporting its slot lag.
+async fn run_postgres(
+    source: &PostgresSource,
+    profiles: &Profiles,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    slot: &str,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lag = metrics.cdc_slot_lag_bytes.with(&[slot]);
+    let watch_stop = async {
+        let mut ticks = 0u32;
+        while !stop.load(Ordering::SeqCst) {
+            if ticks % 20 == 0 {
+                if let Ok(bytes) = source.slot_lag_bytes().await {
+                    lag.set(bytes as i64);
+                }
+            }
+            ticks += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop_tx.send(true);
+    };
+    let run = async {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match source.run(profiles, stop_rx.clone()).await {
+                Ok(()) => return,
+                Err(e) if e.retry_hint() == RetryHint::Retry => {
+                    warn!(slot, error = %e, retry_in = ?pause, "PostgreSQL source failed; retrying");
+                    let mut waiting = stop_rx.clone();
+                    if tokio::time::timeout(pause, waiting.wait_for(|stopped| *stopped))
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return tracing::error!(slot, error = %e, "PostgreSQL source stopped"),
+            }
+        }
+    };
+    tokio::join!(watch_stop, run);
 }
 
 /// Serves the API for `app` on `listen` until ctrl-c / SIGTERM, then shuts down.
