@@ -27,3 +27,8 @@ echo "== peer: sentence-transformers (CPU torch, 2 threads) on the same texts an
 "$venv/bin/python" bench/peer.py --texts "$out/embed-texts.json" --chunks "$out/squad-chunks.json" --json "$out/peer.json"
 echo "== tidewater bench freshness"
 "$bin" bench freshness --edits 60 --size 1024 --json "$out/freshness.json"
+echo "== tidewater bench cdc (PostgreSQL commit → profile visible)"
+pgdir="$(mktemp -d)"
+dsn="$(scripts/postgres.sh start "$pgdir" "${TIDEWATER_BENCH_PG_PORT:-55433}")"
+trap 'scripts/postgres.sh stop "$pgdir" >/dev/null 2>&1 || true' EXIT
+"$bin" bench cdc --dsn "$dsn" --rate 1000 --seconds 30 --json "$out/cdc.json"

@@ -200,6 +200,8 @@ impl ProgressState {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => Path::new(".").to_owned(),
         };
+        // The folder may not exist yet (a data directory with no other source in it).
+        fs_err::create_dir_all(&dir).map_err(io)?;
         let mut name = path.file_name().unwrap_or_default().to_owned();
         name.push(".tmp");
         let tmp = dir.join(name);
@@ -261,6 +263,28 @@ mod tests {
         };
         // Just after the wrap: the next epoch.
         assert_eq!(late.widen(3), (3u64 << 32) + 3);
+    }
+
+    #[test]
+    /// Regression: with no file source, `<data_dir>/sources` did not exist and every
+    /// delivery failed to save its progress (and was sent again).
+    #[test]
+    fn save_creates_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sources/postgres-slot.json");
+        let st = ProgressState {
+            version: ProgressState::VERSION,
+            slot: "s".into(),
+            tables: vec!["public.a".into()],
+            snapshot_done: false,
+            consistent_lsn: Lsn(1),
+            snapshot_lsn: Lsn(1),
+            snapshot: "1:3:2".parse().unwrap(),
+            last_lsn: Lsn(1),
+            last_txid: 0,
+        };
+        st.save(&path).unwrap();
+        assert_eq!(ProgressState::load(&path).unwrap(), Some(st));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `tidewater bench`: end-to-end benchmarks that print a table and can write JSON.
 
+mod cdc;
 mod embed;
 mod freshness;
 mod shared;
@@ -17,6 +18,9 @@ pub enum BenchCommand {
     Freshness(freshness::Args),
     /// Embedding throughput: chunks/s and tokens/s for ~250-token chunks and short queries.
     Embed(embed::Args),
+    /// PostgreSQL commit → profile visible: latency at a steady change rate, and the
+    /// highest rate the profiles pipeline sustains.
+    Cdc(cdc::Args),
 }
 
 /// Runs a benchmark.
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Squad(args) => squad::run(args),
         BenchCommand::Freshness(args) => freshness::run(args),
         BenchCommand::Embed(args) => embed::run(args),
+        BenchCommand::Cdc(args) => cdc::run(args),
     }
 }
