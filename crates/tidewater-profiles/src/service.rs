@@ -34,6 +34,7 @@ impl Profiles {
     ) -> Result<Arc<Self>, ProfilesError> {
         let db = Arc::new(open_state_db(&dir.join("profiles.redb"))?);
         log.ensure_topic(&config.topic, &config.topic_config)?;
+        log.ensure_topic(&config.output_topic, &config.topic_config)?;
         Ok(Arc::new(Self {
             db,
             log,
@@ -45,12 +46,16 @@ impl Profiles {
 
     /// Starts consuming the change topic.
     pub fn start(&self, engine_config: EngineConfig) -> Result<(), ProfilesError> {
-        let pipeline = Arc::new(ProfilesPipeline::new(
+        let pipeline = ProfilesPipeline::new(
             "profiles",
             self.config.topic.clone(),
             self.config.clone(),
             &self.db,
-        )?);
+        )?
+        .with_output(Arc::clone(&self.log), self.config.output_topic.clone());
+        // Changes committed before a crash but not yet published.
+        pipeline.publish_pending(&self.db)?;
+        let pipeline = Arc::new(pipeline);
         let handle = Engine::new(
             Arc::clone(&self.log),
             Arc::clone(&self.db),

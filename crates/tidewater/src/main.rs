@@ -3,6 +3,7 @@
 mod app;
 mod bench;
 mod dlq;
+mod events;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Command {
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Send events from NDJSON files to a running Tidewater.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// Options shared by `run` and the commands that start Tidewater.
@@ -122,6 +126,7 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Bench(cmd) => bench::run(cmd),
         Command::Dlq(cmd) => dlq::run(cmd),
+        Command::Events(cmd) => events::run(cmd),
     }
 }
 

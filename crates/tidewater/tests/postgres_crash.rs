@@ -276,7 +276,26 @@ fn sigkill_during_10k_changes_neither_loses_nor_doubles_anything() {
         row.event_time_ms = stored_rows[record].event_time_ms;
     }
     let want = comparable(tidewater_profiles::compute_profiles(&profiles_config, &rows).unwrap());
-    let got = comparable(tidewater_profiles::all_profiles(&db).unwrap());
+    let stored = tidewater_profiles::all_profiles(&db).unwrap();
+    // Every profile change reached the profiles topic despite the kills: the latest
+    // record per customer is its stored profile, or a removal.
+    let published = latest_per_key(&data, "profiles");
+    for profile in &stored {
+        let id = profile.customer_id.to_string();
+        assert_eq!(
+            published.get(&id),
+            Some(&serde_json::to_value(profile).unwrap()),
+            "{id}"
+        );
+    }
+    let live: BTreeSet<String> = stored.iter().map(|p| p.customer_id.to_string()).collect();
+    for (id, value) in &published {
+        assert!(
+            live.contains(id) || value["removed"] == true,
+            "{id} published but neither live nor removed: {value}"
+        );
+    }
+    let got = comparable(stored);
     assert_eq!(got.len(), want.len(), "number of customers");
     assert_eq!(
         got, want,

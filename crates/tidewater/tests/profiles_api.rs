@@ -159,6 +159,53 @@ fn events_over_http_become_merged_profiles() {
         },
     );
 
+    // Events from an NDJSON file: a new booking.
+    let file = dir.path().join("changes.ndjson");
+    let booking = change(
+        "bookings",
+        "bookings",
+        "c",
+        102,
+        json!({"id": 102, "customer_email": "ana@example.com", "amount": 40}),
+        6,
+    );
+    std::fs::write(&file, format!("{booking}\n\n")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["events", "send", "--topic", "changes", "--url"])
+        .arg(format!("http://{}", tw.addr))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(20),
+        "booking from the file reflected",
+        || {
+            let (_, p) = tw.json("GET", "/v1/profiles/email:ana@example.com", None);
+            p["aggregates"]["bookings"] == 2 && p["aggregates"]["booked_total"] == 140
+        },
+    );
+    std::fs::write(&file, "{\"op\": \"c\"}\n{not json\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["events", "send", "--url"])
+        .arg(format!("http://{}", tw.addr))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a file that is not NDJSON was accepted"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Bad requests.
     for (method, path, body, status, code) in [
         (
@@ -191,5 +238,11 @@ fn events_over_http_become_merged_profiles() {
             "{method} {path}: {value}"
         );
     }
+    let (_, profile) = tw.json("GET", "/v1/profiles/email:ana@example.com", None);
     tw.terminate();
+
+    // Every profile change was published; the latest per customer is the stored profile.
+    let published = latest_per_key(&dir.path().join("data"), "profiles");
+    let customer = profile["customer_id"].as_str().unwrap();
+    assert_eq!(published.get(customer), Some(&profile), "{published:?}");
 }

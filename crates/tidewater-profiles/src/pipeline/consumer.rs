@@ -3,12 +3,14 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use redb::{
     Database, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use serde_json::Map;
 use tidewater_engine::{DeadLetter, Pipeline, PipelineError, Prepared};
-use tidewater_log::Record;
+use tidewater_log::{Log, Record};
 use tracing::warn;
 
 use super::decode::{decode_record, Decoded, RowChange, RowChangeKind};
@@ -26,6 +28,8 @@ pub struct ProfilesPipeline {
     name: String,
     topic: String,
     config: ProfilesConfig,
+    /// Where profile changes are published, when set.
+    output: Option<super::outbox::Publisher>,
 }
 
 /// What a committed batch changed, for `after_commit`.
@@ -53,7 +57,28 @@ impl ProfilesPipeline {
             name: name.into(),
             topic: topic.into(),
             config,
+            output: None,
         })
+    }
+
+    /// Publishes every profile change (the new profile, or a removal marker) to
+    /// `topic`, keyed by customer id.
+    pub fn with_output(mut self, log: Arc<dyn Log>, topic: impl Into<String>) -> Self {
+        self.output = Some(super::outbox::Publisher {
+            log,
+            topic: topic.into(),
+            lock: parking_lot::Mutex::new(()),
+        });
+        self
+    }
+
+    /// Publishes profile changes recorded but not yet on the output topic (after a
+    /// restart); returns how many.
+    pub fn publish_pending(&self, db: &Database) -> Result<usize, ProfilesError> {
+        match &self.output {
+            Some(output) => output.publish(db),
+            None => Ok(0),
+        }
     }
 
     /// The configuration.
@@ -322,10 +347,19 @@ impl Pipeline for ProfilesPipeline {
         txn: &WriteTransaction,
         batch: Self::Batch,
     ) -> Result<Self::Effects, PipelineError> {
-        self.apply_changes(txn, batch).map_err(to_pipeline_error)
+        let applied = self.apply_changes(txn, batch).map_err(to_pipeline_error)?;
+        if self.output.is_some() {
+            super::outbox::record(txn, &applied.updated, &applied.removed)
+                .map_err(to_pipeline_error)?;
+        }
+        Ok(applied)
     }
 
-    fn after_commit(&self, _db: &Database, effects: Self::Effects) {
+    fn after_commit(&self, db: &Database, effects: Self::Effects) {
+        if let Err(e) = self.publish_pending(db) {
+            // They stay in the outbox and go out with the next batch or at the next start.
+            warn!(pipeline = %self.name, error = %e, "cannot publish profile changes yet");
+        }
         for report in effects.guardrails {
             warn!(
                 pipeline = %self.name, record = %report.record, identifier = %report.identifier,

@@ -3,6 +3,7 @@
 
 mod consumer;
 mod decode;
+mod outbox;
 mod state;
 
 pub use consumer::{Applied, ProfilesPipeline};

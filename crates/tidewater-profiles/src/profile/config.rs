@@ -38,6 +38,10 @@ pub struct ProfilesConfig {
     /// How that topic is created (partitions, retention).
     #[serde(default)]
     pub topic_config: tidewater_log::TopicConfig,
+    /// The topic every profile change is published to (the new profile, or a removal
+    /// marker), keyed by customer id.
+    #[serde(default = "default_output_topic")]
+    pub output_topic: String,
     /// The source tables. Events of other tables are skipped.
     pub tables: Vec<TableConfig>,
     /// The identity graph's guardrails.
@@ -188,11 +192,16 @@ fn default_topic() -> String {
     "changes".to_owned()
 }
 
+fn default_output_topic() -> String {
+    "profiles".to_owned()
+}
+
 impl Default for ProfilesConfig {
     fn default() -> Self {
         Self {
             topic: default_topic(),
             topic_config: tidewater_log::TopicConfig::default(),
+            output_topic: default_output_topic(),
             tables: Vec::new(),
             graph: GraphConfig::default(),
             policies: BTreeMap::new(),

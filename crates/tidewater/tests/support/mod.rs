@@ -236,3 +236,23 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The latest value per key of a topic in a stopped Tidewater's data directory.
+pub fn latest_per_key(data: &Path, topic: &str) -> std::collections::BTreeMap<String, Value> {
+    use tidewater_log::Log;
+    let log = tidewater_log::EmbeddedLog::open(data.join("log"), Default::default()).unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    for partition in 0..log.partitions(topic).unwrap() {
+        let mut next = log.range(topic, partition).unwrap().start;
+        loop {
+            let records = log.read(topic, partition, next, 1000).unwrap();
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in records {
+                let key = String::from_utf8(r.key.unwrap_or_default()).unwrap();
+                latest.insert(key, serde_json::from_slice(&r.value).unwrap());
+            }
+        }
+    }
+    latest
+}
