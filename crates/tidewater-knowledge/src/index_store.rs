@@ -23,6 +23,9 @@ use crate::state::{
 };
 use crate::KnowledgeError;
 
+/// A document's user metadata.
+type Metadata = serde_json::Map<String, serde_json::Value>;
+
 /// What search filters need to know about an indexed key, kept in memory.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyInfo {
@@ -33,7 +36,7 @@ pub(crate) struct IndexStore {
     index: UsearchIndex,
     keys: RwLock<HashMap<u64, KeyInfo>>,
     /// Per document, its metadata (shared by all its chunks), for metadata filters.
-    doc_metadata: RwLock<HashMap<Arc<str>, Arc<serde_json::Map<String, serde_json::Value>>>>,
+    doc_metadata: RwLock<HashMap<Arc<str>, Arc<Metadata>>>,
     /// Last journal sequence applied; held while applying so entries go in order.
     applied: Mutex<u64>,
     dir: PathBuf,
@@ -77,7 +80,7 @@ fn snapshots(dir: &Path) -> Vec<(u64, PathBuf)> {
                 .collect()
         })
         .unwrap_or_default();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     found
 }
 

@@ -17,6 +17,10 @@ use crate::state::{
     COUNTERS, DOCS, EMBEDDINGS, JOURNAL,
 };
 
+/// A document event's body read as text: `None` for a delete, `Err` with the reason when
+/// it cannot be indexed.
+type BodyText = Result<Option<String>, String>;
+
 /// Consumes the documents topic and maintains chunks, embeddings and the index.
 pub struct KnowledgePipeline {
     topic: String,
@@ -82,7 +86,7 @@ impl KnowledgePipeline {
     }
 
     /// Reads a record as a document event and its body as text.
-    fn decode(record: &Record) -> Result<(DocumentEvent, Result<Option<String>, String>), String> {
+    fn decode(record: &Record) -> Result<(DocumentEvent, BodyText), String> {
         let event = DocumentEvent::decode(&record.value).map_err(|e| e.to_string())?;
         if event.doc_id.is_empty() {
             return Err("document event has an empty doc_id".into());
@@ -139,8 +143,7 @@ impl Pipeline for KnowledgePipeline {
         let mut dead_letters = Vec::new();
         // Each event carries a document's full content, so within a batch only the last
         // event per document matters; applying just that one equals applying all in order.
-        let mut latest: BTreeMap<String, (u64, DocumentEvent, Result<Option<String>, String>)> =
-            BTreeMap::new();
+        let mut latest: BTreeMap<String, (u64, DocumentEvent, BodyText)> = BTreeMap::new();
         let mut order = Vec::new();
         for record in records {
             match Self::decode(record) {

@@ -58,7 +58,7 @@ pub(crate) fn encode_embedding(refcount: u32, vector: &[f32]) -> Vec<u8> {
 }
 
 fn decode_embedding(bytes: &[u8]) -> Option<(u32, Vec<f32>)> {
-    if bytes.len() < 4 || (bytes.len() - 4) % 4 != 0 {
+    if bytes.len() < 4 || !(bytes.len() - 4).is_multiple_of(4) {
         return None;
     }
     let refcount = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);

@@ -256,7 +256,7 @@ async fn run_postgres(
     let watch_stop = async {
         let mut ticks = 0u32;
         while !stop.load(Ordering::SeqCst) {
-            if ticks % 20 == 0 {
+            if ticks.is_multiple_of(20) {
                 if let Ok(bytes) = source.slot_lag_bytes().await {
                     lag.set(bytes as i64);
                 }

@@ -6,8 +6,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,67 +19,6 @@ use tidewater_profiles::{Profile, ProfilesConfig, RecordId, StoredRow};
 const KILLS: usize = 6;
 const TRANSACTIONS: usize = 110;
 const CHANGES_PER_TRANSACTION: usize = 100;
-
-struct Pg {
-    dir: tempfile::TempDir,
-    dsn: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh")
-}
-
-impl Pg {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot start PostgreSQL:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir,
-            dsn: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        }
-    }
-
-    /// Runs SQL; returns its unaligned, tuples-only output.
-    fn sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .arg(&self.dsn)
-            .args(["-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 const PROFILES: &str = r#"
 [profiles]

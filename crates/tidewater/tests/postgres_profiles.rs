@@ -3,72 +3,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-
-/// A throw-away PostgreSQL cluster (scripts/postgres.sh), stopped when dropped.
-struct Pg {
-    dir: tempfile::TempDir,
-    dsn: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh")
-}
-
-impl Pg {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cannot start PostgreSQL:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir,
-            dsn: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        }
-    }
-
-    fn sql(&self, sql: &str) {
-        let out = Command::new("psql")
-            .arg(&self.dsn)
-            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 fn config(dsn: &str) -> String {
     format!(

@@ -265,7 +265,6 @@ mod tests {
         assert_eq!(late.widen(3), (3u64 << 32) + 3);
     }
 
-    #[test]
     /// Regression: with no file source, `<data_dir>/sources` did not exist and every
     /// delivery failed to save its progress (and was sent again).
     #[test]

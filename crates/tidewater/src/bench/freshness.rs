@@ -88,8 +88,10 @@ pub fn run(args: Args) -> Result<()> {
             text_with(&format!("initial{i}"), args.size, &mut rng),
         )?;
     }
-    let mut config = tidewater_config::Config::default();
-    config.data_dir = temp.path().join("data");
+    let mut config = tidewater_config::Config {
+        data_dir: temp.path().join("data"),
+        ..Default::default()
+    };
     config.sources.files = vec![tidewater_sources::FilesConfig::new(&docs)];
     let app = App::start(config)?;
     anyhow::ensure!(

@@ -54,9 +54,10 @@ pub mod squad_file {
 
     /// Reads a SQuAD JSON file: (doc id, paragraph) pairs and (question, doc id) pairs of
     /// the answerable questions.
-    pub fn load(
-        path: &std::path::Path,
-    ) -> anyhow::Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    /// (id, text) pairs.
+    pub type Pairs = Vec<(String, String)>;
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<(Pairs, Pairs)> {
         let file: File = serde_json::from_slice(
             &std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
         )

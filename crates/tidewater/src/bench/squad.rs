@@ -70,11 +70,13 @@ impl Scores {
 pub fn run(args: Args) -> Result<()> {
     let (docs, questions) = super::shared::squad_file::load(&args.file)?;
     let temp = tempfile::tempdir()?;
-    let mut config = tidewater_config::Config::default();
-    config.data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let mut config = tidewater_config::Config {
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().to_path_buf()),
+        ..Default::default()
+    };
     config.reconcile.on_start = false;
     let app = App::start(config)?;
 

@@ -256,3 +256,67 @@ pub fn latest_per_key(data: &Path, topic: &str) -> std::collections::BTreeMap<St
     }
     latest
 }
+
+/// A throw-away PostgreSQL cluster (`scripts/postgres.sh`), stopped when dropped.
+pub struct Pg {
+    dir: tempfile::TempDir,
+    /// Its connection string.
+    pub dsn: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh")
+}
+
+impl Pg {
+    /// Starts a cluster with logical decoding on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot start PostgreSQL:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            dsn: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        }
+    }
+
+    /// Runs SQL; returns its unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(&self.dsn)
+            .args(["-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
