@@ -46,27 +46,26 @@ impl PipelineError {
     }
 }
 
-macro_rules! state_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for PipelineError {
-            fn from(e: $t) -> Self {
-                Self::State(e.into())
-            }
-        }
-        impl From<$t> for EngineError {
-            fn from(e: $t) -> Self {
-                Self::State(e.into())
+/// Implements `From` each of redb's operation errors (transaction, table, storage,
+/// commit, database) for an error type whose `$variant` wraps [`redb::Error`], so that
+/// state-store code can use `?` on any redb call. Used by every pipeline crate.
+#[macro_export]
+macro_rules! from_redb_errors {
+    ($target:ty, $variant:ident) => {
+        $crate::from_redb_errors!(@each $target, $variant,
+            redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError,
+            redb::DatabaseError);
+    };
+    (@each $target:ty, $variant:ident, $($source:ty),*) => {$(
+        impl From<$source> for $target {
+            fn from(e: $source) -> Self {
+                Self::$variant(e.into())
             }
         }
     )*};
 }
-state_error!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::DatabaseError
-);
+
+from_redb_errors!(PipelineError, State);
 
 /// Errors starting or running the engine.
 #[derive(Debug, thiserror::Error)]
@@ -82,3 +81,5 @@ pub enum EngineError {
     #[error("cannot start worker thread: {0}")]
     Spawn(std::io::Error),
 }
+
+from_redb_errors!(EngineError, State);

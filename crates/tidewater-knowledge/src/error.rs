@@ -37,21 +37,7 @@ pub enum KnowledgeError {
     Corrupt(String),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for KnowledgeError {
-            fn from(e: $t) -> Self {
-                Self::State(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+tidewater_engine::from_redb_errors!(KnowledgeError, State);
 
 impl From<crate::state::RowError> for KnowledgeError {
     fn from(e: crate::state::RowError) -> Self {

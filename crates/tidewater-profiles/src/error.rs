@@ -53,18 +53,4 @@ impl ProfilesError {
     }
 }
 
-macro_rules! state_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for ProfilesError {
-            fn from(e: $t) -> Self {
-                Self::State(e.into())
-            }
-        }
-    )*};
-}
-state_error!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+tidewater_engine::from_redb_errors!(ProfilesError, State);

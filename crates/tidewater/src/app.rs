@@ -145,7 +145,9 @@ impl App {
                     }
                 }));
             }
-            let mut next = if reconcile.on_start { Instant::now() } else { Instant::now() + reconcile.interval };
+            // `None`: no reconcile scheduled (interval "0s" turns the schedule off).
+            let after = |interval: Duration| (!interval.is_zero()).then(|| Instant::now() + interval);
+            let mut next_reconcile = if reconcile.on_start { Some(Instant::now()) } else { after(reconcile.interval) };
             let mut next_retention = Instant::now();
             while !stop.load(Ordering::SeqCst) {
                 if Instant::now() >= next_retention {
@@ -154,14 +156,14 @@ impl App {
                     }
                     next_retention = Instant::now() + RETENTION_INTERVAL;
                 }
-                if Instant::now() >= next && (reconcile.on_start || !reconcile.interval.is_zero()) {
+                if next_reconcile.is_some_and(|at| Instant::now() >= at) {
                     for source in &sources {
                         match knowledge.reconcile(source, Duration::from_secs(600)) {
                             Ok(report) => info!(source = source.source_name(), ?report, "reconcile done"),
                             Err(e) => warn!(source = source.source_name(), error = %e, "reconcile failed"),
                         }
                     }
-                    next = if reconcile.interval.is_zero() { Instant::now() + Duration::from_secs(u64::MAX / 4) } else { Instant::now() + reconcile.interval };
+                    next_reconcile = after(reconcile.interval);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
