@@ -1,47 +1,7 @@
 //! Conversation and feedback events.
 
 use serde::{Deserialize, Serialize};
-
-/// A user's rating of an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rating {
-    /// Thumbs up (counts as 5 stars).
-    Up,
-    /// Thumbs down (counts as 1 star).
-    Down,
-    /// One to five stars.
-    Stars(u8),
-}
-
-impl Rating {
-    /// Numeric value: Up = 5, Down = 1, Stars = n.
-    pub fn value(self) -> u8 {
-        match self {
-            Rating::Up => 5,
-            Rating::Down => 1,
-            Rating::Stars(n) => n,
-        }
-    }
-
-    /// Positive: Up, or four stars or more.
-    pub fn is_positive(self) -> bool {
-        match self {
-            Rating::Up => true,
-            Rating::Down => false,
-            Rating::Stars(n) => n >= 4,
-        }
-    }
-
-    /// A down-vote: Down, or two stars or fewer.
-    pub fn is_downvote(self) -> bool {
-        match self {
-            Rating::Up => false,
-            Rating::Down => true,
-            Rating::Stars(n) => n <= 2,
-        }
-    }
-}
+pub use tidewater_core::Rating;
 
 /// An event the analytics operator consumes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

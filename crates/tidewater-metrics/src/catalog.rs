@@ -1,6 +1,6 @@
 //! Every metric Tidewater exports, defined in this one place.
 
-use crate::{Counter, Family, Gauge, Histogram};
+use crate::{Counter, Family, FloatGauge, Gauge, Histogram};
 
 /// Latency buckets in seconds, from 1 ms to 60 s.
 pub(crate) static LATENCY_BOUNDS: [f64; 20] = [
@@ -45,6 +45,21 @@ pub struct Metrics {
     /// WAL a CDC replication slot still holds (bytes behind the server's current
     /// position), by slot.
     pub cdc_slot_lag_bytes: Family<Gauge>,
+    /// Analytics events that arrived after their window closed, by topic (sent to the
+    /// late side topic, never counted).
+    pub late_events: Family<Counter>,
+    /// KPI windows closed and published.
+    pub kpi_windows: Counter,
+    /// KPIs of the most recently closed window, by KPI name and model (`all` overall).
+    pub kpi: Family<FloatGauge>,
+    /// End (ms since the Unix epoch) of the most recently closed KPI window.
+    pub kpi_window_end_ms: Gauge,
+    /// Parquet files written to the lake, by topic.
+    pub lake_files: Family<Counter>,
+    /// Rows written to the lake, by topic.
+    pub lake_rows: Family<Counter>,
+    /// Answers served by `/v1/ask`, by model and outcome (`ok`, `failed`).
+    pub answers: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +82,13 @@ impl Default for Metrics {
             search_seconds: Histogram::new(&LATENCY_BOUNDS),
             http_responses: Family::new(&["class"], Counter::default),
             cdc_slot_lag_bytes: Family::new(&["slot"], Gauge::default),
+            late_events: Family::new(&["topic"], Counter::default),
+            kpi_windows: Counter::default(),
+            kpi: Family::new(&["kpi", "model"], FloatGauge::default),
+            kpi_window_end_ms: Gauge::default(),
+            lake_files: Family::new(&["topic"], Counter::default),
+            lake_rows: Family::new(&["topic"], Counter::default),
+            answers: Family::new(&["model", "outcome"], Counter::default),
         }
     }
 }
@@ -156,6 +178,41 @@ impl Metrics {
             "tidewater_cdc_slot_lag_bytes",
             "WAL bytes a CDC replication slot holds behind the server's current position.",
             &self.cdc_slot_lag_bytes,
+        );
+        w.counter_family(
+            "tidewater_late_events_total",
+            "Analytics events that arrived after their window closed (sent to the late topic).",
+            &self.late_events,
+        );
+        w.counter(
+            "tidewater_kpi_windows_total",
+            "KPI windows closed and published.",
+            &self.kpi_windows,
+        );
+        w.float_gauge_family(
+            "tidewater_kpi",
+            "KPIs of the most recently closed window, by KPI and model (all: overall).",
+            &self.kpi,
+        );
+        w.gauge(
+            "tidewater_kpi_window_end_ms",
+            "End of the most recently closed KPI window, ms since the Unix epoch.",
+            &self.kpi_window_end_ms,
+        );
+        w.counter_family(
+            "tidewater_lake_files_total",
+            "Parquet files written to the lake.",
+            &self.lake_files,
+        );
+        w.counter_family(
+            "tidewater_lake_rows_total",
+            "Rows written to the lake.",
+            &self.lake_rows,
+        );
+        w.counter_family(
+            "tidewater_answers_total",
+            "Answers served by /v1/ask, by model and outcome.",
+            &self.answers,
         );
         w.finish()
     }

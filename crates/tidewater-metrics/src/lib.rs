@@ -10,4 +10,4 @@ mod render;
 
 pub use catalog::Metrics;
 pub use family::Family;
-pub use primitives::{Counter, Gauge, Histogram, HistogramSnapshot};
+pub use primitives::{Counter, FloatGauge, Gauge, Histogram, HistogramSnapshot};

@@ -40,6 +40,27 @@ impl Gauge {
     }
 }
 
+/// A floating-point value that goes up and down; NaN until first set.
+#[derive(Debug)]
+pub struct FloatGauge(AtomicU64);
+
+impl Default for FloatGauge {
+    fn default() -> Self {
+        Self(AtomicU64::new(f64::NAN.to_bits()))
+    }
+}
+
+impl FloatGauge {
+    /// Sets the value.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    /// Current value (NaN when never set).
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// A distribution over fixed bucket bounds (in the metric's unit, e.g. seconds).
 #[derive(Debug)]
 pub struct Histogram {

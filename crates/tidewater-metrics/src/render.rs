@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{Counter, Family, Gauge, Histogram};
+use crate::{Counter, Family, FloatGauge, Gauge, Histogram};
 
 #[derive(Default)]
 pub(crate) struct Writer {
@@ -64,6 +64,17 @@ impl Writer {
                 labels(f.labels(), &values),
                 g.get()
             );
+        }
+    }
+
+    pub(crate) fn float_gauge_family(&mut self, name: &str, help: &str, f: &Family<FloatGauge>) {
+        self.header(name, help, "gauge");
+        for (values, g) in f.members() {
+            let v = g.get();
+            if v.is_nan() {
+                continue;
+            }
+            let _ = writeln!(self.out, "{name}{} {v}", labels(f.labels(), &values));
         }
     }
 
