@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message"}}` with a 4xx/5xx status here and nowhere else.
 #![warn(missing_docs)]
 
+mod dashboard;
 mod documents;
 mod error;
 mod events;
@@ -38,6 +39,8 @@ pub struct AppState {
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/v1/stats", get(dashboard::stats))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
