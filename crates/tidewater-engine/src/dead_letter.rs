@@ -1,10 +1,8 @@
 //! Dead letters: events a pipeline could not process, kept with the reason.
 //!
-//! A dead letter is written to the state database in the same transaction as the batch
-//! that rejected it (so it is recorded exactly once), then published to the topic
-//! `<pipeline>.dead-letters`. Publication happens after the commit and can repeat after a
-//! crash; each published record's key, `topic/partition/offset` of the original event,
-//! identifies duplicates.
+//! A dead letter is recorded in the [`crate::Outbox`] of the batch that rejected it, in the
+//! same transaction, and published exactly once to the topic `<pipeline>.dead-letters`.
+//! Each published record's key is `topic/partition/offset` of the original event.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -43,7 +41,8 @@ pub struct DeadLetterRecord {
 }
 
 impl DeadLetterRecord {
-    pub(crate) fn new(pipeline: &str, topic: &str, record: &Record, reason: String) -> Self {
+    /// The dead letter of `record`, rejected by `pipeline` for `reason`.
+    pub fn new(pipeline: &str, topic: &str, record: &Record, reason: String) -> Self {
         let b64 = base64::engine::general_purpose::STANDARD;
         Self {
             pipeline: pipeline.to_owned(),
@@ -74,6 +73,15 @@ impl DeadLetterRecord {
     /// The key under which it is published: identifies the original event.
     pub fn dedup_key(&self) -> String {
         format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The outbox entry that publishes this letter.
+    pub fn to_entry(&self) -> crate::OutboxEntry {
+        crate::OutboxEntry {
+            key: Some(self.dedup_key().into_bytes()),
+            value: serde_json::to_vec(self).unwrap_or_default(),
+            timestamp_ms: self.rejected_at_ms,
+        }
     }
 
     /// The dead-letter topic of a pipeline.

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rand::Rng;
-use redb::{Database, ReadableDatabase, ReadableTable};
-use tidewater_log::{Log, LogError, NewRecord, TopicConfig};
+use redb::Database;
+use tidewater_log::{Log, LogError, TopicConfig};
 use tidewater_metrics::Metrics;
 use tracing::{error, info, warn};
 
 use crate::dead_letter::DeadLetterRecord;
-use crate::state::{DEAD_LETTERS, ENGINE_META, OFFSETS};
-use crate::{EngineConfig, EngineError, Pipeline, PipelineError};
+use crate::state::OFFSETS;
+use crate::{EngineConfig, EngineError, Outbox, Pipeline, PipelineError};
 
 /// Runs a pipeline over every partition of its topic.
 pub struct Engine<P: Pipeline> {
@@ -90,8 +90,7 @@ impl<P: Pipeline> Engine<P> {
             config: self.config,
             metrics: self.metrics,
             topic,
-            dlq_topic,
-            dlq_lock: Mutex::new(()),
+            dead_letters: Outbox::new("dead-letters", dlq_topic),
             progress: Arc::clone(&progress),
             stop: Arc::clone(&stop),
         });
@@ -172,9 +171,7 @@ struct Worker<P: Pipeline> {
     config: EngineConfig,
     metrics: Arc<Metrics>,
     topic: String,
-    dlq_topic: String,
-    /// Serialises publication so letters go out in sequence order.
-    dlq_lock: Mutex<()>,
+    dead_letters: Outbox,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 }
@@ -257,25 +254,10 @@ impl<P: Pipeline> Worker<P> {
             .collect();
         let txn = self.db.begin_write()?;
         let effects = self.pipeline.apply(&txn, prepared.batch)?;
-        {
-            let mut offsets = txn.open_table(OFFSETS)?;
-            offsets.insert((name, self.topic.as_str(), partition), next)?;
-            if !letters.is_empty() {
-                let mut meta = txn.open_table(ENGINE_META)?;
-                let mut seq = meta
-                    .get("dead_letters_next")?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                let mut table = txn.open_table(DEAD_LETTERS)?;
-                for letter in &letters {
-                    let json = serde_json::to_vec(letter)
-                        .map_err(|e| PipelineError::Internal(e.to_string()))?;
-                    table.insert(seq, json.as_slice())?;
-                    seq += 1;
-                }
-                meta.insert("dead_letters_next", seq)?;
-            }
-        }
+        txn.open_table(OFFSETS)?
+            .insert((name, self.topic.as_str(), partition), next)?;
+        self.dead_letters
+            .record(&txn, letters.iter().map(DeadLetterRecord::to_entry))?;
         txn.commit()?;
         self.pipeline.after_commit(&self.db, effects);
         self.metrics
@@ -302,55 +284,10 @@ impl<P: Pipeline> Worker<P> {
 
     /// Publishes committed dead letters not yet on the dead-letter topic.
     fn publish_dead_letters(&self) {
-        let _guard = self.dlq_lock.lock();
-        if let Err(e) = self.try_publish_dead_letters() {
+        if let Err(e) = self.dead_letters.publish(&self.db, self.log.as_ref()) {
             // They stay in the state database and go out with the next letter or restart.
-            warn!(topic = %self.dlq_topic, error = %e, "cannot publish dead letters yet");
+            warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet");
         }
-    }
-
-    fn try_publish_dead_letters(&self) -> Result<(), EngineError> {
-        let (published, pending) = {
-            let txn = self.db.begin_read()?;
-            let meta = txn.open_table(ENGINE_META)?;
-            let published = meta
-                .get("dead_letters_published")?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let table = txn.open_table(DEAD_LETTERS)?;
-            let mut pending = Vec::new();
-            for entry in table.range(published..)? {
-                let (seq, value) = entry?;
-                pending.push((seq.value(), value.value().to_vec()));
-            }
-            (published, pending)
-        };
-        let Some(last) = pending.last().map(|(seq, _)| *seq) else {
-            return Ok(());
-        };
-        let records = pending
-            .iter()
-            .map(|(_, json)| {
-                let key = serde_json::from_slice::<DeadLetterRecord>(json)
-                    .map(|l| l.dedup_key())
-                    .unwrap_or_default();
-                NewRecord {
-                    key: Some(key.into_bytes()),
-                    value: json.clone(),
-                    timestamp_ms: tidewater_core::time::now_ms(),
-                }
-            })
-            .collect();
-        self.log.append(&self.dlq_topic, records)?;
-        self.metrics
-            .log_appended_records
-            .with(&[&self.dlq_topic])
-            .add(pending.len() as u64);
-        let txn = self.db.begin_write()?;
-        txn.open_table(ENGINE_META)?
-            .insert("dead_letters_published", last.max(published) + 1)?;
-        txn.commit()?;
-        Ok(())
     }
 
     fn pause(&self, wait: Duration) {

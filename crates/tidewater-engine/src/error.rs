@@ -80,6 +80,19 @@ pub enum EngineError {
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Spawn(std::io::Error),
+    /// Engine state that cannot be read back (a bug or a damaged state database).
+    #[error("corrupt engine state: {0}")]
+    Corrupt(String),
+}
+
+impl From<EngineError> for PipelineError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::State(e) => Self::State(e),
+            EngineError::Log(e) => Self::external("the log", e),
+            other => Self::Internal(other.to_string()),
+        }
+    }
 }
 
 from_redb_errors!(EngineError, State);

@@ -3,13 +3,15 @@
 //! any transaction ([`Pipeline::prepare`]), then applies the result and the partition's
 //! next offset in one redb write transaction ([`Pipeline::apply`]). A crash at any instant
 //! therefore either keeps both the effect and the offset or neither: no effect is lost or
-//! repeated. Events the pipeline rejects go to a dead-letter topic with their reason.
+//! repeated. Events the pipeline rejects go to a dead-letter topic with their reason, and
+//! output for other topics leaves through an [`Outbox`], published exactly once.
 #![warn(missing_docs)]
 
 mod config;
 mod dead_letter;
 mod engine;
 mod error;
+mod outbox;
 mod pipeline;
 mod state;
 
@@ -17,5 +19,6 @@ pub use config::EngineConfig;
 pub use dead_letter::{DeadLetter, DeadLetterRecord};
 pub use engine::{Engine, EngineHandle, ProgressWatcher};
 pub use error::{EngineError, PipelineError};
+pub use outbox::{Outbox, OutboxEntry};
 pub use pipeline::{Pipeline, Prepared};
 pub use state::{committed_offsets, open_state_db, OFFSETS};

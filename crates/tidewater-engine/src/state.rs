@@ -10,14 +10,6 @@ use crate::EngineError;
 /// transaction as the pipeline's state.
 pub const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("engine_offsets");
 
-/// Dead letters by sequence number (JSON of [`crate::DeadLetterRecord`]).
-pub(crate) const DEAD_LETTERS: TableDefinition<u64, &[u8]> =
-    TableDefinition::new("engine_dead_letters");
-
-/// Engine counters: `dead_letters_next` (next sequence), `dead_letters_published`
-/// (sequence up to which letters are on the dead-letter topic).
-pub(crate) const ENGINE_META: TableDefinition<&str, u64> = TableDefinition::new("engine_meta");
-
 /// Opens (creating if needed) a state database and its engine tables.
 ///
 /// A new database is built under a temporary name and renamed into place once complete:
@@ -54,8 +46,7 @@ pub fn open_state_db(path: &Path) -> Result<Database, EngineError> {
 fn create_tables(db: &Database) -> Result<(), EngineError> {
     let txn = db.begin_write()?;
     txn.open_table(OFFSETS)?;
-    txn.open_table(DEAD_LETTERS)?;
-    txn.open_table(ENGINE_META)?;
+    crate::outbox::create_tables(&txn)?;
     txn.commit()?;
     Ok(())
 }

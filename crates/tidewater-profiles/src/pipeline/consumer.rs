@@ -9,7 +9,7 @@ use redb::{
     Database, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use serde_json::Map;
-use tidewater_engine::{DeadLetter, Pipeline, PipelineError, Prepared};
+use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
 use tracing::warn;
 
@@ -29,7 +29,7 @@ pub struct ProfilesPipeline {
     topic: String,
     config: ProfilesConfig,
     /// Where profile changes are published, when set.
-    output: Option<super::outbox::Publisher>,
+    output: Option<(Arc<dyn Log>, Outbox)>,
 }
 
 /// What a committed batch changed, for `after_commit`.
@@ -64,11 +64,7 @@ impl ProfilesPipeline {
     /// Publishes every profile change (the new profile, or a removal marker) to
     /// `topic`, keyed by customer id.
     pub fn with_output(mut self, log: Arc<dyn Log>, topic: impl Into<String>) -> Self {
-        self.output = Some(super::outbox::Publisher {
-            log,
-            topic: topic.into(),
-            lock: parking_lot::Mutex::new(()),
-        });
+        self.output = Some((log, Outbox::new("profiles", topic)));
         self
     }
 
@@ -76,7 +72,7 @@ impl ProfilesPipeline {
     /// restart); returns how many.
     pub fn publish_pending(&self, db: &Database) -> Result<usize, ProfilesError> {
         match &self.output {
-            Some(output) => output.publish(db),
+            Some((log, outbox)) => Ok(outbox.publish(db, log.as_ref())?),
             None => Ok(0),
         }
     }
@@ -348,9 +344,10 @@ impl Pipeline for ProfilesPipeline {
         batch: Self::Batch,
     ) -> Result<Self::Effects, PipelineError> {
         let applied = self.apply_changes(txn, batch).map_err(to_pipeline_error)?;
-        if self.output.is_some() {
-            super::outbox::record(txn, &applied.updated, &applied.removed)
+        if let Some((_, outbox)) = &self.output {
+            let entries = super::outbox::entries(txn, &applied.updated, &applied.removed)
                 .map_err(to_pipeline_error)?;
+            outbox.record(txn, entries)?;
         }
         Ok(applied)
     }
