@@ -32,6 +32,12 @@ pub enum AnalyticsEvent {
         rating: Rating,
         /// Optional free-text comment.
         comment: Option<String>,
+        /// The rated conversation's model, when known from an earlier window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// The rated conversation's question, when known from an earlier window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<String>,
     },
 }
 

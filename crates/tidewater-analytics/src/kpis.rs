@@ -75,7 +75,8 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 /// Computes a window's KPIs from its events (in arrival order). Feedback is joined to the
-/// first conversation with its id among `events`.
+/// first conversation with its id among `events`; failing that, it keeps the model and
+/// question it carries (joined upstream from an earlier window), or counts as `unknown`.
 pub fn compute_window(
     window_start_ms: u64,
     window_end_ms: u64,
@@ -101,10 +102,14 @@ pub fn compute_window(
         let model = match e {
             AnalyticsEvent::Conversation { model, .. } => model.as_str(),
             AnalyticsEvent::Feedback {
-                conversation_id, ..
+                conversation_id,
+                model,
+                ..
             } => conversations
                 .get(conversation_id.as_str())
-                .map_or(UNKNOWN_MODEL, |(m, _)| m),
+                .map(|(m, _)| *m)
+                .or(model.as_deref())
+                .unwrap_or(UNKNOWN_MODEL),
         };
         by_model.entry(model.to_owned()).or_default().push(e);
     }
@@ -146,6 +151,7 @@ pub fn compute_kpis(
                 conversation_id,
                 rating,
                 comment,
+                question,
                 ..
             } => {
                 k.feedback += 1;
@@ -155,10 +161,12 @@ pub fn compute_kpis(
                     sentiment_sum += scorer.score(c);
                     comments += 1;
                 }
-                if rating.is_downvote() {
-                    if let Some((_, q)) = conversations.get(conversation_id.as_str()) {
-                        *downvotes.entry(q).or_default() += 1;
-                    }
+                let asked = conversations
+                    .get(conversation_id.as_str())
+                    .map(|(_, q)| *q)
+                    .or(question.as_deref());
+                if let (true, Some(q)) = (rating.is_downvote(), asked) {
+                    *downvotes.entry(q).or_default() += 1;
                 }
             }
         }

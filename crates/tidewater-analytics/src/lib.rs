@@ -5,6 +5,10 @@
 //! watermark with idle-partition handling, reports events that arrive too late as
 //! [`Outcome::Late`] and emits one final [`WindowResult`] per window once it closes.
 //! The operator is pure logic: no I/O, and its state ([`OperatorState`]) is serde-serialisable.
+//!
+//! [`Analytics`] runs it as a pipeline over the conversations and feedback topics, with
+//! its state, the closed windows and the consumed offsets committed together in redb, and
+//! serves KPI queries.
 #![warn(missing_docs)]
 
 mod config;
@@ -12,7 +16,9 @@ mod error;
 mod event;
 mod kpis;
 mod operator;
+mod pipeline;
 mod sentiment;
+mod service;
 mod watermark;
 
 pub use config::WindowConfig;
@@ -23,5 +29,7 @@ pub use kpis::{
     TOP_DOWNVOTED, UNKNOWN_MODEL,
 };
 pub use operator::{OperatorState, Outcome, WindowedKpis};
+pub use pipeline::config::AnalyticsConfig;
 pub use sentiment::{LexiconScorer, SentimentScorer};
+pub use service::{Analytics, KpiReport, KpiWindow, MAX_WINDOWS};
 pub use watermark::Watermarks;

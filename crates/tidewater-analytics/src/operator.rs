@@ -136,6 +136,23 @@ impl<S: SentimentScorer> WindowedKpis<S> {
         self.emit(closed)
     }
 
+    /// The KPIs of every open window as they stand now (provisional), in window order.
+    /// Nothing is emitted or removed.
+    pub fn open_windows(&self) -> Vec<WindowResult> {
+        self.state
+            .windows
+            .iter()
+            .map(|(&s, events)| {
+                compute_window(s, s.saturating_add(self.size_ms), events, &self.scorer)
+            })
+            .collect()
+    }
+
+    /// Window length in milliseconds.
+    pub fn size_ms(&self) -> u64 {
+        self.size_ms
+    }
+
     /// End of input: emits every open window, in window order.
     pub fn finish(&mut self) -> Vec<WindowResult> {
         let all: Vec<u64> = self.state.windows.keys().copied().collect();
@@ -190,6 +207,8 @@ mod tests {
             event_time_ms: t,
             rating,
             comment: None,
+            model: None,
+            question: None,
         }
     }
 
@@ -278,6 +297,30 @@ mod tests {
         assert_eq!(models, ["m1", "m2", "unknown"]);
         assert_eq!(out[0].per_model["m1"].feedback, 2);
         assert_eq!(out[0].per_model["unknown"].mean_rating, Some(1.0));
+    }
+
+    #[test]
+    fn feedback_joined_upstream_keeps_its_model_and_question() {
+        let mut op = WindowedKpis::new(&config()).unwrap();
+        op.observe(
+            0,
+            AnalyticsEvent::Feedback {
+                conversation_id: "old".into(),
+                event_time_ms: 30,
+                rating: Rating::Down,
+                comment: None,
+                model: Some("m1".into()),
+                question: Some("why?".into()),
+            },
+            0,
+        );
+        let open = op.open_windows();
+        assert_eq!(open.len(), 1);
+        assert_eq!(op.open_windows(), open, "reading open windows changes nothing");
+        let out = op.finish();
+        assert_eq!(out, open);
+        assert_eq!(out[0].per_model["m1"].feedback, 1);
+        assert_eq!(out[0].overall.top_downvoted[0].question, "why?");
     }
 
     #[test]

@@ -67,6 +67,8 @@ fn event() -> impl Strategy<Value = AnalyticsEvent> {
                 event_time_ms: t,
                 rating,
                 comment,
+                model: None,
+                question: None,
             }
         });
     prop_oneof![conv, feedback]

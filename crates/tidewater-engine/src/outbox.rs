@@ -24,9 +24,10 @@ use tidewater_log::{Log, NewRecord};
 
 use crate::EngineError;
 
-/// Entries by (outbox, sequence): (key, value, timestamp).
-const OUTBOX: TableDefinition<(&str, u64), (Option<&[u8]>, &[u8], i64)> =
-    TableDefinition::new("engine_outbox");
+/// A stored entry: (key, value, timestamp).
+type StoredEntry<'a> = (Option<&'a [u8]>, &'a [u8], i64);
+/// Entries by (outbox, sequence).
+const OUTBOX: TableDefinition<(&str, u64), StoredEntry> = TableDefinition::new("engine_outbox");
 /// Cursors by (outbox, name): `next` (next sequence), `published` (every sequence below
 /// it is on the topic).
 const OUTBOX_CURSORS: TableDefinition<(&str, &str), u64> =

@@ -1,0 +1,248 @@
+//! [`Analytics`]: the running analytics pipeline, the intake of conversation and
+//! feedback events, and KPI queries.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use redb::Database;
+use serde::Serialize;
+use serde_json::Value;
+use tidewater_core::{ConversationEvent, FeedbackEvent};
+use tidewater_engine::{open_state_db, EngineConfig};
+use tidewater_log::{Log, NewRecord, Position, TopicConfig};
+use tidewater_metrics::Metrics;
+
+use crate::pipeline::config::AnalyticsConfig;
+use crate::pipeline::runner::{set_kpi_gauges, Outputs, Runner};
+use crate::pipeline::state;
+use crate::{Error, LexiconScorer, WindowResult, WindowedKpis};
+
+/// Most windows one KPI query returns (the latest ones).
+pub const MAX_WINDOWS: usize = 1_000;
+
+/// The analytics pipeline of one process.
+pub struct Analytics {
+    db: Arc<Database>,
+    log: Arc<dyn Log>,
+    config: AnalyticsConfig,
+    metrics: Arc<Metrics>,
+    operator: Arc<Mutex<WindowedKpis>>,
+    running: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+}
+
+/// One window of a KPI query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KpiWindow {
+    /// The window and its KPIs.
+    #[serde(flatten)]
+    pub result: WindowResult,
+    /// Whether the window is closed (its KPIs final) or still open (provisional).
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// The answer to a KPI query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KpiReport {
+    /// Window length in milliseconds.
+    pub window_ms: u64,
+    /// The current watermark (ms since the Unix epoch), once any event was seen.
+    pub watermark_ms: Option<u64>,
+    /// Events that arrived too late, so far.
+    pub late_events: u64,
+    /// Closed windows, then open ones, in window order.
+    pub windows: Vec<KpiWindow>,
+}
+
+impl Analytics {
+    /// Opens the state under `dir` (`analytics.redb`) and creates the topics.
+    pub fn open(
+        dir: &Path,
+        config: AnalyticsConfig,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, Error> {
+        let db = Arc::new(open_state_db(&dir.join("analytics.redb"))?);
+        state::create_tables(&db)?;
+        let operator =
+            WindowedKpis::restore(&config.window, LexiconScorer, state::load_operator(&db)?)?;
+        log.ensure_topic(&config.conversations_topic, &config.topic_config)?;
+        log.ensure_topic(&config.feedback_topic, &config.topic_config)?;
+        let single = TopicConfig {
+            partitions: 1,
+            ..config.topic_config.clone()
+        };
+        log.ensure_topic(&config.kpis_topic, &single)?;
+        log.ensure_topic(&config.late_topic, &single)?;
+        log.ensure_topic(
+            &tidewater_engine::DeadLetterRecord::topic_for(crate::pipeline::runner::PIPELINE),
+            &single,
+        )?;
+        if let Some(last) = state::closed_windows(&db, 0, u64::MAX, 1)?.last() {
+            set_kpi_gauges(&metrics, last);
+        }
+        Ok(Arc::new(Self {
+            db,
+            log,
+            config,
+            metrics,
+            operator: Arc::new(Mutex::new(operator)),
+            running: Mutex::new(None),
+        }))
+    }
+
+    /// Starts consuming the conversations and feedback topics.
+    pub fn start(&self, engine: EngineConfig) -> Result<(), Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runner = Runner {
+            db: Arc::clone(&self.db),
+            log: Arc::clone(&self.log),
+            config: self.config.clone(),
+            engine,
+            metrics: Arc::clone(&self.metrics),
+            operator: Arc::clone(&self.operator),
+            outputs: Outputs::new(&self.config),
+            stop: Arc::clone(&stop),
+        };
+        let thread = std::thread::Builder::new()
+            .name("analytics".into())
+            .spawn(move || runner.run())
+            .map_err(Error::Spawn)?;
+        *self.running.lock() = Some((stop, thread));
+        Ok(())
+    }
+
+    /// Stops the pipeline after its current batch.
+    pub fn stop(&self) {
+        if let Some((stop, thread)) = self.running.lock().take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &AnalyticsConfig {
+        &self.config
+    }
+
+    /// Whether `topic` is the conversations or the feedback topic.
+    pub fn accepts(&self, topic: &str) -> bool {
+        topic == self.config.conversations_topic || topic == self.config.feedback_topic
+    }
+
+    /// Checks every event against its topic's form, then appends them all (keyed by
+    /// conversation id). One invalid event rejects the whole call; nothing is appended.
+    pub fn ingest(&self, topic: &str, events: Vec<Value>) -> Result<Vec<Position>, Error> {
+        let mut records = Vec::with_capacity(events.len());
+        for (n, event) in events.into_iter().enumerate() {
+            let invalid = |e: serde_json::Error| Error::InvalidEvent {
+                topic: topic.to_owned(),
+                reason: format!("event {n}: {e}"),
+            };
+            let id = if topic == self.config.conversations_topic {
+                serde_json::from_value::<ConversationEvent>(event.clone())
+                    .map_err(invalid)?
+                    .conversation_id
+            } else if topic == self.config.feedback_topic {
+                serde_json::from_value::<FeedbackEvent>(event.clone())
+                    .map_err(invalid)?
+                    .conversation_id
+            } else {
+                return Err(Error::UnknownTopic(topic.to_owned()));
+            };
+            records.push(NewRecord {
+                key: Some(id.into_bytes()),
+                value: event.to_string().into_bytes(),
+                timestamp_ms: tidewater_core::time::now_ms(),
+            });
+        }
+        self.append(topic, records)
+    }
+
+    /// Appends a conversation event (durable when this returns).
+    pub fn record_conversation(&self, event: &ConversationEvent) -> Result<Position, Error> {
+        self.append_one(
+            &self.config.conversations_topic,
+            &event.conversation_id,
+            serde_json::to_vec(event),
+        )
+    }
+
+    /// Appends a feedback event (durable when this returns).
+    pub fn record_feedback(&self, event: &FeedbackEvent) -> Result<Position, Error> {
+        self.append_one(
+            &self.config.feedback_topic,
+            &event.conversation_id,
+            serde_json::to_vec(event),
+        )
+    }
+
+    fn append_one(
+        &self,
+        topic: &str,
+        key: &str,
+        value: serde_json::Result<Vec<u8>>,
+    ) -> Result<Position, Error> {
+        let record = NewRecord {
+            key: Some(key.as_bytes().to_vec()),
+            value: value.map_err(|e| Error::Corrupt(e.to_string()))?,
+            timestamp_ms: tidewater_core::time::now_ms(),
+        };
+        let positions = self.append(topic, vec![record])?;
+        positions
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Corrupt("the log acknowledged no record".into()))
+    }
+
+    fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, Error> {
+        let n = records.len() as u64;
+        let positions = self.log.append(topic, records)?;
+        self.metrics.log_appended_records.with(&[topic]).add(n);
+        Ok(positions)
+    }
+
+    /// KPIs of the windows starting in `[from, to)` (ms since the Unix epoch; open-ended
+    /// when absent): the closed windows, then the open ones with their provisional values.
+    pub fn kpis(&self, from: Option<u64>, to: Option<u64>) -> Result<KpiReport, Error> {
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
+        let operator = self.operator.lock();
+        let open: Vec<WindowResult> = operator
+            .open_windows()
+            .into_iter()
+            .filter(|w| (from..to).contains(&w.window_start_ms))
+            .collect();
+        let (window_ms, watermark_ms, late_events) = (
+            operator.size_ms(),
+            operator.watermark(),
+            operator.late_events(),
+        );
+        // Read under the operator's lock: the runner commits closed windows while holding
+        // it, so a window is seen either open or closed, never both or neither.
+        let closed = state::closed_windows(&self.db, from, to, MAX_WINDOWS)?;
+        drop(operator);
+        let mut windows: Vec<KpiWindow> = closed
+            .into_iter()
+            .map(|result| KpiWindow {
+                result,
+                is_final: true,
+            })
+            .chain(open.into_iter().map(|result| KpiWindow {
+                result,
+                is_final: false,
+            }))
+            .collect();
+        windows.sort_by_key(|w| w.result.window_start_ms);
+        let excess = windows.len().saturating_sub(MAX_WINDOWS);
+        windows.drain(..excess);
+        Ok(KpiReport {
+            window_ms,
+            watermark_ms,
+            late_events,
+            windows,
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! The analytics pipeline on a real embedded log: KPIs per closed window on the `kpis`
+//! topic and in queries, late events on the `late` topic, bad events dead-lettered, and a
+//! restart that neither repeats nor loses a window.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tidewater_analytics::{Analytics, AnalyticsConfig, KpiReport, WindowConfig};
+use tidewater_engine::EngineConfig;
+use tidewater_log::{EmbeddedLog, Log, NewRecord};
+use tidewater_metrics::Metrics;
+
+fn config() -> AnalyticsConfig {
+    AnalyticsConfig {
+        window: WindowConfig {
+            size: Duration::from_secs(10),
+            allowed_lateness: Duration::from_secs(1),
+            idle_timeout: Duration::from_millis(100),
+        },
+        ..AnalyticsConfig::default()
+    }
+}
+
+fn engine() -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_millis(20),
+        ..EngineConfig::default()
+    }
+}
+
+fn conversation(id: &str, t: u64, model: &str, latency: u64, question: &str) -> Value {
+    json!({"conversation_id": id, "event_time_ms": t, "question": question, "answer": "a",
+           "model": model, "latency": {"retrieval_ms": 1, "model_ms": latency - 1, "total_ms": latency},
+           "citations": [{"chunk_id": "d#1", "doc_id": "d", "score": 0.5}]})
+}
+
+fn feedback(id: &str, t: u64, rating: Value, comment: Option<&str>) -> Value {
+    let mut f = json!({"conversation_id": id, "event_time_ms": t, "rating": rating});
+    if let Some(c) = comment {
+        f["comment"] = json!(c);
+    }
+    f
+}
+
+fn topic_values(log: &dyn Log, topic: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic).unwrap() {
+        for r in log.read(topic, p, 0, 100_000).unwrap() {
+            out.push(serde_json::from_slice(&r.value).unwrap());
+        }
+    }
+    out
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn final_windows(report: &KpiReport) -> Vec<u64> {
+    report
+        .windows
+        .iter()
+        .filter(|w| w.is_final)
+        .map(|w| w.result.window_start_ms)
+        .collect()
+}
+
+#[test]
+fn windows_close_once_late_events_go_aside_and_restart_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = EmbeddedLog::open(dir.path().join("log"), Default::default()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let analytics = Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    analytics.start(engine()).unwrap();
+
+    // Window [0, 10 s): two conversations, feedback joined in the same window.
+    analytics
+        .ingest(
+            "conversations",
+            vec![
+                conversation("c1", 1_000, "m1", 100, "Where is my booking?"),
+                conversation("c2", 2_000, "m2", 300, "How do I cancel?"),
+            ],
+        )
+        .unwrap();
+    analytics
+        .ingest(
+            "feedback",
+            vec![
+                feedback("c1", 3_000, json!("up"), Some("great, thanks")),
+                feedback("c2", 4_000, json!("down"), Some("useless and wrong")),
+            ],
+        )
+        .unwrap();
+    wait_for("the open window", || {
+        analytics.kpis(None, None).unwrap().windows.len() == 1
+    });
+    let open = analytics.kpis(None, None).unwrap();
+    assert!(!open.windows[0].is_final);
+    assert_eq!(open.windows[0].result.overall.conversations, 2);
+
+    // Feedback for c2 in a later window keeps c2's model and question (joined upstream);
+    // the watermark passes 11 s, closing the first window.
+    analytics
+        .ingest("feedback", vec![feedback("c2", 12_000, json!(1), None)])
+        .unwrap();
+    wait_for("the first window to close", || {
+        final_windows(&analytics.kpis(None, None).unwrap()) == [0]
+    });
+    let report = analytics.kpis(None, None).unwrap();
+    let first = &report.windows[0].result;
+    assert_eq!(first.overall.conversations, 2);
+    assert_eq!(first.overall.positive_share, Some(0.5));
+    assert_eq!(first.overall.latency_p50_ms, Some(100));
+    assert!(first.overall.mean_sentiment.is_some());
+    let second = &report.windows[1];
+    assert!(!second.is_final);
+    assert_eq!(second.result.per_model["m2"].feedback, 1);
+    assert_eq!(second.result.overall.top_downvoted[0].question, "How do I cancel?");
+
+    // Too late for window 0 (the watermark is 12 s, window 0 closed at 11 s).
+    analytics
+        .ingest("conversations", vec![conversation("c3", 500, "m1", 50, "late?")])
+        .unwrap();
+    // Not a feedback event: rejected at the door, and (appended raw) dead-lettered.
+    assert!(analytics
+        .ingest("feedback", vec![json!({"conversation_id": "c1", "rating": 9})])
+        .is_err());
+    log.append(
+        "feedback",
+        vec![NewRecord {
+            key: None,
+            value: b"{not json".to_vec(),
+            timestamp_ms: tidewater_core::time::now_ms(),
+        }],
+    )
+    .unwrap();
+    wait_for("the late event and the dead letter", || {
+        topic_values(log.as_ref(), "late").len() == 1
+            && topic_values(log.as_ref(), "analytics.dead-letters").len() == 1
+    });
+    let late = &topic_values(log.as_ref(), "late")[0];
+    assert_eq!(late["event"]["conversation_id"], "c3");
+    assert_eq!(late["watermark_ms"], 12_000);
+    assert_eq!(analytics.kpis(None, None).unwrap().late_events, 1);
+    assert_eq!(metrics.late_events.with(&["conversations"]).get(), 1);
+
+    let kpis = topic_values(log.as_ref(), "kpis");
+    assert_eq!(kpis.len(), 1);
+    assert_eq!(kpis[0]["window_start_ms"], 0);
+    assert_eq!(kpis[0]["overall"]["conversations"], 2);
+    assert!(metrics.render().contains("tidewater_kpi{kpi=\"positive_share\",model=\"all\"} 0.5"));
+
+    // Restart: the open window survives, nothing is repeated.
+    analytics.stop();
+    drop(analytics);
+    let analytics = Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    let before = analytics.kpis(None, None).unwrap();
+    assert_eq!(before.windows.len(), 2, "{before:?}");
+    analytics.start(engine()).unwrap();
+    analytics
+        .ingest("conversations", vec![conversation("c4", 25_000, "m1", 70, "next")])
+        .unwrap();
+    wait_for("the second window to close", || {
+        final_windows(&analytics.kpis(None, None).unwrap()) == [0, 10_000]
+    });
+    let kpis = topic_values(log.as_ref(), "kpis");
+    let starts: Vec<u64> = kpis.iter().map(|k| k["window_start_ms"].as_u64().unwrap()).collect();
+    assert_eq!(starts, [0, 10_000]);
+    assert_eq!(topic_values(log.as_ref(), "late").len(), 1);
+    let range = analytics.kpis(Some(10_000), Some(20_000)).unwrap();
+    assert_eq!(range.windows.len(), 1);
+    assert_eq!(range.windows[0].result.overall.feedback, 1);
+    analytics.stop();
+}
