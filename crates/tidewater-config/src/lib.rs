@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tidewater_analytics::AnalyticsConfig;
+use tidewater_answer::AnswerConfig;
 use tidewater_embed::EmbedderConfig;
 use tidewater_engine::EngineConfig;
 use tidewater_knowledge::KnowledgeConfig;
+use tidewater_lake::LakeConfig;
 use tidewater_log::EmbeddedLogConfig;
 use tidewater_profiles::ProfilesConfig;
 use tidewater_sources::FilesConfig;
@@ -38,6 +41,12 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     /// Unified customer profiles from change events (off unless the section is present).
     pub profiles: Option<ProfilesConfig>,
+    /// Windowed KPIs over conversations and feedback.
+    pub analytics: AnalyticsConfig,
+    /// Answers (`/v1/ask`): retrieval, prompt template, language model.
+    pub answer: AnswerConfig,
+    /// The Parquet lake.
+    pub lake: LakeConfig,
 }
 
 impl Default for Config {
@@ -52,6 +61,9 @@ impl Default for Config {
             sources: SourcesConfig::default(),
             reconcile: ReconcileConfig::default(),
             profiles: None,
+            analytics: AnalyticsConfig::default(),
+            answer: AnswerConfig::default(),
+            lake: LakeConfig::default(),
         }
     }
 }
@@ -192,6 +204,12 @@ impl Config {
                 .validate()
                 .map_err(|e| ConfigError::Invalid(format!("profiles: {e}")))?;
         }
+        self.answer.validate().map_err(ConfigError::Invalid)?;
+        if self.analytics.window.size.is_zero() {
+            return Err(ConfigError::Invalid(
+                "analytics.window.size must be greater than zero".into(),
+            ));
+        }
         if self.engine.batch_max_records == 0 {
             return Err(ConfigError::Invalid(
                 "engine.batch_max_records must be at least 1".into(),
@@ -253,6 +271,16 @@ mod tests {
             include = ["**/*.md"]
             [reconcile]
             interval = "10m"
+            [analytics.window]
+            size = "5m"
+            allowed_lateness = "1m"
+            [answer]
+            k = 4
+            [answer.llm]
+            base_url = "http://127.0.0.1:8000/v1"
+            model = "llama-3.1-8b-instruct"
+            [lake]
+            flush_interval = "30s"
         "#;
         let config = Config::parse(text, "t").unwrap();
         assert_eq!(config.listen.port(), 9000);
@@ -260,6 +288,9 @@ mod tests {
         assert_eq!(config.sources.files[0].name, "handbook");
         assert_eq!(config.reconcile.interval, Duration::from_secs(600));
         assert!(matches!(config.embedding, EmbedderConfig::Openai(_)));
+        assert_eq!(config.analytics.window.size, Duration::from_secs(300));
+        assert_eq!(config.answer.llm.as_ref().unwrap().model, "llama-3.1-8b-instruct");
+        assert_eq!(config.lake.flush_interval, Duration::from_secs(30));
         config.validate().unwrap();
     }
 

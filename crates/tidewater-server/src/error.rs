@@ -34,12 +34,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = self.json();
         (self.status, Json(body)).into_response()
     }
 }
@@ -63,6 +70,18 @@ impl From<JsonRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::bad_request(rejection.body_text())
+    }
+}
+
+impl From<tidewater_analytics::Error> for ApiError {
+    fn from(error: tidewater_analytics::Error) -> Self {
+        use tidewater_analytics::Error as E;
+        match error {
+            E::InvalidEvent { .. } => Self::new(StatusCode::BAD_REQUEST, "invalid_event", error.to_string()),
+            E::UnknownTopic(_) => Self::new(StatusCode::NOT_FOUND, "unknown_topic", error.to_string()),
+            E::Log(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", error.to_string()),
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `POST /v1/events/{topic}`: change events as one JSON value, a JSON array, or NDJSON.
+//! `POST /v1/events/{topic}`: change events, conversations or feedback, as one JSON value,
+//! a JSON array, or NDJSON.
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -57,42 +58,37 @@ pub(crate) async fn post_events(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Path(topic) = topic?;
-    let profiles = match &state.profiles {
-        Some(p) if p.topic() == topic => p.clone(),
-        Some(p) => {
-            let message = format!(
-                "topic '{topic}' does not accept events; change events go to '{}'",
-                p.topic()
-            );
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_topic",
-                message,
-            ));
-        }
-        None => {
-            let message = format!(
-                "topic '{topic}' does not accept events: no [profiles] section is configured"
-            );
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_topic",
-                message,
-            ));
-        }
-    };
     let events = events_of(&body)?;
     let count = events.len();
-    let positions = blocking(move || {
-        profiles.ingest(events).map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
-                e.to_string(),
-            )
+    let positions = if state.analytics.accepts(&topic) {
+        let analytics = state.analytics.clone();
+        let topic = topic.clone();
+        blocking(move || analytics.ingest(&topic, events).map_err(ApiError::from)).await?
+    } else {
+        let profiles = match &state.profiles {
+            Some(p) if p.topic() == topic => p.clone(),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_topic",
+                    format!(
+                        "topic '{topic}' does not accept events; accepted: {}",
+                        accepted_topics(&state).join(", ")
+                    ),
+                ))
+            }
+        };
+        blocking(move || {
+            profiles.ingest(events).map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_unavailable",
+                    e.to_string(),
+                )
+            })
         })
-    })
-    .await?;
+        .await?
+    };
     let offsets: Vec<Value> = positions
         .iter()
         .map(|p| json!({"partition": p.partition, "offset": p.offset}))
@@ -101,6 +97,19 @@ pub(crate) async fn post_events(
         StatusCode::ACCEPTED,
         Json(json!({"topic": topic, "accepted": count, "offsets": offsets})),
     ))
+}
+
+/// The topics `POST /v1/events/{topic}` writes to.
+fn accepted_topics(state: &AppState) -> Vec<String> {
+    let analytics = state.analytics.config();
+    let mut topics = vec![
+        analytics.conversations_topic.clone(),
+        analytics.feedback_topic.clone(),
+    ];
+    if let Some(p) = &state.profiles {
+        topics.push(format!("{} (change events)", p.topic()));
+    }
+    topics
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
-//! The HTTP API (DESIGN.md §3): documents, search, health, readiness and metrics.
+//! The HTTP API (DESIGN.md §3): documents, search, events, profiles, answers, feedback,
+//! KPIs, health, readiness, metrics and the dashboard.
 //! Handlers translate between JSON and the pipelines' services; errors become
 //! `{"error": {"code", "message"}}` with a 4xx/5xx status here and nowhere else.
 #![warn(missing_docs)]
 
+mod ask;
 mod dashboard;
 mod documents;
 mod error;
 mod events;
 mod health;
+mod kpis;
 mod profiles;
 mod search;
 
@@ -17,11 +20,22 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use tidewater_analytics::Analytics;
+use tidewater_answer::{AnswerConfig, ChatClient};
 use tidewater_knowledge::Knowledge;
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
 
+pub use ask::EXTRACTIVE_MODEL;
 pub use error::ApiError;
+
+/// How `/v1/ask` answers: its configuration and, when one is configured, the language model.
+pub struct Answering {
+    /// The `[answer]` section.
+    pub config: AnswerConfig,
+    /// The language model client; `None`: extractive answers.
+    pub client: Option<ChatClient>,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -34,6 +48,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The profiles pipeline, when configured.
     pub profiles: Option<Arc<Profiles>>,
+    /// The analytics pipeline (conversations, feedback, KPIs).
+    pub analytics: Arc<Analytics>,
+    /// How questions are answered.
+    pub answering: Arc<Answering>,
 }
 
 /// The API's routes.
@@ -57,6 +75,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(events::MAX_BODY_BYTES)),
         )
         .route("/v1/profiles/{identifier}", get(profiles::get_profile))
+        .route("/v1/ask", post(ask::ask))
+        .route("/v1/feedback", post(kpis::post_feedback))
+        .route("/v1/kpis", get(kpis::get_kpis))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use tidewater_analytics::Analytics;
+use tidewater_answer::ChatClient;
 use tidewater_cdc::PostgresSource;
 use tidewater_config::Config;
 use tidewater_core::RetryHint;
@@ -15,7 +17,7 @@ use tidewater_knowledge::Knowledge;
 use tidewater_log::{EmbeddedLog, Log};
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
-use tidewater_server::AppState;
+use tidewater_server::{AppState, Answering};
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
@@ -34,6 +36,10 @@ pub struct App {
     pub knowledge: Arc<Knowledge>,
     /// The profiles pipeline, when configured.
     pub profiles: Option<Arc<Profiles>>,
+    /// The analytics pipeline.
+    pub analytics: Arc<Analytics>,
+    /// How `/v1/ask` answers.
+    pub answering: Arc<Answering>,
     /// File sources, one per configured root.
     pub sources: Vec<Arc<FileSource>>,
     /// Set once the initial scan is indexed.
@@ -79,6 +85,23 @@ impl App {
             }
             None => None,
         };
+        let analytics = Analytics::open(
+            &data_dir.join("analytics"),
+            config.analytics.clone(),
+            Arc::clone(&log) as Arc<dyn Log>,
+            Arc::clone(&metrics),
+        )?;
+        analytics.start(config.engine.clone())?;
+        let client = match &config.answer.llm {
+            Some(llm) => Some(ChatClient::new(llm).with_context(|| {
+                format!("cannot set up the language model client for {}", llm.base_url)
+            })?),
+            None => None,
+        };
+        let answering = Arc::new(Answering {
+            config: config.answer.clone(),
+            client,
+        });
 
         let mut sources = Vec::new();
         for files in &config.sources.files {
@@ -101,6 +124,8 @@ impl App {
             log,
             knowledge,
             profiles,
+            analytics,
+            answering,
             sources,
             ready: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -216,6 +241,8 @@ impl App {
             metrics: Arc::clone(&self.metrics),
             ready: Arc::clone(&self.ready),
             profiles: self.profiles.clone(),
+            analytics: Arc::clone(&self.analytics),
+            answering: Arc::clone(&self.answering),
         }
     }
 
@@ -239,6 +266,7 @@ impl App {
         if let Some(profiles) = &self.profiles {
             profiles.stop();
         }
+        self.analytics.stop();
         for t in self.threads {
             let _ = t.join();
         }

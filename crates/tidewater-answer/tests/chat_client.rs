@@ -1,0 +1,333 @@
+//! [`ChatClient`] against a real HTTP server: `scripts/openai-test-server.py`, started for
+//! each test on a free port, which answers deterministically and fails, stalls or trickles
+//! on request. A machine without `python3` fails these tests with the spawn error.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tidewater_answer::{Awaited, ChatClient, LlmConfig, LlmError};
+use tidewater_core::{ChatMessage, ErrorDomain};
+
+/// A running test server, killed when dropped (also when a test panics).
+struct TestServer {
+    child: Child,
+    base_url: String,
+    record: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start(args: &[&str]) -> Self {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai-test-server.py");
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let record = dir.path().join("requests.jsonl");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--port", "0", "--record"])
+            .arg(&record)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting python3 {}: {e}", script.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("reading the server's first line");
+        let Some(address) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            panic!("unexpected first line from the test server: {line:?}");
+        };
+        Self {
+            base_url: format!("http://{address}/v1"),
+            child,
+            record,
+            _dir: dir,
+        }
+    }
+
+    /// The request bodies received so far.
+    fn requests(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("a recorded JSON line"))
+            .collect()
+    }
+
+    /// A configuration for this server with short, test-sized limits.
+    fn config(&self) -> LlmConfig {
+        config_for(&self.base_url)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_for(base_url: &str) -> LlmConfig {
+    let mut config = LlmConfig::new(base_url, "test-model");
+    config.api_key_env = "TIDEWATER_ANSWER_TEST_SURELY_UNSET".into();
+    config.timeout = Duration::from_secs(3);
+    config.idle_timeout = Duration::from_secs(2);
+    config.max_retries = 2;
+    config
+}
+
+fn messages() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("system", "Answer from the context."),
+        ChatMessage::new(
+            "user",
+            "How long is the refund window for shoes bought online?",
+        ),
+    ]
+}
+
+/// The default reply of the test server to [`messages`].
+const DEFAULT_REPLY: &str = "Test reply to 2 messages: How long is the refund window for shoes ";
+
+#[tokio::test]
+async fn complete_returns_the_reply_and_sends_the_messages_and_model() {
+    let server = TestServer::start(&[]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    assert_eq!(client.complete(&messages()).await.unwrap(), DEFAULT_REPLY);
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["model"], "test-model");
+    assert_eq!(requests[0]["stream"], false);
+    assert_eq!(
+        requests[0]["messages"],
+        json!([
+            {"role": "system", "content": "Answer from the context."},
+            {"role": "user", "content": "How long is the refund window for shoes bought online?"}
+        ])
+    );
+    // Unset sampling options are left to the server.
+    assert!(requests[0].get("temperature").is_none());
+    assert!(requests[0].get("max_tokens").is_none());
+
+    let mut config = server.config();
+    config.temperature = Some(0.5);
+    config.max_tokens = Some(64);
+    let client = ChatClient::new(&config).unwrap();
+    client.complete(&messages()).await.unwrap();
+    let sent = &server.requests()[1];
+    assert_eq!(
+        (sent["temperature"].as_f64(), sent["max_tokens"].as_u64()),
+        (Some(0.5), Some(64))
+    );
+}
+
+#[tokio::test]
+async fn stream_yields_the_reply_in_several_pieces() {
+    let reply = "Shoes can be returned within 30 days [1], unworn and with the receipt [2].";
+    let server = TestServer::start(&["--reply", reply]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    let stream = client.stream(&messages()).await.unwrap();
+    let pieces: Vec<String> = stream.map(|piece| piece.unwrap()).collect().await;
+    assert!(pieces.len() >= 5, "{pieces:?}");
+    assert_eq!(pieces.concat(), reply);
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["stream"], true);
+    assert_eq!(requests[0]["messages"][1]["role"], "user");
+}
+
+#[tokio::test]
+async fn failures_before_success_are_retried_transparently() {
+    let server = TestServer::start(&["--fail", "2"]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    assert_eq!(client.complete(&messages()).await.unwrap(), DEFAULT_REPLY);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests
+        .iter()
+        .all(|r| r["messages"] == requests[0]["messages"]));
+
+    // A stream is retried too, as long as no token has arrived.
+    let server = TestServer::start(&["--fail", "1", "--status", "503"]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    let pieces: Vec<String> = client
+        .stream(&messages())
+        .await
+        .unwrap()
+        .map(|piece| piece.unwrap())
+        .collect()
+        .await;
+    assert_eq!(pieces.concat(), DEFAULT_REPLY);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn persistent_failures_report_the_status_and_upstream_message() {
+    let server = TestServer::start(&["--fail", "10"]);
+    let config = server.config();
+    let client = ChatClient::new(&config).unwrap();
+    let err = client.complete(&messages()).await.unwrap_err();
+    let LlmError::Status {
+        status,
+        ref message,
+        ref url,
+        ref model,
+    } = err
+    else {
+        panic!("not a status error: {err:?}");
+    };
+    assert_eq!(status, 500);
+    assert_eq!(message, "simulated failure 3 of 10");
+    assert_eq!(url, &format!("{}/chat/completions", server.base_url));
+    assert_eq!(model, "test-model");
+    assert!(err.retryable());
+    assert_eq!(err.domain(), ErrorDomain::External);
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 500") && text.contains(&server.base_url),
+        "{text}"
+    );
+    assert_eq!(server.requests().len(), config.max_retries as usize + 1);
+
+    let err = client.stream(&messages()).await.err().expect("an error");
+    assert!(matches!(err, LlmError::Status { status: 500, .. }), "{err}");
+    assert_eq!(
+        server.requests().len(),
+        2 * (config.max_retries as usize + 1)
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_request_is_not_retried() {
+    let server = TestServer::start(&["--fail", "10", "--status", "400"]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    let err = client.complete(&messages()).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Status { status: 400, message, .. } if message == "simulated failure 1 of 10"),
+        "{err}"
+    );
+    assert!(!err.retryable());
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let server = TestServer::start(&["--fail", "1", "--status", "429", "--retry-after", "1"]);
+    let client = ChatClient::new(&server.config()).unwrap();
+    let started = Instant::now();
+    assert_eq!(client.complete(&messages()).await.unwrap(), DEFAULT_REPLY);
+    // The jittered back-off alone waits at most 250 ms before the first retry.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_slow_server_times_out() {
+    let server = TestServer::start(&["--delay-ms", "2000"]);
+    let mut config = server.config();
+    config.timeout = Duration::from_millis(300);
+    config.max_retries = 1;
+    let client = ChatClient::new(&config).unwrap();
+
+    let err = client.complete(&messages()).await.unwrap_err();
+    assert!(
+        matches!(err, LlmError::Timeout { waiting_for: Awaited::Response, after, .. } if after == config.timeout),
+        "{err}"
+    );
+    assert!(err.retryable());
+    // Timeouts are retried.
+    assert_eq!(server.requests().len(), 2);
+
+    let err = client.stream(&messages()).await.err().expect("an error");
+    assert!(
+        matches!(
+            err,
+            LlmError::Timeout {
+                waiting_for: Awaited::FirstToken,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_silent_ends_with_a_timeout_and_is_not_retried() {
+    let server = TestServer::start(&["--chunk-delay-ms", "400"]);
+    let mut config = server.config();
+    config.idle_timeout = Duration::from_millis(100);
+    let client = ChatClient::new(&config).unwrap();
+    let mut stream = client.stream(&messages()).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), "Test");
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, LlmError::Timeout { waiting_for: Awaited::NextChunk, after, .. } if after == config.idle_timeout),
+        "{err}"
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after an error"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut config = config_for(&format!("http://127.0.0.1:{port}/v1"));
+    config.max_retries = 1;
+    let client = ChatClient::new(&config).unwrap();
+    let err = client.complete(&messages()).await.unwrap_err();
+    assert!(matches!(err, LlmError::Unreachable { .. }), "{err:?}");
+    assert!(err.retryable());
+    assert_eq!(err.domain(), ErrorDomain::External);
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let err = client.stream(&messages()).await.err().expect("an error");
+    assert!(matches!(err, LlmError::Unreachable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_test_server_lists_models_and_answers_unknown_paths_with_json() {
+    let server = TestServer::start(&[]);
+    let http = reqwest::Client::new();
+    let models: Value = http
+        .get(format!("{}/models", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "test-model");
+
+    let missing = http
+        .post(format!("{}/embeddings", server.base_url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/embeddings"));
+    assert!(server.requests().is_empty());
+}
