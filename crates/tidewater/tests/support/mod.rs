@@ -320,3 +320,80 @@ impl Drop for Pg {
             .output();
     }
 }
+
+/// `scripts/openai-test-server.py`: a real OpenAI-compatible HTTP server that records
+/// every request body (one JSON line each) and streams a fixed reply. Killed when dropped.
+pub struct OpenAiTestServer {
+    child: Child,
+    /// Base URL for `[answer.llm] base_url`.
+    pub base_url: String,
+    /// The recorded requests.
+    pub record: PathBuf,
+}
+
+impl OpenAiTestServer {
+    pub fn start(record: &Path, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai-test-server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--port")
+            .arg("0")
+            .arg("--record")
+            .arg(record)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the OpenAI test server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the test server: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base_url: format!("http://{addr}/v1"),
+            record: record.to_owned(),
+        }
+    }
+
+    /// The request bodies received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for OpenAiTestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Server-sent events of a response body: (event name, JSON data).
+pub fn sse_events(body: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in body.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+        }
+    }
+    events
+}
