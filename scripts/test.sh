@@ -10,6 +10,11 @@ scripts/fetch-model.sh
 # The CDC tests start their own PostgreSQL clusters; install the packages once, up front,
 # so parallel tests never race for the package manager.
 scripts/postgres.sh install
+# The dashboard test drives headless Chromium; the lake tests read Parquet with pyarrow
+# and DuckDB from a virtual environment outside the clone.
+scripts/chromium.sh install
+TIDEWATER_PYTHON="$(scripts/python-env.sh | tail -n 1)"
+export TIDEWATER_PYTHON
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

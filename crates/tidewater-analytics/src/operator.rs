@@ -316,7 +316,11 @@ mod tests {
         );
         let open = op.open_windows();
         assert_eq!(open.len(), 1);
-        assert_eq!(op.open_windows(), open, "reading open windows changes nothing");
+        assert_eq!(
+            op.open_windows(),
+            open,
+            "reading open windows changes nothing"
+        );
         let out = op.finish();
         assert_eq!(out, open);
         assert_eq!(out[0].per_model["m1"].feedback, 1);

@@ -75,7 +75,8 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = EmbeddedLog::open(dir.path().join("log"), Default::default()).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let analytics = Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    let analytics =
+        Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
     analytics.start(engine()).unwrap();
 
     // Window [0, 10 s): two conversations, feedback joined in the same window.
@@ -121,15 +122,24 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     let second = &report.windows[1];
     assert!(!second.is_final);
     assert_eq!(second.result.per_model["m2"].feedback, 1);
-    assert_eq!(second.result.overall.top_downvoted[0].question, "How do I cancel?");
+    assert_eq!(
+        second.result.overall.top_downvoted[0].question,
+        "How do I cancel?"
+    );
 
     // Too late for window 0 (the watermark is 12 s, window 0 closed at 11 s).
     analytics
-        .ingest("conversations", vec![conversation("c3", 500, "m1", 50, "late?")])
+        .ingest(
+            "conversations",
+            vec![conversation("c3", 500, "m1", 50, "late?")],
+        )
         .unwrap();
     // Not a feedback event: rejected at the door, and (appended raw) dead-lettered.
     assert!(analytics
-        .ingest("feedback", vec![json!({"conversation_id": "c1", "rating": 9})])
+        .ingest(
+            "feedback",
+            vec![json!({"conversation_id": "c1", "rating": 9})]
+        )
         .is_err());
     log.append(
         "feedback",
@@ -154,23 +164,32 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     assert_eq!(kpis.len(), 1);
     assert_eq!(kpis[0]["window_start_ms"], 0);
     assert_eq!(kpis[0]["overall"]["conversations"], 2);
-    assert!(metrics.render().contains("tidewater_kpi{kpi=\"positive_share\",model=\"all\"} 0.5"));
+    assert!(metrics
+        .render()
+        .contains("tidewater_kpi{kpi=\"positive_share\",model=\"all\"} 0.5"));
 
     // Restart: the open window survives, nothing is repeated.
     analytics.stop();
     drop(analytics);
-    let analytics = Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    let analytics =
+        Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
     let before = analytics.kpis(None, None).unwrap();
     assert_eq!(before.windows.len(), 2, "{before:?}");
     analytics.start(engine()).unwrap();
     analytics
-        .ingest("conversations", vec![conversation("c4", 25_000, "m1", 70, "next")])
+        .ingest(
+            "conversations",
+            vec![conversation("c4", 25_000, "m1", 70, "next")],
+        )
         .unwrap();
     wait_for("the second window to close", || {
         final_windows(&analytics.kpis(None, None).unwrap()) == [0, 10_000]
     });
     let kpis = topic_values(log.as_ref(), "kpis");
-    let starts: Vec<u64> = kpis.iter().map(|k| k["window_start_ms"].as_u64().unwrap()).collect();
+    let starts: Vec<u64> = kpis
+        .iter()
+        .map(|k| k["window_start_ms"].as_u64().unwrap())
+        .collect();
     assert_eq!(starts, [0, 10_000]);
     assert_eq!(topic_values(log.as_ref(), "late").len(), 1);
     let range = analytics.kpis(Some(10_000), Some(20_000)).unwrap();

@@ -170,6 +170,14 @@ impl Config {
         Ok(())
     }
 
+    /// The lake directory: `lake.dir`, or `<data_dir>/lake`.
+    pub fn lake_dir(&self) -> PathBuf {
+        self.lake
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("lake"))
+    }
+
     /// Checks values that each parse on their own but not together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.knowledge
@@ -289,7 +297,10 @@ mod tests {
         assert_eq!(config.reconcile.interval, Duration::from_secs(600));
         assert!(matches!(config.embedding, EmbedderConfig::Openai(_)));
         assert_eq!(config.analytics.window.size, Duration::from_secs(300));
-        assert_eq!(config.answer.llm.as_ref().unwrap().model, "llama-3.1-8b-instruct");
+        assert_eq!(
+            config.answer.llm.as_ref().unwrap().model,
+            "llama-3.1-8b-instruct"
+        );
         assert_eq!(config.lake.flush_interval, Duration::from_secs(30));
         config.validate().unwrap();
     }

@@ -99,7 +99,11 @@ impl Outbox {
         for entry in entries {
             table.insert(
                 (name, next),
-                (entry.key.as_deref(), entry.value.as_slice(), entry.timestamp_ms),
+                (
+                    entry.key.as_deref(),
+                    entry.value.as_slice(),
+                    entry.timestamp_ms,
+                ),
             )?;
             next += 1;
         }
@@ -201,15 +205,15 @@ impl Outbox {
         }
         Ok(pending
             .into_iter()
-            .filter(|r| {
-                match present.get_mut(&(r.key.clone(), r.value.clone())) {
+            .filter(
+                |r| match present.get_mut(&(r.key.clone(), r.value.clone())) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
                         false
                     }
                     _ => true,
-                }
-            })
+                },
+            )
             .collect())
     }
 }
@@ -263,12 +267,18 @@ mod tests {
         assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 0);
         let txn = db.begin_write().unwrap();
         outbox
-            .record(&txn, (0..5).map(|i| entry(&format!("k{i}"), &format!("v{i}"))))
+            .record(
+                &txn,
+                (0..5).map(|i| entry(&format!("k{i}"), &format!("v{i}"))),
+            )
             .unwrap();
         txn.commit().unwrap();
         assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 5);
         assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 0);
-        assert_eq!(topic_values(log.as_ref(), "out"), ["v0", "v1", "v2", "v3", "v4"]);
+        assert_eq!(
+            topic_values(log.as_ref(), "out"),
+            ["v0", "v1", "v2", "v3", "v4"]
+        );
     }
 
     /// A crash after the append but before the cursor moved must not publish twice, and a

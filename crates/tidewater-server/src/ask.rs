@@ -51,7 +51,12 @@ struct Pending {
 
 impl Pending {
     /// The conversation with its answer (or failure) and timings.
-    fn finish(mut self, model: &str, model_ms: u64, outcome: Result<String, String>) -> ConversationEvent {
+    fn finish(
+        mut self,
+        model: &str,
+        model_ms: u64,
+        outcome: Result<String, String>,
+    ) -> ConversationEvent {
         let c = &mut self.conversation;
         c.model = model.to_owned();
         c.latency.model_ms = model_ms;
@@ -163,7 +168,10 @@ async fn retrieve(
 }
 
 /// Appends the conversation to its topic; the answer is not returned before it is durable.
-async fn log_conversation(state: &AppState, conversation: ConversationEvent) -> Result<(), ApiError> {
+async fn log_conversation(
+    state: &AppState,
+    conversation: ConversationEvent,
+) -> Result<(), ApiError> {
     let outcome = match conversation.status {
         ConversationStatus::Ok => "ok",
         ConversationStatus::Failed => "failed",
@@ -194,7 +202,9 @@ pub(crate) async fn ask(
     let config = &state.answering.config;
     let k = request.k.unwrap_or(config.k);
     if !(1..=MAX_K).contains(&k) {
-        return Err(ApiError::bad_request(format!("'k' must be between 1 and {MAX_K}")));
+        return Err(ApiError::bad_request(format!(
+            "'k' must be between 1 and {MAX_K}"
+        )));
     }
     let started = Instant::now();
     let (chunks, profile) = retrieve(&state, &request, k).await?;
@@ -240,11 +250,15 @@ pub(crate) async fn ask(
         log_conversation(&state, conversation).await?;
         return Ok(if request.stream {
             let events = vec![
-                Event::default().event("token").data(json!({"delta": body["answer"]}).to_string()),
+                Event::default()
+                    .event("token")
+                    .data(json!({"delta": body["answer"]}).to_string()),
                 Event::default().event("done").data(body.to_string()),
             ];
-            Sse::new(futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>)))
-                .into_response()
+            Sse::new(futures_util::stream::iter(
+                events.into_iter().map(Ok::<_, Infallible>),
+            ))
+            .into_response()
         } else {
             Json(body).into_response()
         });
@@ -258,8 +272,7 @@ pub(crate) async fn ask(
         let model_ms = model_started.elapsed().as_millis() as u64;
         let id = pending.conversation.conversation_id.clone();
         let failure = outcome.as_ref().err().map(|e| model_error(&id, e));
-        let conversation =
-            pending.finish(&model, model_ms, outcome.map_err(|e| e.to_string()));
+        let conversation = pending.finish(&model, model_ms, outcome.map_err(|e| e.to_string()));
         let body = response_body(&conversation, false);
         log_conversation(&state, conversation).await?;
         return match failure {
@@ -285,7 +298,9 @@ pub(crate) async fn ask(
         "profile_fields": pending.conversation.profile_fields,
     });
     tokio::spawn(async move {
-        let _ = tx.send(Event::default().event("meta").data(meta.to_string())).await;
+        let _ = tx
+            .send(Event::default().event("meta").data(meta.to_string()))
+            .await;
         let mut answer = String::new();
         let mut failure = None;
         while let Some(item) = tokens.next().await {
@@ -294,7 +309,11 @@ pub(crate) async fn ask(
                     answer.push_str(&delta);
                     // A client that went away still gets its conversation logged.
                     let _ = tx
-                        .send(Event::default().event("token").data(json!({"delta": delta}).to_string()))
+                        .send(
+                            Event::default()
+                                .event("token")
+                                .data(json!({"delta": delta}).to_string()),
+                        )
                         .await;
                 }
                 Err(e) => {
@@ -312,13 +331,19 @@ pub(crate) async fn ask(
         let conversation = pending.finish(&model, model_ms, outcome);
         let body = response_body(&conversation, false);
         let last = match (log_conversation(&state, conversation).await, error) {
-            (Err(e), _) | (Ok(()), Some(e)) => Event::default().event("error").data(e.json().to_string()),
+            (Err(e), _) | (Ok(()), Some(e)) => {
+                Event::default().event("error").data(e.json().to_string())
+            }
             (Ok(()), None) => Event::default().event("done").data(body.to_string()),
         };
         let _ = tx.send(last).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

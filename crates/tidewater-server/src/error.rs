@@ -77,10 +77,22 @@ impl From<tidewater_analytics::Error> for ApiError {
     fn from(error: tidewater_analytics::Error) -> Self {
         use tidewater_analytics::Error as E;
         match error {
-            E::InvalidEvent { .. } => Self::new(StatusCode::BAD_REQUEST, "invalid_event", error.to_string()),
-            E::UnknownTopic(_) => Self::new(StatusCode::NOT_FOUND, "unknown_topic", error.to_string()),
-            E::Log(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", error.to_string()),
-            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+            E::InvalidEvent { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_event", error.to_string())
+            }
+            E::UnknownTopic(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_topic", error.to_string())
+            }
+            E::Log(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                error.to_string(),
+            ),
+            other => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
         }
     }
 }

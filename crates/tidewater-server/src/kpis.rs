@@ -43,7 +43,10 @@ pub(crate) async fn get_kpis(
             )));
         }
     }
-    let from = params.get("from").map(|v| parse_time("from", v)).transpose()?;
+    let from = params
+        .get("from")
+        .map(|v| parse_time("from", v))
+        .transpose()?;
     let to = params.get("to").map(|v| parse_time("to", v)).transpose()?;
     let size = state.analytics.config().window.size;
     if let Some(raw) = params.get("window") {

@@ -14,10 +14,11 @@ use tidewater_cdc::PostgresSource;
 use tidewater_config::Config;
 use tidewater_core::RetryHint;
 use tidewater_knowledge::Knowledge;
+use tidewater_lake::Lake;
 use tidewater_log::{EmbeddedLog, Log};
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
-use tidewater_server::{AppState, Answering};
+use tidewater_server::{Answering, AppState};
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
@@ -40,6 +41,8 @@ pub struct App {
     pub analytics: Arc<Analytics>,
     /// How `/v1/ask` answers.
     pub answering: Arc<Answering>,
+    /// The Parquet lake, when enabled.
+    pub lake: Option<Arc<Lake>>,
     /// File sources, one per configured root.
     pub sources: Vec<Arc<FileSource>>,
     /// Set once the initial scan is indexed.
@@ -94,7 +97,10 @@ impl App {
         analytics.start(config.engine.clone())?;
         let client = match &config.answer.llm {
             Some(llm) => Some(ChatClient::new(llm).with_context(|| {
-                format!("cannot set up the language model client for {}", llm.base_url)
+                format!(
+                    "cannot set up the language model client for {}",
+                    llm.base_url
+                )
             })?),
             None => None,
         };
@@ -102,6 +108,21 @@ impl App {
             config: config.answer.clone(),
             client,
         });
+        let lake = if config.lake.enabled {
+            let dir = config.lake_dir();
+            let lake = Lake::open(
+                &data_dir.join("lake-state").join("lake.redb"),
+                &dir,
+                config.lake.clone(),
+                Arc::clone(&log) as Arc<dyn Log>,
+                Arc::clone(&metrics),
+            )
+            .with_context(|| format!("cannot open the lake in {}", dir.display()))?;
+            lake.start()?;
+            Some(lake)
+        } else {
+            None
+        };
 
         let mut sources = Vec::new();
         for files in &config.sources.files {
@@ -126,6 +147,7 @@ impl App {
             profiles,
             analytics,
             answering,
+            lake,
             sources,
             ready: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -267,6 +289,9 @@ impl App {
             profiles.stop();
         }
         self.analytics.stop();
+        if let Some(lake) = &self.lake {
+            lake.stop();
+        }
         for t in self.threads {
             let _ = t.join();
         }

@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod dlq;
 mod events;
+mod export;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ enum Command {
     /// Send events from NDJSON files to a running Tidewater.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Export data from the lake (fine-tuning JSONL).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 /// Options shared by `run` and the commands that start Tidewater.
@@ -127,6 +131,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Dlq(cmd) => dlq::run(cmd),
         Command::Events(cmd) => events::run(cmd),
+        Command::Export(cmd) => export::run(cmd),
     }
 }
 

@@ -80,7 +80,9 @@ fn add_customer(tw: &Tidewater) {
     let (status, body) = tw.json("POST", "/v1/events/changes", Some(&change.to_string()));
     assert_eq!(status, 202, "{body}");
     eventually(Duration::from_secs(20), "the profile", || {
-        tw.request("GET", "/v1/profiles/email:ana@example.com", None).0 == 200
+        tw.request("GET", "/v1/profiles/email:ana@example.com", None)
+            .0
+            == 200
     });
 }
 
@@ -91,7 +93,10 @@ fn kpis(tw: &Tidewater) -> Vec<Value> {
 }
 
 fn total(windows: &[Value], kpi: &str) -> u64 {
-    windows.iter().map(|w| w["overall"][kpi].as_u64().unwrap_or(0)).sum()
+    windows
+        .iter()
+        .map(|w| w["overall"][kpi].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// The window holding `time_ms`.
@@ -130,7 +135,10 @@ fn ask_with_a_customer_streams_the_model_answer_and_feedback_moves_its_kpis() {
     assert_eq!(done["answer"], REPLY);
     assert_eq!(done["model"], "test-model");
     assert_eq!(done["citations"][0]["doc_id"], "baggage.md");
-    assert_eq!(done["profile_fields"], json!({"name": "Ana Lima", "tier": "gold"}));
+    assert_eq!(
+        done["profile_fields"],
+        json!({"name": "Ana Lima", "tier": "gold"})
+    );
     assert!(done["customer_id"].is_string());
     let conversation_id = done["conversation_id"].as_str().unwrap().to_owned();
     assert_eq!(events[0].1["conversation_id"], conversation_id.as_str());
@@ -142,16 +150,27 @@ fn ask_with_a_customer_streams_the_model_answer_and_feedback_moves_its_kpis() {
     assert_eq!(requests[0]["stream"], true);
     let prompt = requests[0]["messages"].to_string();
     assert!(prompt.contains("up to 23 kg"), "{prompt}");
-    assert!(prompt.contains("Customer: Ana Lima (gold member)"), "{prompt}");
+    assert!(
+        prompt.contains("Customer: Ana Lima (gold member)"),
+        "{prompt}"
+    );
     assert!(prompt.contains(QUESTION), "{prompt}");
-    assert!(!prompt.contains("Lisbon"), "only the fields the template names: {prompt}");
+    assert!(
+        !prompt.contains("Lisbon"),
+        "only the fields the template names: {prompt}"
+    );
 
     // The conversation is logged and counted.
-    eventually(Duration::from_secs(20), "the conversation in the KPIs", || {
-        total(&kpis(&tw), "conversations") == 1
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the conversation in the KPIs",
+        || total(&kpis(&tw), "conversations") == 1,
+    );
     let windows = kpis(&tw);
-    let open = windows.iter().find(|w| w["overall"]["conversations"] == 1).unwrap();
+    let open = windows
+        .iter()
+        .find(|w| w["overall"]["conversations"] == 1)
+        .unwrap();
     assert_eq!(open["final"], false);
     assert_eq!(open["per_model"]["test-model"]["conversations"], 1);
     assert_eq!(open["overall"]["no_context_share"], 0.0);
@@ -167,15 +186,32 @@ fn ask_with_a_customer_streams_the_model_answer_and_feedback_moves_its_kpis() {
     let window = window_at(&kpis(&tw), at).unwrap();
     assert_eq!(window["overall"]["positive_share"], 0.0);
     assert_eq!(window["overall"]["mean_rating"], 1.0);
-    assert!(window["overall"]["mean_sentiment"].as_f64().unwrap() < 0.0, "{window}");
+    assert!(
+        window["overall"]["mean_sentiment"].as_f64().unwrap() < 0.0,
+        "{window}"
+    );
     assert_eq!(window["overall"]["top_downvoted"][0]["question"], QUESTION);
     assert_eq!(window["per_model"]["test-model"]["feedback"], 1);
 
     // Bad requests are 4xx with a JSON error.
-    let (status, body) = tw.json("POST", "/v1/feedback", Some(&json!({"conversation_id": "x", "rating": 7}).to_string()));
+    let (status, body) = tw.json(
+        "POST",
+        "/v1/feedback",
+        Some(&json!({"conversation_id": "x", "rating": 7}).to_string()),
+    );
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("rating"), "{body}");
-    let (status, body) = tw.json("POST", "/v1/ask", Some(&json!({"question": " "}).to_string()));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rating"),
+        "{body}"
+    );
+    let (status, body) = tw.json(
+        "POST",
+        "/v1/ask",
+        Some(&json!({"question": " "}).to_string()),
+    );
     assert_eq!(status, 400, "{body}");
     let (status, body) = tw.json("GET", "/v1/kpis?window=5m", None);
     assert_eq!(status, 400, "{body}");
@@ -188,16 +224,28 @@ fn ask_with_a_customer_streams_the_model_answer_and_feedback_moves_its_kpis() {
 #[test]
 fn a_failing_model_is_a_502_and_the_conversation_is_still_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let llm = OpenAiTestServer::start(&dir.path().join("prompts.jsonl"), &["--fail", "100", "--status", "503"]);
+    let llm = OpenAiTestServer::start(
+        &dir.path().join("prompts.jsonl"),
+        &["--fail", "100", "--status", "503"],
+    );
     let tw = start(dir.path(), &config(Some((&llm.base_url, 1))));
-    let (status, body) = tw.json("POST", "/v1/ask", Some(&json!({"question": QUESTION}).to_string()));
+    let (status, body) = tw.json(
+        "POST",
+        "/v1/ask",
+        Some(&json!({"question": QUESTION}).to_string()),
+    );
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "model_failed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("503"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("503"),
+        "{body}"
+    );
     assert_eq!(llm.requests().len(), 2, "one retry");
-    eventually(Duration::from_secs(20), "the failed conversation in the KPIs", || {
-        total(&kpis(&tw), "conversations") == 1
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the failed conversation in the KPIs",
+        || total(&kpis(&tw), "conversations") == 1,
+    );
     assert_eq!(
         tw.metric("tidewater_answers_total{model=\"test-model\",outcome=\"failed\"}"),
         1.0
@@ -208,22 +256,44 @@ fn a_failing_model_is_a_502_and_the_conversation_is_still_logged() {
 fn without_a_model_the_answer_is_extractive_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let tw = start(dir.path(), &config(None));
-    let (status, body) = tw.json("POST", "/v1/ask", Some(&json!({"question": QUESTION, "k": 2}).to_string()));
+    let (status, body) = tw.json(
+        "POST",
+        "/v1/ask",
+        Some(&json!({"question": QUESTION, "k": 2}).to_string()),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["mode"], "extractive");
-    assert!(body["note"].as_str().unwrap().contains("no language model"), "{body}");
+    assert!(
+        body["note"].as_str().unwrap().contains("no language model"),
+        "{body}"
+    );
     assert!(body["answer"].as_str().unwrap().contains("23 kg"), "{body}");
     assert_eq!(body["citations"].as_array().unwrap().len(), 2);
     assert_eq!(body["citations"][0]["doc_id"], "baggage.md");
     // The application's own conversations are accepted too.
-    let outside = json!({"conversation_id": "app-1", "question": "q", "answer": "a", "model": "app-model"});
-    let (status, ack) = tw.json("POST", "/v1/events/conversations", Some(&outside.to_string()));
+    let outside =
+        json!({"conversation_id": "app-1", "question": "q", "answer": "a", "model": "app-model"});
+    let (status, ack) = tw.json(
+        "POST",
+        "/v1/events/conversations",
+        Some(&outside.to_string()),
+    );
     assert_eq!(status, 202, "{ack}");
-    let (status, ack) = tw.json("POST", "/v1/events/conversations", Some(r#"{"question": "no id"}"#));
+    let (status, ack) = tw.json(
+        "POST",
+        "/v1/events/conversations",
+        Some(r#"{"question": "no id"}"#),
+    );
     assert_eq!(status, 400, "{ack}");
-    eventually(Duration::from_secs(20), "both conversations in the KPIs", || {
-        let windows = kpis(&tw);
-        total(&windows, "conversations") == 2
-            && windows.iter().any(|w| w["per_model"]["extractive"]["conversations"] == 1)
-    });
+    eventually(
+        Duration::from_secs(20),
+        "both conversations in the KPIs",
+        || {
+            let windows = kpis(&tw);
+            total(&windows, "conversations") == 2
+                && windows
+                    .iter()
+                    .any(|w| w["per_model"]["extractive"]["conversations"] == 1)
+        },
+    );
 }

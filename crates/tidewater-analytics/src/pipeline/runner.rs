@@ -200,7 +200,9 @@ impl Runner {
                 .min_by_key(|(i, r)| (r.timestamp_ms, inputs[*i].kind as u8, r.partition, r.offset))
                 .map(|(i, _)| i);
             let Some(i) = next else { break };
-            let Some(record) = inputs[i].buffer.pop_front() else { break };
+            let Some(record) = inputs[i].buffer.pop_front() else {
+                break;
+            };
             batch.push((i, record));
             if inputs[i].buffer.is_empty() {
                 break;
@@ -225,8 +227,12 @@ impl Runner {
                 let event = match decode(input.kind, &input.topic, record) {
                     Ok(event) => event,
                     Err(reason) => {
-                        let letter =
-                            DeadLetterRecord::new(PIPELINE, &input.topic, record, reason.to_string());
+                        let letter = DeadLetterRecord::new(
+                            PIPELINE,
+                            &input.topic,
+                            record,
+                            reason.to_string(),
+                        );
                         warn!(pipeline = PIPELINE, topic = %input.topic, partition = record.partition,
                             offset = record.offset, reason = %letter.reason, "event dead-lettered");
                         self.metrics
@@ -241,7 +247,12 @@ impl Runner {
                 if let Outcome::Late(event) =
                     operator.observe(input.watermark_id, event, log_time(record))
                 {
-                    late.push(late_entry(&input.topic, record, &event, operator.watermark()));
+                    late.push(late_entry(
+                        &input.topic,
+                        record,
+                        &event,
+                        operator.watermark(),
+                    ));
                     match late_by_topic.iter_mut().find(|(t, _)| *t == input.topic) {
                         Some((_, n)) => *n += 1,
                         None => late_by_topic.push((input.topic.clone(), 1)),
@@ -321,7 +332,8 @@ impl Runner {
             }
         }
         self.outputs.kpis.record(txn, entries)?;
-        let retention = u64::try_from(self.config.conversation_retention.as_millis()).unwrap_or(u64::MAX);
+        let retention =
+            u64::try_from(self.config.conversation_retention.as_millis()).unwrap_or(u64::MAX);
         if let Some(horizon) = watermark.and_then(|w| w.checked_sub(retention)) {
             txn.open_table(CONVERSATIONS)?
                 .retain(|_, (time, _, _)| time >= horizon)?;
@@ -410,12 +422,10 @@ fn join_conversation(
             comment,
             ..
         } => {
-            let known = table
-                .get(conversation_id.as_str())?
-                .map(|v| {
-                    let (_, model, question) = v.value();
-                    (model.to_owned(), question.to_owned())
-                });
+            let known = table.get(conversation_id.as_str())?.map(|v| {
+                let (_, model, question) = v.value();
+                (model.to_owned(), question.to_owned())
+            });
             let (model, question) = known.unzip();
             AnalyticsEvent::Feedback {
                 conversation_id,

@@ -5,7 +5,8 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 use crate::{Error, OperatorState, WindowResult};
 
 /// The operator's state (JSON of [`OperatorState`]) under the key `operator`.
-pub(crate) const OPERATOR: TableDefinition<&str, &[u8]> = TableDefinition::new("analytics_operator");
+pub(crate) const OPERATOR: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("analytics_operator");
 /// Closed windows' KPIs by window start (JSON of [`WindowResult`]).
 pub(crate) const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("analytics_results");
 /// Conversations remembered for joining later feedback: id → (event time, model, question).

@@ -334,7 +334,8 @@ pub struct OpenAiTestServer {
 impl OpenAiTestServer {
     pub fn start(record: &Path, args: &[&str]) -> Self {
         use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai-test-server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/openai-test-server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg("--port")
@@ -392,7 +393,10 @@ pub fn sse_events(body: &str) -> Vec<(String, Value)> {
             }
         }
         if !data.is_empty() {
-            events.push((name, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+            events.push((
+                name,
+                serde_json::from_str(&data).unwrap_or(Value::String(data)),
+            ));
         }
     }
     events
