@@ -34,12 +34,33 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "not ready after 
 echo "==> ready. An example search:"
 curl -fsS "http://127.0.0.1:$port/v1/search" -H 'content-type: application/json' \
     -d '{"query": "Who ruled the duchy of Normandy?", "k": 3}' | python3 -m json.tool | head -40
+echo "==> the answer loop: ask, answer, feedback, KPIs"
+answer="$(curl -fsS "http://127.0.0.1:$port/v1/ask" -H 'content-type: application/json' \
+    -d '{"question": "Who ruled the duchy of Normandy?"}')"
+conversation="$(printf '%s' "$answer" | python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+print("answer (%s):" % a["mode"], a["answer"], file=sys.stderr)
+print("citations:", ", ".join(c["doc_id"] for c in a["citations"]), file=sys.stderr)
+print(a["conversation_id"])')"
+curl -fsS "http://127.0.0.1:$port/v1/feedback" -H 'content-type: application/json' \
+    -d "{\"conversation_id\": \"$conversation\", \"rating\": \"up\", \"comment\": \"clear and helpful\"}" >/dev/null
+sleep 1
+curl -fsS "http://127.0.0.1:$port/v1/kpis" | python3 -c '
+import json, sys
+w = json.load(sys.stdin)["windows"][-1]
+o = w["overall"]
+print("KPIs of the current window (%s): %d conversation(s), %d feedback, positive share %s, sentiment %s"
+      % ("final" if w["final"] else "open", o["conversations"], o["feedback"], o["positive_share"], o["mean_sentiment"]))'
 cat <<MSG
 
 Tidewater is running (pid $(cat demo/tidewater.pid)), indexing demo/docs.
   search:   curl -s localhost:$port/v1/search -H 'content-type: application/json' -d '{"query": "...", "k": 5}'
   add:      curl -s -X PUT localhost:$port/v1/documents/notes/1 -H 'content-type: application/json' -d '{"text": "..."}'
   edit a file under demo/docs and search again: the change is searchable within about a second.
+  ask:      curl -s localhost:$port/v1/ask -H 'content-type: application/json' -d '{"question": "..."}'
+  rate:     curl -s localhost:$port/v1/feedback -H 'content-type: application/json' -d '{"conversation_id": "...", "rating": "up"}'
+  dashboard: http://127.0.0.1:$port/   (ingest, lag, freshness, index, dead letters, KPI charts)
   metrics:  curl -s localhost:$port/metrics
   stop:     kill \$(cat demo/tidewater.pid)
 

@@ -49,6 +49,9 @@ attributes = ["name", "tier", "city"]
 
 [answer.template]
 profile = "Customer: {profile.name} ({profile.tier} member)"
+
+[lake]
+flush_interval = "100ms"
 "#,
     );
     if let Some((base_url, retries)) = llm {
@@ -253,7 +256,7 @@ fn a_failing_model_is_a_502_and_the_conversation_is_still_logged() {
 }
 
 #[test]
-fn without_a_model_the_answer_is_extractive_and_logged() {
+fn without_a_model_the_answer_is_extractive_logged_and_exported_when_well_rated() {
     let dir = tempfile::tempdir().unwrap();
     let tw = start(dir.path(), &config(None));
     let (status, body) = tw.json(
