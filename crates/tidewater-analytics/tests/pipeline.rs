@@ -99,7 +99,8 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
         )
         .unwrap();
     wait_for("the open window", || {
-        analytics.kpis(None, None).unwrap().windows.len() == 1
+        let report = analytics.kpis(None, None).unwrap();
+        report.windows.len() == 1 && report.windows[0].result.overall.feedback == 2
     });
     let open = analytics.kpis(None, None).unwrap();
     assert!(!open.windows[0].is_final);
@@ -110,8 +111,9 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     analytics
         .ingest("feedback", vec![feedback("c2", 12_000, json!(1), None)])
         .unwrap();
-    wait_for("the first window to close", || {
+    wait_for("the first window to close and be published", || {
         final_windows(&analytics.kpis(None, None).unwrap()) == [0]
+            && !topic_values(log.as_ref(), "kpis").is_empty()
     });
     let report = analytics.kpis(None, None).unwrap();
     let first = &report.windows[0].result;
@@ -182,8 +184,9 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
             vec![conversation("c4", 25_000, "m1", 70, "next")],
         )
         .unwrap();
-    wait_for("the second window to close", || {
+    wait_for("the second window to close and be published", || {
         final_windows(&analytics.kpis(None, None).unwrap()) == [0, 10_000]
+            && topic_values(log.as_ref(), "kpis").len() >= 2
     });
     let kpis = topic_values(log.as_ref(), "kpis");
     let starts: Vec<u64> = kpis
