@@ -89,43 +89,8 @@ pub(crate) fn stream_event(data: &str) -> Result<StreamEvent, String> {
     Ok(StreamEvent::Delta(content))
 }
 
-/// The human-readable message of an error body: OpenAI's `{"error": {"message"}}`, the
-/// `{"error": "..."}` of TGI and others, `{"message"}`, or else the start of the body.
-pub(crate) fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ErrorField {
-        Object { message: String },
-        Text(String),
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: Option<ErrorField>,
-        message: Option<String>,
-    }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody {
-            error: Some(ErrorField::Object { message } | ErrorField::Text(message)),
-            ..
-        })
-        | Ok(ErrorBody {
-            message: Some(message),
-            ..
-        }) => excerpt(&message),
-        _ if body.iter().all(u8::is_ascii_whitespace) => "(empty body)".to_owned(),
-        _ => excerpt(String::from_utf8_lossy(body).trim()),
-    }
-}
-
-/// The start of a text, for error messages: enough to recognise it, not a whole page.
-fn excerpt(text: &str) -> String {
-    const MAX_CHARS: usize = 300;
-    let mut out: String = text.chars().take(MAX_CHARS).collect();
-    if text.chars().nth(MAX_CHARS).is_some() {
-        out.push('…');
-    }
-    out
-}
+pub(crate) use tidewater_core::http_error::error_message;
+use tidewater_core::http_error::excerpt;
 
 #[cfg(test)]
 mod tests {
@@ -183,16 +148,5 @@ mod tests {
             Ok(StreamEvent::Error("model overloaded".into()))
         );
         assert!(stream_event("{not json").is_err());
-    }
-
-    #[test]
-    fn error_messages_are_found_in_common_shapes() {
-        let openai = br#"{"error":{"message":"context too long","type":"invalid_request_error"}}"#;
-        assert_eq!(error_message(openai), "context too long");
-        assert_eq!(error_message(br#"{"error":"bad input"}"#), "bad input");
-        assert_eq!(error_message(br#"{"message":"nope"}"#), "nope");
-        assert_eq!(error_message(b" plain text\n"), "plain text");
-        assert_eq!(error_message(b""), "(empty body)");
-        assert!(error_message("x".repeat(1000).as_bytes()).ends_with('…'));
     }
 }

@@ -5,6 +5,7 @@
 pub mod conversation;
 pub mod document;
 pub mod error;
+pub mod http_error;
 pub mod time;
 
 pub use conversation::{

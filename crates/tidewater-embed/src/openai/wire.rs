@@ -38,8 +38,12 @@ pub(crate) fn parse_response(
     n_inputs: usize,
     dimension: usize,
 ) -> Result<Vec<Vec<f32>>, ResponseProblem> {
-    let response: EmbeddingsResponse = serde_json::from_slice(body)
-        .map_err(|e| ResponseProblem::Malformed(format!("{e}; body: {}", excerpt(body))))?;
+    let response: EmbeddingsResponse = serde_json::from_slice(body).map_err(|e| {
+        ResponseProblem::Malformed(format!(
+            "{e}; body: {}",
+            excerpt(&String::from_utf8_lossy(body))
+        ))
+    })?;
     if response.data.len() != n_inputs {
         return Err(ResponseProblem::Malformed(format!(
             "{} vectors for {n_inputs} inputs",
@@ -73,44 +77,8 @@ pub(crate) fn parse_response(
     Ok(slots.into_iter().flatten().collect())
 }
 
-/// The human-readable message of an error response: OpenAI's `{"error": {"message"}}`,
-/// the `{"error": "..."}` of TEI and others, `{"message"}`, or else the body itself.
-pub(crate) fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ErrorField {
-        Object { message: String },
-        Text(String),
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: Option<ErrorField>,
-        message: Option<String>,
-    }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody {
-            error: Some(ErrorField::Object { message } | ErrorField::Text(message)),
-            ..
-        })
-        | Ok(ErrorBody {
-            message: Some(message),
-            ..
-        }) => message,
-        _ if body.is_empty() => "(empty body)".to_string(),
-        _ => excerpt(body),
-    }
-}
-
-/// The start of a body, for error messages: enough to recognise it, not a whole HTML page.
-fn excerpt(body: &[u8]) -> String {
-    const MAX_CHARS: usize = 300;
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text.chars().take(MAX_CHARS).collect();
-    if text.chars().nth(MAX_CHARS).is_some() {
-        out.push('…');
-    }
-    out
-}
+pub(crate) use tidewater_core::http_error::error_message;
+use tidewater_core::http_error::excerpt;
 
 #[cfg(test)]
 mod tests {
@@ -153,19 +121,5 @@ mod tests {
             parse_response(b"<html>bad gateway</html>", 1, 1),
             Err(ResponseProblem::Malformed(m)) if m.contains("bad gateway")
         ));
-    }
-
-    #[test]
-    fn error_messages_are_found_in_common_shapes() {
-        let openai = br#"{"error":{"message":"input too long","type":"invalid_request_error"}}"#;
-        assert_eq!(error_message(openai), "input too long");
-        assert_eq!(
-            error_message(br#"{"error":"bad input","error_type":"Validation"}"#),
-            "bad input"
-        );
-        assert_eq!(error_message(br#"{"message":"nope"}"#), "nope");
-        assert_eq!(error_message(b"plain text"), "plain text");
-        assert_eq!(error_message(b""), "(empty body)");
-        assert!(error_message("x".repeat(1000).as_bytes()).ends_with('…'));
     }
 }
