@@ -31,6 +31,10 @@ use crate::{AnalyticsEvent, Error, Kpis, Outcome, WindowResult, WindowedKpis};
 /// Name under which offsets are stored and dead letters published.
 pub(crate) const PIPELINE: &str = "analytics";
 
+/// How long the runner sleeps when every partition is caught up before looking again.
+/// (It reads many partitions, so it cannot block on one; ten partition checks are cheap.)
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
 /// How often, when caught up, wall time is allowed to close windows.
 const IDLE_TICK: Duration = Duration::from_millis(200);
 
@@ -152,7 +156,7 @@ impl Runner {
                     self.close_idle_windows()?;
                     last_tick = Instant::now();
                 }
-                std::thread::sleep(self.engine.poll_interval.min(Duration::from_millis(50)));
+                std::thread::sleep(self.engine.poll_interval.min(IDLE_POLL));
                 continue;
             }
             let batch = self.take_batch(&mut inputs);

@@ -1,5 +1,6 @@
 //! `tidewater bench`: end-to-end benchmarks that print a table and can write JSON.
 
+mod analytics;
 mod cdc;
 mod embed;
 mod freshness;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// PostgreSQL commit → profile visible: latency at a steady change rate, and the
     /// highest rate the profiles pipeline sustains.
     Cdc(cdc::Args),
+    /// Conversations and feedback → KPIs and lake rows: backlog throughput, and the
+    /// latency from a feedback event to its window's KPIs.
+    Analytics(analytics::Args),
 }
 
 /// Runs a benchmark.
@@ -30,5 +34,6 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Freshness(args) => freshness::run(args),
         BenchCommand::Embed(args) => embed::run(args),
         BenchCommand::Cdc(args) => cdc::run(args),
+        BenchCommand::Analytics(args) => analytics::run(args),
     }
 }
