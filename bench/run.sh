@@ -27,6 +27,8 @@ echo "== peer: sentence-transformers (CPU torch, 2 threads) on the same texts an
 "$venv/bin/python" bench/peer.py --texts "$out/embed-texts.json" --chunks "$out/squad-chunks.json" --json "$out/peer.json"
 echo "== tidewater bench freshness"
 "$bin" bench freshness --edits 60 --size 1024 --json "$out/freshness.json"
+echo "== tidewater bench analytics (conversations and feedback → KPIs and lake)"
+"$bin" bench analytics --json "$out/analytics.json"
 echo "== tidewater bench cdc (PostgreSQL commit → profile visible)"
 pgdir="$(mktemp -d)"
 dsn="$(scripts/postgres.sh start "$pgdir" "${TIDEWATER_BENCH_PG_PORT:-55433}")"

@@ -75,8 +75,10 @@ fn backlog(n: usize, now_ms: u64) -> (Vec<Value>, Vec<Value>) {
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
     let temp = tempfile::tempdir()?;
-    let mut config = tidewater_config::Config::default();
-    config.data_dir = temp.path().join("data");
+    let mut config = tidewater_config::Config {
+        data_dir: temp.path().join("data"),
+        ..Default::default()
+    };
     config.reconcile.on_start = false;
     config.lake.flush_interval = Duration::from_millis(500);
     let app = App::start(config)?;
