@@ -194,6 +194,7 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
         .map(|k| k["window_start_ms"].as_u64().unwrap())
         .collect();
     assert_eq!(starts, [0, 10_000]);
+    assert_eq!(metrics.log_appended_records.with(&["kpis"]).get(), 2);
     assert_eq!(topic_values(log.as_ref(), "late").len(), 1);
     let range = analytics.kpis(Some(10_000), Some(20_000)).unwrap();
     assert_eq!(range.windows.len(), 1);

@@ -74,9 +74,13 @@ impl Outputs {
         }
     }
 
-    fn publish(&self, db: &Database, log: &dyn Log) -> Result<(), Error> {
+    fn publish(&self, db: &Database, log: &dyn Log, metrics: &Metrics) -> Result<(), Error> {
         for outbox in [&self.kpis, &self.late, &self.dead_letters] {
-            outbox.publish(db, log)?;
+            let n = outbox.publish(db, log)?;
+            metrics
+                .log_appended_records
+                .with(&[outbox.topic()])
+                .add(n as u64);
         }
         Ok(())
     }
@@ -144,7 +148,8 @@ impl Runner {
         let state = super::state::load_operator(&self.db)?;
         *self.operator.lock() =
             WindowedKpis::restore(&self.config.window, crate::LexiconScorer, state)?;
-        self.outputs.publish(&self.db, self.log.as_ref())?;
+        self.outputs
+            .publish(&self.db, self.log.as_ref(), &self.metrics)?;
         let mut inputs = self.inputs()?;
         let mut last_tick = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
@@ -350,7 +355,8 @@ impl Runner {
             self.metrics.kpi_windows.add(closed.len() as u64);
             set_kpi_gauges(&self.metrics, last);
         }
-        self.outputs.publish(&self.db, self.log.as_ref())
+        self.outputs
+            .publish(&self.db, self.log.as_ref(), &self.metrics)
     }
 
     fn pause(&self, wait: Duration) {
