@@ -222,6 +222,38 @@ fn ask_with_a_customer_streams_the_model_answer_and_feedback_moves_its_kpis() {
         tw.metric("tidewater_answers_total{model=\"test-model\",outcome=\"ok\"}"),
         1.0
     );
+
+    // The conversation event as logged, and the feedback event.
+    tw.kill();
+    let data = dir.path().join("data");
+    let logged = &latest_per_key(&data, "conversations")[&conversation_id];
+    assert_eq!(logged["question"], QUESTION);
+    assert_eq!(logged["answer"], REPLY);
+    assert_eq!(logged["customer"], "email:ana@example.com");
+    assert_eq!(logged["customer_id"], done["customer_id"]);
+    assert_eq!(logged["model"], "test-model");
+    assert_eq!(logged["status"], "ok");
+    let ids = |citations: &Value| -> Vec<(Value, Value)> {
+        citations
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["chunk_id"].clone(), c["doc_id"].clone()))
+            .collect()
+    };
+    assert_eq!(ids(&logged["citations"]), ids(&done["citations"]));
+    assert_eq!(
+        logged["profile_fields"],
+        json!({"name": "Ana Lima", "tier": "gold"})
+    );
+    assert_eq!(logged["prompt"], requests[0]["messages"]);
+    let latency = &logged["latency"];
+    assert!(latency["total_ms"].as_u64().unwrap() >= latency["model_ms"].as_u64().unwrap());
+    assert!(latency["retrieval_ms"].as_u64().is_some(), "{latency}");
+    assert!(logged["event_time_ms"].as_u64().unwrap() <= at);
+    let rated = &latest_per_key(&data, "feedback")[&conversation_id];
+    assert_eq!(rated["rating"], "down");
+    assert_eq!(rated["comment"], "wrong, useless answer");
 }
 
 #[test]
