@@ -52,7 +52,11 @@ impl Profiles {
             self.config.clone(),
             &self.db,
         )?
-        .with_output(Arc::clone(&self.log), self.config.output_topic.clone());
+        .with_output(
+            Arc::clone(&self.log),
+            self.config.output_topic.clone(),
+            Arc::clone(&self.metrics),
+        );
         // Changes committed before a crash but not yet published.
         pipeline.publish_pending(&self.db)?;
         let pipeline = Arc::new(pipeline);

@@ -142,6 +142,12 @@ fn events_over_http_become_merged_profiles() {
                 == 1.0
         },
     );
+    // Publications of the outboxes are counted like any append.
+    eventually(Duration::from_secs(20), "outbox appends counted", || {
+        tw.metric("tidewater_log_appended_records_total{topic=\"profiles\"}") >= 1.0
+            && tw.metric("tidewater_log_appended_records_total{topic=\"profiles.dead-letters\"}")
+                == 1.0
+    });
 
     // A deleted booking leaves the aggregates.
     let delete = change("bookings", "bookings", "d", 100, Value::Null, 5);

@@ -11,6 +11,7 @@ use redb::{
 use serde_json::Map;
 use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
+use tidewater_metrics::Metrics;
 use tracing::warn;
 
 use super::decode::{decode_record, Decoded, RowChange, RowChangeKind};
@@ -29,7 +30,14 @@ pub struct ProfilesPipeline {
     topic: String,
     config: ProfilesConfig,
     /// Where profile changes are published, when set.
-    output: Option<(Arc<dyn Log>, Outbox)>,
+    output: Option<Output>,
+}
+
+/// Where profile changes are published, and what counts them.
+struct Output {
+    log: Arc<dyn Log>,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
 }
 
 /// What a committed batch changed, for `after_commit`.
@@ -63,8 +71,17 @@ impl ProfilesPipeline {
 
     /// Publishes every profile change (the new profile, or a removal marker) to
     /// `topic`, keyed by customer id.
-    pub fn with_output(mut self, log: Arc<dyn Log>, topic: impl Into<String>) -> Self {
-        self.output = Some((log, Outbox::new("profiles", topic)));
+    pub fn with_output(
+        mut self,
+        log: Arc<dyn Log>,
+        topic: impl Into<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        self.output = Some(Output {
+            log,
+            outbox: Outbox::new("profiles", topic),
+            metrics,
+        });
         self
     }
 
@@ -72,7 +89,15 @@ impl ProfilesPipeline {
     /// restart); returns how many.
     pub fn publish_pending(&self, db: &Database) -> Result<usize, ProfilesError> {
         match &self.output {
-            Some((log, outbox)) => Ok(outbox.publish(db, log.as_ref())?),
+            Some(output) => {
+                let n = output.outbox.publish(db, output.log.as_ref())?;
+                output
+                    .metrics
+                    .log_appended_records
+                    .with(&[output.outbox.topic()])
+                    .add(n as u64);
+                Ok(n)
+            }
             None => Ok(0),
         }
     }
@@ -344,10 +369,10 @@ impl Pipeline for ProfilesPipeline {
         batch: Self::Batch,
     ) -> Result<Self::Effects, PipelineError> {
         let applied = self.apply_changes(txn, batch).map_err(to_pipeline_error)?;
-        if let Some((_, outbox)) = &self.output {
+        if let Some(output) = &self.output {
             let entries = super::outbox::entries(txn, &applied.updated, &applied.removed)
                 .map_err(to_pipeline_error)?;
-            outbox.record(txn, entries)?;
+            output.outbox.record(txn, entries)?;
         }
         Ok(applied)
     }
