@@ -284,16 +284,12 @@ impl<P: Pipeline> Worker<P> {
 
     /// Publishes committed dead letters not yet on the dead-letter topic.
     fn publish_dead_letters(&self) {
-        match self.dead_letters.publish(&self.db, self.log.as_ref()) {
-            Ok(n) => self
-                .metrics
-                .log_appended_records
-                .with(&[self.dead_letters.topic()])
-                .add(n as u64),
+        if let Err(e) = self
+            .dead_letters
+            .publish(&self.db, self.log.as_ref(), &self.metrics)
+        {
             // They stay in the state database and go out with the next letter or restart.
-            Err(e) => {
-                warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet")
-            }
+            warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet");
         }
     }
 

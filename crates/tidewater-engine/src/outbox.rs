@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tidewater_log::{Log, NewRecord};
+use tidewater_metrics::Metrics;
 
 use crate::EngineError;
 
@@ -113,9 +114,14 @@ impl Outbox {
         Ok((next - first) as usize)
     }
 
-    /// Appends every recorded entry not yet on the topic, exactly once. Returns how many
-    /// were appended now.
-    pub fn publish(&self, db: &Database, log: &dyn Log) -> Result<usize, EngineError> {
+    /// Appends every recorded entry not yet on the topic, exactly once, and counts them in
+    /// `tidewater_log_appended_records_total`. Returns how many were appended now.
+    pub fn publish(
+        &self,
+        db: &Database,
+        log: &dyn Log,
+        metrics: &Metrics,
+    ) -> Result<usize, EngineError> {
         let _guard = self.lock.lock();
         let name = self.name.as_str();
         let (published, pending, intent) = {
@@ -170,6 +176,10 @@ impl Outbox {
         let appended = to_append.len();
         if !to_append.is_empty() {
             log.append(&self.topic, to_append)?;
+            metrics
+                .log_appended_records
+                .with(&[&self.topic])
+                .add(appended as u64);
         }
         let txn = db.begin_write()?;
         {
@@ -264,7 +274,12 @@ mod tests {
     fn publishes_recorded_entries_once() {
         let (_dir, log, db) = setup();
         let outbox = Outbox::new("o", "out");
-        assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 0);
+        assert_eq!(
+            outbox
+                .publish(&db, log.as_ref(), &Metrics::default())
+                .unwrap(),
+            0
+        );
         let txn = db.begin_write().unwrap();
         outbox
             .record(
@@ -273,8 +288,18 @@ mod tests {
             )
             .unwrap();
         txn.commit().unwrap();
-        assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 5);
-        assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 0);
+        assert_eq!(
+            outbox
+                .publish(&db, log.as_ref(), &Metrics::default())
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            outbox
+                .publish(&db, log.as_ref(), &Metrics::default())
+                .unwrap(),
+            0
+        );
         assert_eq!(
             topic_values(log.as_ref(), "out"),
             ["v0", "v1", "v2", "v3", "v4"]
@@ -315,8 +340,18 @@ mod tests {
             })
             .collect();
         log.append("out", first_two).unwrap();
-        assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 2);
+        assert_eq!(
+            outbox
+                .publish(&db, log.as_ref(), &Metrics::default())
+                .unwrap(),
+            2
+        );
         assert_eq!(topic_values(log.as_ref(), "out"), ["1", "1", "2", "3"]);
-        assert_eq!(outbox.publish(&db, log.as_ref()).unwrap(), 0);
+        assert_eq!(
+            outbox
+                .publish(&db, log.as_ref(), &Metrics::default())
+                .unwrap(),
+            0
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{blocking, ApiError};
 use crate::AppState;
 
 /// Model name logged for extractive answers.
-pub const EXTRACTIVE_MODEL: &str = "extractive";
+pub(crate) const EXTRACTIVE_MODEL: &str = "extractive";
 
 /// Most chunks one question may retrieve.
 const MAX_K: usize = 50;

@@ -26,7 +26,6 @@ use tidewater_knowledge::Knowledge;
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
 
-pub use ask::EXTRACTIVE_MODEL;
 pub use error::ApiError;
 
 /// How `/v1/ask` answers: its configuration and, when one is configured, the language model.

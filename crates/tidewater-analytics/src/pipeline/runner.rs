@@ -76,11 +76,7 @@ impl Outputs {
 
     fn publish(&self, db: &Database, log: &dyn Log, metrics: &Metrics) -> Result<(), Error> {
         for outbox in [&self.kpis, &self.late, &self.dead_letters] {
-            let n = outbox.publish(db, log)?;
-            metrics
-                .log_appended_records
-                .with(&[outbox.topic()])
-                .add(n as u64);
+            outbox.publish(db, log, metrics)?;
         }
         Ok(())
     }
@@ -227,12 +223,14 @@ impl Runner {
         let txn = self.db.begin_write()?;
         let mut operator = self.operator.lock();
         let (mut late, mut dead) = (Vec::new(), Vec::new());
-        let mut late_by_topic: Vec<(String, u64)> = Vec::new();
+        // Per input: records, late events, dead letters; counted once the batch commits.
+        let mut counts = vec![[0u64; 3]; inputs.len()];
         {
             let mut conversations = txn.open_table(CONVERSATIONS)?;
             for (i, record) in &batch {
                 let input = &mut inputs[*i];
                 input.consumed = record.offset + 1;
+                counts[*i][0] += 1;
                 let event = match decode(input.kind, &input.topic, record) {
                     Ok(event) => event,
                     Err(reason) => {
@@ -244,10 +242,7 @@ impl Runner {
                         );
                         warn!(pipeline = PIPELINE, topic = %input.topic, partition = record.partition,
                             offset = record.offset, reason = %letter.reason, "event dead-lettered");
-                        self.metrics
-                            .dead_letters
-                            .with(&[PIPELINE, &input.topic])
-                            .inc();
+                        counts[*i][2] += 1;
                         dead.push(letter.to_entry());
                         continue;
                     }
@@ -262,10 +257,7 @@ impl Runner {
                         &event,
                         operator.watermark(),
                     ));
-                    match late_by_topic.iter_mut().find(|(t, _)| *t == input.topic) {
-                        Some((_, n)) => *n += 1,
-                        None => late_by_topic.push((input.topic.clone(), 1)),
-                    }
+                    counts[*i][1] += 1;
                 }
             }
         }
@@ -285,14 +277,20 @@ impl Runner {
         self.outputs.dead_letters.record(&txn, dead)?;
         txn.commit()?;
         drop(operator);
-        for (i, _) in &batch {
-            self.metrics
-                .pipeline_records
-                .with(&[PIPELINE, &inputs[*i].topic])
-                .inc();
-        }
-        for (topic, n) in late_by_topic {
-            self.metrics.late_events.with(&[&topic]).add(n);
+        for (input, [records, late, dead]) in inputs.iter().zip(counts) {
+            let topic = input.topic.as_str();
+            if records > 0 {
+                self.metrics
+                    .pipeline_records
+                    .with(&[PIPELINE, topic])
+                    .add(records);
+            }
+            if late > 0 {
+                self.metrics.late_events.with(&[topic]).add(late);
+            }
+            if dead > 0 {
+                self.metrics.dead_letters.with(&[PIPELINE, topic]).add(dead);
+            }
         }
         self.metrics.pipeline_batches.with(&[PIPELINE]).inc();
         self.after_commit(&closed)
@@ -303,9 +301,10 @@ impl Runner {
     fn close_idle_windows(&self) -> Result<(), Error> {
         let mut operator = self.operator.lock();
         let now = u64::try_from(tidewater_core::time::now_ms()).unwrap_or(0);
-        let before = operator.state().clone();
+        // Advancing only moves the watermark and closes windows: nothing else to store.
+        let before = operator.watermark();
         let closed = operator.advance(now);
-        if closed.is_empty() && *operator.state() == before {
+        if closed.is_empty() && operator.watermark() == before {
             return Ok(());
         }
         let txn = self.db.begin_write()?;

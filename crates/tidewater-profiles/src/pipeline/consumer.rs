@@ -89,15 +89,9 @@ impl ProfilesPipeline {
     /// restart); returns how many.
     pub fn publish_pending(&self, db: &Database) -> Result<usize, ProfilesError> {
         match &self.output {
-            Some(output) => {
-                let n = output.outbox.publish(db, output.log.as_ref())?;
-                output
-                    .metrics
-                    .log_appended_records
-                    .with(&[output.outbox.topic()])
-                    .add(n as u64);
-                Ok(n)
-            }
+            Some(output) => Ok(output
+                .outbox
+                .publish(db, output.log.as_ref(), &output.metrics)?),
             None => Ok(0),
         }
     }
