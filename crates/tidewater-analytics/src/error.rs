@@ -6,9 +6,9 @@ use tidewater_core::ErrorDomain;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configured window size is zero (user input).
-    #[error("window size must be greater than zero")]
-    ZeroWindowSize,
+    /// The configured windows are malformed (user input): what is wrong.
+    #[error("{0}")]
+    InvalidWindow(String),
     /// An event sent to a conversations or feedback topic does not have that topic's form.
     #[error("invalid {topic} event: {reason}")]
     InvalidEvent {
@@ -43,7 +43,7 @@ impl Error {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Self::ZeroWindowSize | Self::InvalidEvent { .. } | Self::UnknownTopic(_) => {
+            Self::InvalidWindow(_) | Self::InvalidEvent { .. } | Self::UnknownTopic(_) => {
                 ErrorDomain::User
             }
             Self::Log(_) => ErrorDomain::External,

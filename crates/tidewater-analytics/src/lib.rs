@@ -1,7 +1,7 @@
 //! Event-time analytics: windows, watermarks, lateness and KPIs.
 //!
 //! [`WindowedKpis`] consumes [`AnalyticsEvent`]s (conversations and feedback) from one or
-//! more partitions, assigns them to tumbling event-time windows, tracks a per-partition
+//! more partitions, assigns them to tumbling or hopping event-time windows, tracks a per-partition
 //! watermark with idle-partition handling, reports events that arrive too late as
 //! [`Outcome::Late`] and emits one final [`WindowResult`] per window once it closes.
 //! The operator is pure logic: no I/O, and its state ([`OperatorState`]) is serde-serialisable.

@@ -14,11 +14,18 @@ use crate::watermark::Watermarks;
 /// What [`WindowedKpis::observe`] did with an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Counted in its window.
+    /// Counted in every window it belongs to.
     Accepted,
-    /// Too late: its window's end plus the allowed lateness is at or before the watermark.
-    /// Not counted; the caller sends it to the late side topic.
-    Late(AnalyticsEvent),
+    /// Too late for some or all of its windows: their end plus the allowed lateness is at
+    /// or before the watermark. Not counted in those; with hopping windows, still counted
+    /// in its later windows that are open. The caller sends it to the late side topic.
+    Late {
+        /// The event.
+        event: AnalyticsEvent,
+        /// Starts of the windows that did not count it, oldest first (a tumbling window
+        /// has one; hopping windows miss a prefix of theirs).
+        missed: Vec<u64>,
+    },
 }
 
 /// The serialisable state of a [`WindowedKpis`] operator.
@@ -32,14 +39,17 @@ pub struct OperatorState {
     pub late_events: u64,
 }
 
-/// Tumbling event-time windows over conversations and feedback, emitting [`WindowResult`]s.
+/// Event-time windows over conversations and feedback, emitting [`WindowResult`]s.
 ///
-/// Windows are `[k * size, (k + 1) * size)`. An event is late when its window's end plus
-/// the allowed lateness is at or before the watermark; [`WindowedKpis::advance`] emits a
-/// window (once, in window order) as soon as that holds for it, and drops its state.
+/// Windows are `[k * slide, k * slide + size)`: tumbling when `slide == size`, hopping
+/// (overlapping, an event in each window that covers it) when `slide < size`. A window
+/// closes when its end plus the allowed lateness is at or before the watermark; an event
+/// is late for each of its windows that has closed. [`WindowedKpis::advance`] emits a
+/// window (once, in window order) as soon as it closes, and drops its state.
 /// Within a window, feedback is joined to the first-arrived conversation with its id.
 pub struct WindowedKpis<S = LexiconScorer> {
     size_ms: u64,
+    slide_ms: u64,
     lateness_ms: u64,
     idle_timeout_ms: u64,
     scorer: S,
@@ -65,12 +75,10 @@ impl<S: SentimentScorer> WindowedKpis<S> {
 
     /// Rebuilds an operator from a state saved with [`WindowedKpis::state`].
     pub fn restore(config: &WindowConfig, scorer: S, state: OperatorState) -> Result<Self, Error> {
-        let size_ms = millis(config.size);
-        if size_ms == 0 {
-            return Err(Error::ZeroWindowSize);
-        }
+        config.validate().map_err(Error::InvalidWindow)?;
         Ok(Self {
-            size_ms,
+            size_ms: millis(config.size),
+            slide_ms: millis(config.slide()),
             lateness_ms: millis(config.allowed_lateness),
             idle_timeout_ms: millis(config.idle_timeout),
             scorer,
@@ -93,9 +101,15 @@ impl<S: SentimentScorer> WindowedKpis<S> {
         self.state.late_events
     }
 
-    /// Start of the window holding `event_time_ms`.
-    pub fn window_start(&self, event_time_ms: u64) -> u64 {
-        event_time_ms - event_time_ms % self.size_ms
+    /// Starts of the windows that hold `event_time_ms`, oldest first: the multiples of
+    /// the slide in `(event_time_ms - size, event_time_ms]`.
+    pub fn window_starts(&self, event_time_ms: u64) -> impl Iterator<Item = u64> {
+        let first = match event_time_ms.checked_sub(self.size_ms) {
+            Some(before) => before / self.slide_ms + 1,
+            None => 0,
+        };
+        let slide = self.slide_ms;
+        (first..=event_time_ms / slide).map(move |k| k * slide)
     }
 
     fn closes_by(&self, window_start_ms: u64, watermark: Option<u64>) -> bool {
@@ -108,17 +122,24 @@ impl<S: SentimentScorer> WindowedKpis<S> {
     /// Takes one event of `partition`, seen at processing time `now_ms`.
     pub fn observe(&mut self, partition: u32, event: AnalyticsEvent, now_ms: u64) -> Outcome {
         let time = event.event_time_ms();
-        let start = self.window_start(time);
         let watermark = self.state.watermarks.refresh(now_ms, self.idle_timeout_ms);
-        let late = self.closes_by(start, watermark);
+        let (missed, open): (Vec<u64>, Vec<u64>) = self
+            .window_starts(time)
+            .partition(|&start| self.closes_by(start, watermark));
         self.state.watermarks.record(partition, time, now_ms);
         self.state.watermarks.refresh(now_ms, self.idle_timeout_ms);
-        if late {
-            self.state.late_events += 1;
-            Outcome::Late(event)
-        } else {
-            self.state.windows.entry(start).or_default().push(event);
+        for &start in &open {
+            self.state
+                .windows
+                .entry(start)
+                .or_default()
+                .push(event.clone());
+        }
+        if missed.is_empty() {
             Outcome::Accepted
+        } else {
+            self.state.late_events += 1;
+            Outcome::Late { event, missed }
         }
     }
 
@@ -153,6 +174,11 @@ impl<S: SentimentScorer> WindowedKpis<S> {
         self.size_ms
     }
 
+    /// Distance between window starts in milliseconds (the size, for tumbling windows).
+    pub fn slide_ms(&self) -> u64 {
+        self.slide_ms
+    }
+
     /// End of input: emits every open window, in window order.
     pub fn finish(&mut self) -> Vec<WindowResult> {
         let all: Vec<u64> = self.state.windows.keys().copied().collect();
@@ -185,6 +211,7 @@ mod tests {
     fn config() -> WindowConfig {
         WindowConfig {
             size: Duration::from_millis(1_000),
+            slide: None,
             allowed_lateness: Duration::from_millis(500),
             idle_timeout: Duration::from_millis(100),
         }
@@ -218,7 +245,10 @@ mod tests {
             size: Duration::ZERO,
             ..config()
         };
-        assert!(matches!(WindowedKpis::new(&c), Err(Error::ZeroWindowSize)));
+        assert!(matches!(
+            WindowedKpis::new(&c),
+            Err(Error::InvalidWindow(_))
+        ));
     }
 
     #[test]
@@ -238,7 +268,13 @@ mod tests {
             Outcome::Accepted
         );
         let e = conv("e", 10, "m", 5);
-        assert_eq!(op.observe(0, e.clone(), 5), Outcome::Late(e));
+        assert_eq!(
+            op.observe(0, e.clone(), 5),
+            Outcome::Late {
+                event: e,
+                missed: vec![0]
+            }
+        );
         assert_eq!(op.late_events(), 1);
         let out = op.advance(6);
         assert_eq!(out.len(), 1);
@@ -248,6 +284,49 @@ mod tests {
         let rest = op.finish();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].overall.conversations, 2);
+    }
+
+    #[test]
+    fn hopping_windows_count_an_event_in_each_window_covering_it() {
+        let hopping = WindowConfig {
+            size: Duration::from_millis(1_000),
+            slide: Some(Duration::from_millis(400)),
+            ..config()
+        };
+        let mut op = WindowedKpis::new(&hopping).unwrap();
+        let starts = |op: &WindowedKpis, t| op.window_starts(t).collect::<Vec<u64>>();
+        assert_eq!(starts(&op, 0), [0]);
+        assert_eq!(starts(&op, 999), [0, 400, 800]);
+        assert_eq!(starts(&op, 1_000), [400, 800]);
+        assert_eq!(starts(&op, 1_200), [400, 800, 1_200]);
+
+        assert_eq!(op.observe(0, conv("a", 900, "m", 5), 0), Outcome::Accepted);
+        // Watermark 1900 closes [0,1000) (at 1500) and [400,1400) (at 1900).
+        assert_eq!(
+            op.observe(0, conv("b", 1_900, "m", 5), 1),
+            Outcome::Accepted
+        );
+        let counted = |out: &[WindowResult]| -> Vec<(u64, u64)> {
+            out.iter()
+                .map(|w| (w.window_start_ms, w.overall.conversations))
+                .collect()
+        };
+        assert_eq!(counted(&op.advance(2)), [(0, 1), (400, 1)]);
+        // Too late for [400,1400); [800,1800) and [1200,2200) are open and count it.
+        let c = conv("c", 1_300, "m", 5);
+        assert_eq!(
+            op.observe(0, c, 3),
+            Outcome::Late {
+                event: conv("c", 1_300, "m", 5),
+                missed: vec![400],
+            }
+        );
+        assert_eq!(op.late_events(), 1);
+        assert_eq!(
+            counted(&op.finish()),
+            [(800, 2), (1_200, 2), (1_600, 1)],
+            "a 900, b 1900 and c 1300 in each open window covering them"
+        );
     }
 
     #[test]
@@ -266,7 +345,7 @@ mod tests {
         // The idle partition comes back with an old event: late, not counted.
         assert!(matches!(
             op.observe(1, conv("old", 300, "m", 5), 200),
-            Outcome::Late(_)
+            Outcome::Late { .. }
         ));
     }
 

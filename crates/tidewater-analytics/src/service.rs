@@ -49,6 +49,9 @@ pub struct KpiWindow {
 pub struct KpiReport {
     /// Window length in milliseconds.
     pub window_ms: u64,
+    /// Distance between window starts in milliseconds: `window_ms` for tumbling windows,
+    /// less for hopping ones.
+    pub slide_ms: u64,
     /// The current watermark (ms since the Unix epoch), once any event was seen.
     pub watermark_ms: Option<u64>,
     /// Events that arrived too late, so far.
@@ -215,8 +218,9 @@ impl Analytics {
             .into_iter()
             .filter(|w| (from..to).contains(&w.window_start_ms))
             .collect();
-        let (window_ms, watermark_ms, late_events) = (
+        let (window_ms, slide_ms, watermark_ms, late_events) = (
             operator.size_ms(),
+            operator.slide_ms(),
             operator.watermark(),
             operator.late_events(),
         );
@@ -240,6 +244,7 @@ impl Analytics {
         windows.drain(..excess);
         Ok(KpiReport {
             window_ms,
+            slide_ms,
             watermark_ms,
             late_events,
             windows,

@@ -1,6 +1,6 @@
 //! The analytics pipeline on a real embedded log: KPIs per closed window on the `kpis`
 //! topic and in queries, late events on the `late` topic, bad events dead-lettered, and a
-//! restart that neither repeats nor loses a window.
+//! restart that neither repeats nor loses a window; hopping windows through the same path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ fn config() -> AnalyticsConfig {
     AnalyticsConfig {
         window: WindowConfig {
             size: Duration::from_secs(10),
+            slide: None,
             allowed_lateness: Duration::from_secs(1),
             idle_timeout: Duration::from_millis(100),
         },
@@ -159,6 +160,7 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     let late = &topic_values(log.as_ref(), "late")[0];
     assert_eq!(late["event"]["conversation_id"], "c3");
     assert_eq!(late["watermark_ms"], 12_000);
+    assert_eq!(late["missed_window_starts_ms"], json!([0]));
     assert_eq!(analytics.kpis(None, None).unwrap().late_events, 1);
     assert_eq!(metrics.late_events.with(&["conversations"]).get(), 1);
 
@@ -199,5 +201,71 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     let range = analytics.kpis(Some(10_000), Some(20_000)).unwrap();
     assert_eq!(range.windows.len(), 1);
     assert_eq!(range.windows[0].result.overall.feedback, 1);
+    analytics.stop();
+}
+
+#[test]
+fn hopping_windows_overlap_and_an_event_late_for_one_still_counts_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = EmbeddedLog::open(dir.path().join("log"), Default::default()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let mut hopping = config();
+    hopping.window.slide = Some(Duration::from_secs(5));
+    let analytics =
+        Analytics::open(dir.path(), hopping, Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    analytics.start(engine()).unwrap();
+
+    // 7 s lies in [0, 10 s) and [5 s, 15 s); 14 s in [5 s, 15 s) and [10 s, 20 s).
+    analytics
+        .ingest(
+            "conversations",
+            vec![
+                conversation("a", 7_000, "m1", 100, "q"),
+                conversation("b", 14_000, "m1", 200, "q"),
+            ],
+        )
+        .unwrap();
+    // The watermark (14 s) has closed [0, 10 s) at 11 s; [5 s, 15 s) closes at 16 s.
+    wait_for("the first hopping window to close", || {
+        final_windows(&analytics.kpis(None, None).unwrap()) == [0]
+    });
+    let report = analytics.kpis(None, None).unwrap();
+    assert_eq!((report.window_ms, report.slide_ms), (10_000, 5_000));
+    let counts: Vec<(u64, u64, bool)> = report
+        .windows
+        .iter()
+        .map(|w| {
+            let r = &w.result;
+            assert_eq!(r.window_end_ms, r.window_start_ms + 10_000);
+            (r.window_start_ms, r.overall.conversations, w.is_final)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [(0, 1, true), (5_000, 2, false), (10_000, 1, false)]
+    );
+
+    // 9 s is too late for [0, 10 s) but on time for [5 s, 15 s).
+    analytics
+        .ingest(
+            "conversations",
+            vec![conversation("c", 9_000, "m1", 300, "q")],
+        )
+        .unwrap();
+    wait_for("the partly late event", || {
+        topic_values(log.as_ref(), "late").len() == 1
+    });
+    let late = &topic_values(log.as_ref(), "late")[0];
+    assert_eq!(late["missed_window_starts_ms"], json!([0]));
+    let report = analytics.kpis(None, None).unwrap();
+    assert_eq!(report.late_events, 1);
+    let second = &report.windows[1].result;
+    assert_eq!(second.window_start_ms, 5_000);
+    assert_eq!(second.overall.conversations, 3);
+    assert_eq!(second.overall.latency_p99_ms, Some(300));
+    assert_eq!(
+        report.windows[0].result.overall.conversations, 1,
+        "a closed window does not change"
+    );
     analytics.stop();
 }

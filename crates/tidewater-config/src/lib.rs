@@ -213,11 +213,10 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("profiles: {e}")))?;
         }
         self.answer.validate().map_err(ConfigError::Invalid)?;
-        if self.analytics.window.size.is_zero() {
-            return Err(ConfigError::Invalid(
-                "analytics.window.size must be greater than zero".into(),
-            ));
-        }
+        self.analytics
+            .window
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("analytics.window: {e}")))?;
         if self.engine.batch_max_records == 0 {
             return Err(ConfigError::Invalid(
                 "engine.batch_max_records must be at least 1".into(),
@@ -281,6 +280,7 @@ mod tests {
             interval = "10m"
             [analytics.window]
             size = "5m"
+            slide = "1m"
             allowed_lateness = "1m"
             [answer]
             k = 4
@@ -297,12 +297,25 @@ mod tests {
         assert_eq!(config.reconcile.interval, Duration::from_secs(600));
         assert!(matches!(config.embedding, EmbedderConfig::Openai(_)));
         assert_eq!(config.analytics.window.size, Duration::from_secs(300));
+        assert_eq!(config.analytics.window.slide(), Duration::from_secs(60));
         assert_eq!(
             config.answer.llm.as_ref().unwrap().model,
             "llama-3.1-8b-instruct"
         );
         assert_eq!(config.lake.flush_interval, Duration::from_secs(30));
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_slide_longer_than_the_window_is_refused() {
+        let text = "[analytics.window]\nsize = \"1m\"\nslide = \"2m\"\n";
+        let error = Config::parse(text, "t").unwrap().validate().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("analytics.window: window slide 2m"),
+            "{error}"
+        );
     }
 
     #[test]

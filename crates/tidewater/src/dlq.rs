@@ -54,7 +54,7 @@ fn read_letters(log: &dyn Log, pipeline: &str) -> Result<Vec<DeadLetterRecord>> 
                             record.offset
                         )
                     })?;
-                // Publication is at-least-once; the original event's position identifies it.
+                // The original event's position identifies a dead letter: list each once.
                 if seen.insert(letter.dedup_key()) {
                     letters.push(letter);
                 }

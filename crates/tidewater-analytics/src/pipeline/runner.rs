@@ -248,13 +248,14 @@ impl Runner {
                     }
                 };
                 let event = join_conversation(&mut conversations, event)?;
-                if let Outcome::Late(event) =
+                if let Outcome::Late { event, missed } =
                     operator.observe(input.watermark_id, event, log_time(record))
                 {
                     late.push(late_entry(
                         &input.topic,
                         record,
                         &event,
+                        &missed,
                         operator.watermark(),
                     ));
                     counts[*i][1] += 1;
@@ -453,6 +454,7 @@ fn late_entry(
     topic: &str,
     record: &Record,
     event: &AnalyticsEvent,
+    missed: &[u64],
     watermark: Option<u64>,
 ) -> OutboxEntry {
     let original: serde_json::Value = serde_json::from_slice(&record.value).unwrap_or_default();
@@ -461,6 +463,7 @@ fn late_entry(
         "partition": record.partition,
         "offset": record.offset,
         "event_time_ms": event.event_time_ms(),
+        "missed_window_starts_ms": missed,
         "watermark_ms": watermark,
         "event": original,
     });
