@@ -25,20 +25,34 @@ pub struct Args {
     /// Rate of those feedback events (per second).
     #[arg(long, default_value_t = 20)]
     rate: u64,
+    /// Window size (`analytics.window.size`).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Window slide (`analytics.window.slide`); the window size when absent (tumbling).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slide: Option<Duration>,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
-/// Events counted so far over every window (open and closed): (conversations, feedback).
-fn counted(app: &App) -> Result<(u64, u64)> {
+/// Feedback counted so far over every window, open and closed (with hopping windows an
+/// event counts once in each window covering it).
+fn feedback_counted(app: &App) -> Result<u64> {
     let report = app.analytics.kpis(None, None)?;
-    Ok(report.windows.iter().fold((0, 0), |(c, f), w| {
-        (
-            c + w.result.overall.conversations,
-            f + w.result.overall.feedback,
-        )
-    }))
+    Ok(report
+        .windows
+        .iter()
+        .map(|w| w.result.overall.feedback)
+        .sum())
+}
+
+/// Events the analytics pipeline has committed (counted in the operator's windows).
+fn analysed(app: &App) -> u64 {
+    ["conversations", "feedback"]
+        .iter()
+        .map(|t| app.metrics.pipeline_records.with(&["analytics", t]).get())
+        .sum()
 }
 
 fn lake_rows(app: &App) -> u64 {
@@ -81,6 +95,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     config.reconcile.on_start = false;
     config.lake.flush_interval = Duration::from_millis(500);
+    config.analytics.window.size = args.window;
+    config.analytics.window.slide = args.slide;
+    config.validate()?;
     let app = App::start(config)?;
     let now_ms = u64::try_from(tidewater_core::time::now_ms())?;
 
@@ -107,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
             late == 0,
             "{late} backlog events arrived late; the benchmark's input is wrong"
         );
-        if analytics_done.is_none() && counted(&app)? == (n as u64, n as u64) {
+        if analytics_done.is_none() && analysed(&app) == 2 * n as u64 {
             analytics_done = Some(started.elapsed());
         }
         if lake_done.is_none() && lake_rows(&app) == 2 * n as u64 {
@@ -125,7 +142,6 @@ pub fn run(args: Args) -> Result<()> {
     // Feedback → visible in its window's KPIs, one at a time at a steady rate.
     let mut latencies = Vec::new();
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
-    let (_, mut expected) = counted(&app)?;
     for i in 0..args.samples {
         let tick = Instant::now();
         let event = FeedbackEvent {
@@ -134,11 +150,11 @@ pub fn run(args: Args) -> Result<()> {
             comment: None,
             event_time_ms: u64::try_from(tidewater_core::time::now_ms()).ok(),
         };
+        let before = feedback_counted(&app)?;
         let sent = Instant::now();
         app.analytics.record_feedback(&event)?;
-        expected += 1;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while counted(&app)?.1 < expected {
+        while feedback_counted(&app)? <= before {
             ensure!(
                 Instant::now() < deadline,
                 "feedback {i} not counted within 30 s"
@@ -155,7 +171,11 @@ pub fn run(args: Args) -> Result<()> {
         quantile(&latencies, 0.95),
         quantile(&latencies, 0.99),
     );
-    println!("analytics backlog: {events} events (conversations + feedback)");
+    println!(
+        "analytics backlog: {events} events (conversations + feedback), {} windows every {}",
+        humantime::format_duration(args.window),
+        humantime::format_duration(args.slide.unwrap_or(args.window))
+    );
     println!(
         "  appended in            {:>8.0} ms",
         appended.as_secs_f64() * 1000.0
@@ -178,6 +198,8 @@ pub fn run(args: Args) -> Result<()> {
         args.json.as_ref(),
         &json!({
             "events": events,
+            "window_ms": args.window.as_millis() as u64,
+            "slide_ms": args.slide.unwrap_or(args.window).as_millis() as u64,
             "appended_ms": appended.as_secs_f64() * 1000.0,
             "analytics_ms": analytics_done.as_secs_f64() * 1000.0,
             "analytics_events_per_s": per_second(analytics_done),
