@@ -26,10 +26,27 @@ pub struct WindowConfig {
     pub idle_timeout: Duration,
 }
 
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl WindowConfig {
     /// The distance between window starts: `slide`, or `size` for tumbling windows.
     pub fn slide(&self) -> Duration {
         self.slide.unwrap_or(self.size)
+    }
+
+    /// Length of the panes that tile every window: `gcd(size, slide)` in milliseconds
+    /// (the size, for tumbling windows).
+    pub(crate) fn pane_ms(&self) -> u64 {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        gcd(millis(self.size), millis(self.slide()))
     }
 
     /// Checks that the windows are well formed: a size above zero, and a slide above zero

@@ -80,11 +80,11 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 pub fn compute_window(
     window_start_ms: u64,
     window_end_ms: u64,
-    events: &[AnalyticsEvent],
+    events: &[&AnalyticsEvent],
     scorer: &dyn SentimentScorer,
 ) -> WindowResult {
     let mut conversations: HashMap<&str, (&str, &str)> = HashMap::new();
-    for e in events {
+    for &e in events {
         if let AnalyticsEvent::Conversation {
             conversation_id,
             model,
@@ -98,7 +98,7 @@ pub fn compute_window(
         }
     }
     let mut by_model: BTreeMap<String, Vec<&AnalyticsEvent>> = BTreeMap::new();
-    for e in events {
+    for &e in events {
         let model = match e {
             AnalyticsEvent::Conversation { model, .. } => model.as_str(),
             AnalyticsEvent::Feedback {
@@ -113,11 +113,10 @@ pub fn compute_window(
         };
         by_model.entry(model.to_owned()).or_default().push(e);
     }
-    let all: Vec<&AnalyticsEvent> = events.iter().collect();
     WindowResult {
         window_start_ms,
         window_end_ms,
-        overall: compute_kpis(&all, &conversations, scorer),
+        overall: compute_kpis(events, &conversations, scorer),
         per_model: by_model
             .into_iter()
             .map(|(m, evs)| (m, compute_kpis(&evs, &conversations, scorer)))

@@ -1,10 +1,10 @@
 //! The windowed KPI operator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::WindowConfig;
+use crate::config::{millis, WindowConfig};
 use crate::error::Error;
 use crate::event::AnalyticsEvent;
 use crate::kpis::{compute_window, WindowResult};
@@ -28,15 +28,65 @@ pub enum Outcome {
     },
 }
 
-/// The serialisable state of a [`WindowedKpis`] operator.
+/// An event held for the open windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaneEvent {
+    /// Arrival number: windows see their events in arrival order.
+    pub seq: u64,
+    /// Start of the oldest window that counts it; the windows before were closed when it
+    /// arrived (hopping windows miss a prefix of theirs, never a window in the middle).
+    pub first_window_ms: u64,
+    /// The event.
+    pub event: AnalyticsEvent,
+}
+
+/// The small part of the operator's state: watermarks, counters and open windows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OperatorState {
+pub struct OperatorProgress {
     /// Watermark tracking.
     pub watermarks: Watermarks,
-    /// Open windows by start time, each with its accepted events in arrival order.
-    pub windows: BTreeMap<u64, Vec<AnalyticsEvent>>,
+    /// Starts of the windows that have counted an event and are not yet emitted.
+    pub open_windows: BTreeSet<u64>,
     /// Number of events reported late so far.
     pub late_events: u64,
+    /// Arrival number of the next event.
+    pub next_seq: u64,
+}
+
+/// The state of a [`WindowedKpis`] operator.
+///
+/// Events are kept once each, in panes: slices of event time `gcd(size, slide)` long that
+/// tile every window (a tumbling window is one pane). A window is the union of its panes,
+/// less the events that arrived after it had closed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// Watermarks, counters and open windows.
+    pub progress: OperatorProgress,
+    /// Events by pane start, each pane in arrival order.
+    pub panes: BTreeMap<u64, Vec<PaneEvent>>,
+}
+
+impl OperatorState {
+    /// The event with arrival number `seq` in the pane starting at `pane`, if still held.
+    pub fn held(&self, pane: u64, seq: u64) -> Option<&PaneEvent> {
+        let events = self.panes.get(&pane)?;
+        events
+            .binary_search_by_key(&seq, |e| e.seq)
+            .ok()
+            .map(|i| &events[i])
+    }
+}
+
+/// How the state changed since the last [`WindowedKpis::take_changes`], for storing it
+/// incrementally. A store that held the state before stores the `added` events that
+/// [`OperatorState::held`] still finds, removes the panes in `dropped`, and writes
+/// `progress` whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateChanges {
+    /// Events added: (pane start, arrival number).
+    pub added: Vec<(u64, u64)>,
+    /// Panes no open window needs any more.
+    pub dropped: Vec<u64>,
 }
 
 /// Event-time windows over conversations and feedback, emitting [`WindowResult`]s.
@@ -45,19 +95,17 @@ pub struct OperatorState {
 /// (overlapping, an event in each window that covers it) when `slide < size`. A window
 /// closes when its end plus the allowed lateness is at or before the watermark; an event
 /// is late for each of its windows that has closed. [`WindowedKpis::advance`] emits a
-/// window (once, in window order) as soon as it closes, and drops its state.
-/// Within a window, feedback is joined to the first-arrived conversation with its id.
+/// window (once, in window order) as soon as it closes, and drops the panes no open window
+/// needs. Within a window, feedback is joined to the first-arrived conversation with its id.
 pub struct WindowedKpis<S = LexiconScorer> {
     size_ms: u64,
     slide_ms: u64,
+    pane_ms: u64,
     lateness_ms: u64,
     idle_timeout_ms: u64,
     scorer: S,
     state: OperatorState,
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    changes: StateChanges,
 }
 
 impl WindowedKpis<LexiconScorer> {
@@ -73,16 +121,20 @@ impl<S: SentimentScorer> WindowedKpis<S> {
         Self::restore(config, scorer, OperatorState::default())
     }
 
-    /// Rebuilds an operator from a state saved with [`WindowedKpis::state`].
+    /// Rebuilds an operator from a state saved with [`WindowedKpis::state`] (or stored
+    /// through [`WindowedKpis::take_changes`]).
     pub fn restore(config: &WindowConfig, scorer: S, state: OperatorState) -> Result<Self, Error> {
         config.validate().map_err(Error::InvalidWindow)?;
+        let (size_ms, slide_ms) = (millis(config.size), millis(config.slide()));
         Ok(Self {
-            size_ms: millis(config.size),
-            slide_ms: millis(config.slide()),
+            size_ms,
+            slide_ms,
+            pane_ms: config.pane_ms(),
             lateness_ms: millis(config.allowed_lateness),
             idle_timeout_ms: millis(config.idle_timeout),
             scorer,
             state,
+            changes: StateChanges::default(),
         })
     }
 
@@ -91,14 +143,27 @@ impl<S: SentimentScorer> WindowedKpis<S> {
         &self.state
     }
 
+    /// The changes to the state since the last call (or since it was created or restored).
+    pub fn take_changes(&mut self) -> StateChanges {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Marks every held event as added, so the next [`WindowedKpis::take_changes`] stores
+    /// the whole state.
+    pub(crate) fn mark_all_added(&mut self) {
+        self.changes.added = (self.state.panes.iter())
+            .flat_map(|(&pane, events)| events.iter().map(move |e| (pane, e.seq)))
+            .collect();
+    }
+
     /// The current watermark, if any event has been seen.
     pub fn watermark(&self) -> Option<u64> {
-        self.state.watermarks.current()
+        self.state.progress.watermarks.current()
     }
 
     /// Number of events reported late so far.
     pub fn late_events(&self) -> u64 {
-        self.state.late_events
+        self.state.progress.late_events
     }
 
     /// Starts of the windows that hold `event_time_ms`, oldest first: the multiples of
@@ -122,50 +187,78 @@ impl<S: SentimentScorer> WindowedKpis<S> {
     /// Takes one event of `partition`, seen at processing time `now_ms`.
     pub fn observe(&mut self, partition: u32, event: AnalyticsEvent, now_ms: u64) -> Outcome {
         let time = event.event_time_ms();
-        let watermark = self.state.watermarks.refresh(now_ms, self.idle_timeout_ms);
+        let progress = &mut self.state.progress;
+        let watermark = progress.watermarks.refresh(now_ms, self.idle_timeout_ms);
         let (missed, open): (Vec<u64>, Vec<u64>) = self
             .window_starts(time)
             .partition(|&start| self.closes_by(start, watermark));
-        self.state.watermarks.record(partition, time, now_ms);
-        self.state.watermarks.refresh(now_ms, self.idle_timeout_ms);
-        for &start in &open {
-            self.state
-                .windows
-                .entry(start)
-                .or_default()
-                .push(event.clone());
+        let progress = &mut self.state.progress;
+        progress.watermarks.record(partition, time, now_ms);
+        progress.watermarks.refresh(now_ms, self.idle_timeout_ms);
+        let late = !missed.is_empty();
+        if late {
+            progress.late_events += 1;
         }
-        if missed.is_empty() {
-            Outcome::Accepted
-        } else {
-            self.state.late_events += 1;
+        let Some(&first_window_ms) = open.first() else {
+            return Outcome::Late { event, missed };
+        };
+        progress.open_windows.extend(&open);
+        let seq = progress.next_seq;
+        progress.next_seq += 1;
+        let pane = time - time % self.pane_ms;
+        self.changes.added.push((pane, seq));
+        let held = |event| PaneEvent {
+            seq,
+            first_window_ms,
+            event,
+        };
+        let panes = self.state.panes.entry(pane).or_default();
+        if late {
+            panes.push(held(event.clone()));
             Outcome::Late { event, missed }
+        } else {
+            panes.push(held(event));
+            Outcome::Accepted
         }
     }
 
     /// Moves processing time to `now_ms` and emits, in window order, every window whose
     /// end plus the allowed lateness is at or before the watermark.
     pub fn advance(&mut self, now_ms: u64) -> Vec<WindowResult> {
-        let watermark = self.state.watermarks.refresh(now_ms, self.idle_timeout_ms);
+        let watermark = self
+            .state
+            .progress
+            .watermarks
+            .refresh(now_ms, self.idle_timeout_ms);
         let closed: Vec<u64> = self
             .state
-            .windows
-            .keys()
+            .progress
+            .open_windows
+            .iter()
             .copied()
             .take_while(|&s| self.closes_by(s, watermark))
             .collect();
-        self.emit(closed)
+        let results = self.emit(closed);
+        // A pane is needed until the newest window covering it has closed.
+        let unneeded: Vec<u64> = self
+            .state
+            .panes
+            .keys()
+            .copied()
+            .take_while(|&pane| self.closes_by(pane - pane % self.slide_ms, watermark))
+            .collect();
+        self.drop_panes(unneeded);
+        results
     }
 
     /// The KPIs of every open window as they stand now (provisional), in window order.
     /// Nothing is emitted or removed.
     pub fn open_windows(&self) -> Vec<WindowResult> {
         self.state
-            .windows
+            .progress
+            .open_windows
             .iter()
-            .map(|(&s, events)| {
-                compute_window(s, s.saturating_add(self.size_ms), events, &self.scorer)
-            })
+            .map(|&s| self.compute(s))
             .collect()
     }
 
@@ -181,23 +274,42 @@ impl<S: SentimentScorer> WindowedKpis<S> {
 
     /// End of input: emits every open window, in window order.
     pub fn finish(&mut self) -> Vec<WindowResult> {
-        let all: Vec<u64> = self.state.windows.keys().copied().collect();
-        self.emit(all)
+        let all: Vec<u64> = self.state.progress.open_windows.iter().copied().collect();
+        let results = self.emit(all);
+        let panes: Vec<u64> = self.state.panes.keys().copied().collect();
+        self.drop_panes(panes);
+        results
+    }
+
+    /// The KPIs of the window starting at `start`: its panes' events that arrived while it
+    /// was open, in arrival order.
+    fn compute(&self, start: u64) -> WindowResult {
+        let end = start.saturating_add(self.size_ms);
+        let mut held: Vec<&PaneEvent> = self
+            .state
+            .panes
+            .range(start..end)
+            .flat_map(|(_, events)| events)
+            .filter(|e| e.first_window_ms <= start)
+            .collect();
+        held.sort_unstable_by_key(|e| e.seq);
+        let events: Vec<&AnalyticsEvent> = held.iter().map(|e| &e.event).collect();
+        compute_window(start, end, &events, &self.scorer)
     }
 
     fn emit(&mut self, starts: Vec<u64>) -> Vec<WindowResult> {
-        starts
-            .into_iter()
-            .filter_map(|s| {
-                let events = self.state.windows.remove(&s)?;
-                Some(compute_window(
-                    s,
-                    s.saturating_add(self.size_ms),
-                    &events,
-                    &self.scorer,
-                ))
-            })
-            .collect()
+        let results = starts.iter().map(|&s| self.compute(s)).collect();
+        for s in starts {
+            self.state.progress.open_windows.remove(&s);
+        }
+        results
+    }
+
+    fn drop_panes(&mut self, panes: Vec<u64>) {
+        for pane in &panes {
+            self.state.panes.remove(pane);
+        }
+        self.changes.dropped.extend(panes);
     }
 }
 

@@ -69,7 +69,7 @@ impl Analytics {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, Error> {
         let db = Arc::new(open_state_db(&dir.join("analytics.redb"))?);
-        state::create_tables(&db)?;
+        state::create_tables(&db, &config.window)?;
         let operator =
             WindowedKpis::restore(&config.window, LexiconScorer, state::load_operator(&db)?)?;
         log.ensure_topic(&config.conversations_topic, &config.topic_config)?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tidewater_analytics::{
-    AnalyticsEvent, Kpis, LexiconScorer, Outcome, Rating, SentimentScorer, WindowConfig,
-    WindowResult, WindowedKpis,
+    AnalyticsEvent, Kpis, LexiconScorer, OperatorState, Outcome, PaneEvent, Rating,
+    SentimentScorer, WindowConfig, WindowResult, WindowedKpis,
 };
 
 const SIZE: u64 = 1_000;
@@ -433,6 +433,93 @@ proptest! {
             for (m, k) in &got.per_model {
                 prop_assert!(same_kpis(k, &want.per_model[m]), "model {}: {:?} != {:?}", m, k, want);
             }
+        }
+    }
+}
+
+/// What a store holds when it applies [`WindowedKpis::take_changes`] as the pipeline does.
+#[derive(Default)]
+struct Store {
+    panes: BTreeMap<(u64, u64), PaneEvent>,
+    progress: String,
+}
+
+impl Store {
+    fn apply(&mut self, op: &mut WindowedKpis) {
+        let changes = op.take_changes();
+        let state = op.state();
+        for (pane, seq) in changes.added {
+            if let Some(held) = state.held(pane, seq) {
+                self.panes.insert((pane, seq), held.clone());
+            }
+        }
+        for pane in changes.dropped {
+            self.panes.retain(|&(p, _), _| p != pane);
+        }
+        self.progress = serde_json::to_string(&state.progress).unwrap();
+    }
+
+    fn state(&self) -> OperatorState {
+        let mut state = OperatorState {
+            progress: serde_json::from_str(&self.progress).unwrap(),
+            ..OperatorState::default()
+        };
+        for (&(pane, _), held) in &self.panes {
+            state.panes.entry(pane).or_default().push(held.clone());
+        }
+        state
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Stored change by change, the state equals the operator's after every commit, and an
+    /// operator restored from the store at any commit and given the rest of the stream
+    /// emits exactly what the original emitted after that commit.
+    #[test]
+    fn incremental_state_matches_and_restores(
+        steps in stream(),
+        slide in prop::sample::select(vec![SIZE, 500, 400]),
+        commit_every in 1usize..6,
+    ) {
+        let config = WindowConfig {
+            size: Duration::from_millis(SIZE),
+            slide: Some(Duration::from_millis(slide)),
+            allowed_lateness: Duration::from_millis(LATENESS),
+            idle_timeout: Duration::from_millis(IDLE),
+        };
+        let mut op = WindowedKpis::new(&config).unwrap();
+        let mut store = Store::default();
+        let run = |op: &mut WindowedKpis, steps: &[Step], emitted: &mut Vec<WindowResult>| {
+            for step in steps {
+                match step {
+                    Step::Deliver { partition, event, now } => {
+                        op.observe(*partition, event.clone(), *now);
+                    }
+                    Step::Advance { now } => emitted.extend(op.advance(*now)),
+                }
+            }
+        };
+        let mut emitted = Vec::new();
+        let mut checkpoints = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            run(&mut op, std::slice::from_ref(step), &mut emitted);
+            if i % commit_every == 0 {
+                store.apply(&mut op);
+                prop_assert_eq!(&store.state(), op.state());
+                checkpoints.push((store.state(), i + 1, emitted.len()));
+            }
+        }
+        emitted.extend(op.finish());
+        store.apply(&mut op);
+        prop_assert!(store.panes.is_empty(), "finish drops every pane");
+        for (state, next_step, already) in checkpoints {
+            let mut restored = WindowedKpis::restore(&config, LexiconScorer, state).unwrap();
+            let mut after = Vec::new();
+            run(&mut restored, &steps[next_step..], &mut after);
+            after.extend(restored.finish());
+            prop_assert_eq!(&after, &emitted[already..].to_vec());
         }
     }
 }

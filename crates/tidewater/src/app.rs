@@ -1,7 +1,6 @@
 //! Wiring: a running Tidewater (log, model, knowledge pipeline, file sources, reconcile,
 //! HTTP API) built from a [`Config`]. Used by `tidewater run` and by the benchmarks.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -344,19 +343,29 @@ async fn run_postgres(
     tokio::join!(watch_stop, run);
 }
 
-/// Serves the API for `app` on `listen` until ctrl-c / SIGTERM, then shuts down.
-pub fn serve_until_signal(app: App, listen: SocketAddr) -> Result<()> {
+/// Loads the configuration, starts the app and serves its API on `listen` until SIGINT
+/// (ctrl-c) or SIGTERM, then shuts down. The signal handlers are installed first, so a
+/// signal that arrives during start-up (model and index load) is not fatal: the app
+/// stops cleanly as soon as it has started.
+pub fn run_until_signal(load_config: impl FnOnce() -> Result<Config>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let signals = {
+        let _context = runtime.enter();
+        ShutdownSignals::install()?
+    };
+    let config = load_config()?;
+    let listen = config.listen;
+    let app = App::start(config)?;
     let state = app.api_state();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         info!(%listen, "serving the API");
-        tidewater_server::serve(listener, state, shutdown_signal()).await?;
+        tidewater_server::serve(listener, state, signals.received()).await?;
         anyhow::Ok(())
     })?;
     info!("shutting down");
@@ -364,18 +373,41 @@ pub fn serve_until_signal(app: App, listen: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, registered up front: a signal that arrives before anyone waits for
+/// it is kept, not left to the default action (which ends the process at once).
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Registers the handlers; needs a Tokio runtime context.
+    fn install() -> Result<Self> {
+        #[cfg(unix)]
         {
-            s.recv().await;
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves at the first signal (including one received before this is awaited).
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

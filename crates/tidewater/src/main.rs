@@ -116,12 +116,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run(args) => {
-            let config = args.load()?;
-            let listen = config.listen;
-            let app = app::App::start(config)?;
-            app::serve_until_signal(app, listen)
-        }
+        Command::Run(args) => app::run_until_signal(|| args.load()),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             config.validate()?;

@@ -21,7 +21,11 @@ use tidewater_log::{EmbeddedLog, Log, NewRecord, TopicConfig};
 const T0: u64 = 1_795_132_800_000;
 const CONVERSATIONS: usize = 40_000;
 
+// Small batches: many commits to crash between, and work that outlasts the kills.
 const CONFIG: &str = r#"
+[engine]
+batch_max_records = 16
+
 [analytics.window]
 size = "1s"
 allowed_lateness = "2s"
@@ -303,8 +307,10 @@ fn kpis_and_lake_rows_survive_sigkill_unchanged() {
     let mut kills_while_working = 0;
     let (mut lake_before, mut analytics_before) = (0, 0);
     for _ in 0..12 {
-        let tw = Tidewater::start(&docs, &crashed, &args);
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..1_000)));
+        let mut tw = Tidewater::start(&docs, &crashed, &args);
+        // From readiness on: start-up time (model load) would only shorten the work.
+        tw.wait_ready(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(rng.random_range(10..400)));
         tw.kill();
         let lake = rows_of(&read_lake(&crashed.join("lake"), false), "conversations").len();
         let analytics = analytics_consumed(&crashed);

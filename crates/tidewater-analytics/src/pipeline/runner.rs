@@ -264,7 +264,7 @@ impl Runner {
         }
         let closed = operator.advance(now);
         self.commit_closed(&txn, &closed, operator.watermark())?;
-        save_operator(&txn, operator.state())?;
+        save_operator(&txn, &mut operator)?;
         {
             let mut offsets = txn.open_table(OFFSETS)?;
             for input in inputs.iter() {
@@ -310,7 +310,7 @@ impl Runner {
         }
         let txn = self.db.begin_write()?;
         self.commit_closed(&txn, &closed, operator.watermark())?;
-        save_operator(&txn, operator.state())?;
+        save_operator(&txn, &mut operator)?;
         txn.commit()?;
         drop(operator);
         self.after_commit(&closed)
