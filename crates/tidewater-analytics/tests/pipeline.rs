@@ -2,6 +2,7 @@
 //! topic and in queries, late events on the `late` topic, bad events dead-lettered, and a
 //! restart that neither repeats nor loses a window; hopping windows through the same path.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,14 +72,19 @@ fn final_windows(report: &KpiReport) -> Vec<u64> {
         .collect()
 }
 
+/// A log and a running analytics pipeline under `dir`.
+fn start(dir: &Path, config: AnalyticsConfig) -> (Arc<dyn Log>, Arc<Metrics>, Arc<Analytics>) {
+    let log: Arc<dyn Log> = EmbeddedLog::open(dir.join("log"), Default::default()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let analytics = Analytics::open(dir, config, Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    analytics.start(engine()).unwrap();
+    (log, metrics, analytics)
+}
+
 #[test]
 fn windows_close_once_late_events_go_aside_and_restart_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = EmbeddedLog::open(dir.path().join("log"), Default::default()).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let analytics =
-        Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
-    analytics.start(engine()).unwrap();
+    let (log, metrics, analytics) = start(dir.path(), config());
 
     // Window [0, 10 s): two conversations, feedback joined in the same window.
     analytics
@@ -207,13 +213,9 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
 #[test]
 fn hopping_windows_overlap_and_an_event_late_for_one_still_counts_in_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = EmbeddedLog::open(dir.path().join("log"), Default::default()).unwrap();
-    let metrics = Arc::new(Metrics::default());
     let mut hopping = config();
     hopping.window.slide = Some(Duration::from_secs(5));
-    let analytics =
-        Analytics::open(dir.path(), hopping, Arc::clone(&log), Arc::clone(&metrics)).unwrap();
-    analytics.start(engine()).unwrap();
+    let (log, _metrics, analytics) = start(dir.path(), hopping);
 
     // 7 s lies in [0, 10 s) and [5 s, 15 s); 14 s in [5 s, 15 s) and [10 s, 20 s).
     analytics
