@@ -187,8 +187,11 @@ impl<S: SentimentScorer> WindowedKpis<S> {
     /// Takes one event of `partition`, seen at processing time `now_ms`.
     pub fn observe(&mut self, partition: u32, event: AnalyticsEvent, now_ms: u64) -> Outcome {
         let time = event.event_time_ms();
-        let progress = &mut self.state.progress;
-        let watermark = progress.watermarks.refresh(now_ms, self.idle_timeout_ms);
+        let watermark = self
+            .state
+            .progress
+            .watermarks
+            .refresh(now_ms, self.idle_timeout_ms);
         let (missed, open): (Vec<u64>, Vec<u64>) = self
             .window_starts(time)
             .partition(|&start| self.closes_by(start, watermark));
