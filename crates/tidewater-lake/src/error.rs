@@ -26,6 +26,9 @@ pub enum LakeError {
     /// The state store failed.
     #[error("lake state store: {0}")]
     State(#[from] redb::Error),
+    /// The engine's offsets, kept in the lake's state store, could not be read.
+    #[error("lake offsets: {0}")]
+    Offsets(#[from] tidewater_engine::EngineError),
     /// The log failed while the lake read a topic.
     #[error("log, topic '{topic}': {source}")]
     Log {
@@ -110,6 +113,7 @@ impl LakeError {
             }
             Self::OpenState { .. }
             | Self::State(_)
+            | Self::Offsets(_)
             | Self::MissingRecords { .. }
             | Self::Arrow { .. }
             | Self::Json(_)

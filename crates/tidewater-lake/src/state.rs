@@ -92,11 +92,9 @@ pub(crate) fn committed(
     topic: &str,
     partitions: u32,
 ) -> Result<Vec<u64>, LakeError> {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(OFFSETS)?;
-    (0..partitions)
-        .map(|p| Ok(table.get((PIPELINE, topic, p))?.map_or(0, |v| v.value())))
-        .collect()
+    Ok(tidewater_engine::committed_offsets(
+        db, PIPELINE, topic, partitions,
+    )?)
 }
 
 #[cfg(test)]

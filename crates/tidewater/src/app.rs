@@ -398,16 +398,19 @@ impl ShutdownSignals {
     }
 
     /// Resolves at the first signal (including one received before this is awaited).
-    async fn received(mut self) {
+    async fn received(self) {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {},
-            _ = self.terminate.recv() => {},
+        {
+            let Self {
+                mut interrupt,
+                mut terminate,
+            } = self;
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
         }
         #[cfg(not(unix))]
-        {
-            let _ = &mut self;
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
