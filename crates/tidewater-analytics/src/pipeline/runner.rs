@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, WriteTransaction};
 use serde_json::json;
 use tidewater_core::{ConversationEvent, FeedbackEvent};
 use tidewater_engine::{DeadLetterRecord, EngineConfig, Outbox, OutboxEntry, OFFSETS};
@@ -25,7 +25,7 @@ use tidewater_metrics::Metrics;
 use tracing::{info, warn};
 
 use super::config::AnalyticsConfig;
-use super::state::{save_operator, CONVERSATIONS, RESULTS};
+use super::state::{save_operator, Conversations, RESULTS};
 use crate::{AnalyticsEvent, Error, Kpis, Outcome, WindowResult, WindowedKpis};
 
 /// Name under which offsets are stored and dead letters published.
@@ -226,7 +226,7 @@ impl Runner {
         // Per input: records, late events, dead letters; counted once the batch commits.
         let mut counts = vec![[0u64; 3]; inputs.len()];
         {
-            let mut conversations = txn.open_table(CONVERSATIONS)?;
+            let mut conversations = Conversations::open(&txn)?;
             for (i, record) in &batch {
                 let input = &mut inputs[*i];
                 input.consumed = record.offset + 1;
@@ -344,8 +344,7 @@ impl Runner {
         let retention =
             u64::try_from(self.config.conversation_retention.as_millis()).unwrap_or(u64::MAX);
         if let Some(horizon) = watermark.and_then(|w| w.checked_sub(retention)) {
-            txn.open_table(CONVERSATIONS)?
-                .retain(|_, (time, _, _)| time >= horizon)?;
+            Conversations::open(txn)?.forget_before(horizon)?;
         }
         Ok(())
     }
@@ -406,7 +405,7 @@ fn decode(kind: Kind, topic: &str, record: &Record) -> Result<AnalyticsEvent, Er
 
 /// Remembers conversations, and gives feedback the model and question of its conversation.
 fn join_conversation(
-    table: &mut redb::Table<&str, (u64, &str, &str)>,
+    conversations: &mut Conversations,
     event: AnalyticsEvent,
 ) -> Result<AnalyticsEvent, Error> {
     Ok(match event {
@@ -417,12 +416,7 @@ fn join_conversation(
             ref question,
             ..
         } => {
-            if table.get(conversation_id.as_str())?.is_none() {
-                table.insert(
-                    conversation_id.as_str(),
-                    (event_time_ms, model.as_str(), question.as_str()),
-                )?;
-            }
+            conversations.remember(conversation_id, event_time_ms, model, question)?;
             event
         }
         AnalyticsEvent::Feedback {
@@ -432,11 +426,7 @@ fn join_conversation(
             comment,
             ..
         } => {
-            let known = table.get(conversation_id.as_str())?.map(|v| {
-                let (_, model, question) = v.value();
-                (model.to_owned(), question.to_owned())
-            });
-            let (model, question) = known.unzip();
+            let (model, question) = conversations.get(&conversation_id)?.unzip();
             AnalyticsEvent::Feedback {
                 conversation_id,
                 event_time_ms,

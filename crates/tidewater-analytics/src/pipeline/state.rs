@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 
 use crate::operator::{OperatorProgress, PaneEvent};
@@ -19,8 +19,81 @@ pub(crate) const PANES: TableDefinition<(u64, u64), &[u8]> =
 /// Closed windows' KPIs by window start (JSON of [`WindowResult`]).
 pub(crate) const RESULTS: TableDefinition<u64, &[u8]> = TableDefinition::new("analytics_results");
 /// Conversations remembered for joining later feedback: id → (event time, model, question).
-pub(crate) const CONVERSATIONS: TableDefinition<&str, (u64, &str, &str)> =
+const CONVERSATIONS: TableDefinition<&str, (u64, &str, &str)> =
     TableDefinition::new("analytics_conversations");
+/// The same conversations by (event time, id), so they are forgotten oldest first without
+/// reading the others.
+const CONVERSATION_TIMES: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("analytics_conversation_times");
+
+/// The remembered conversations, inside one write transaction.
+pub(crate) struct Conversations<'t> {
+    by_id: Table<'t, &'static str, (u64, &'static str, &'static str)>,
+    by_time: Table<'t, (u64, &'static str), ()>,
+}
+
+impl<'t> Conversations<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, Error> {
+        Ok(Self {
+            by_id: txn.open_table(CONVERSATIONS)?,
+            by_time: txn.open_table(CONVERSATION_TIMES)?,
+        })
+    }
+
+    /// The (model, question) of a remembered conversation.
+    pub(crate) fn get(&self, id: &str) -> Result<Option<(String, String)>, Error> {
+        Ok(self.by_id.get(id)?.map(|v| {
+            let (_, model, question) = v.value();
+            (model.to_owned(), question.to_owned())
+        }))
+    }
+
+    /// Remembers a conversation unless one with its id is remembered already.
+    pub(crate) fn remember(
+        &mut self,
+        id: &str,
+        event_time_ms: u64,
+        model: &str,
+        question: &str,
+    ) -> Result<(), Error> {
+        if self.by_id.get(id)?.is_none() {
+            self.by_id.insert(id, (event_time_ms, model, question))?;
+            self.by_time.insert((event_time_ms, id), ())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the conversations with an event time before `horizon`.
+    pub(crate) fn forget_before(&mut self, horizon: u64) -> Result<(), Error> {
+        let mut old = Vec::new();
+        for entry in self.by_time.range(..(horizon, ""))? {
+            let (key, _) = entry?;
+            let (time, id) = key.value();
+            old.push((time, id.to_owned()));
+        }
+        for (time, id) in &old {
+            self.by_time.remove((*time, id.as_str()))?;
+            self.by_id.remove(id.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Indexes by time the conversations remembered before the index existed.
+    fn index_by_time(&mut self) -> Result<(), Error> {
+        if self.by_time.first()?.is_some() {
+            return Ok(());
+        }
+        let mut all = Vec::new();
+        for entry in self.by_id.iter()? {
+            let (id, value) = entry?;
+            all.push((value.value().0, id.value().to_owned()));
+        }
+        for (time, id) in &all {
+            self.by_time.insert((*time, id.as_str()), ())?;
+        }
+        Ok(())
+    }
+}
 
 fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> Error + '_ {
     move |e| Error::Corrupt(format!("{what}: {e}"))
@@ -31,7 +104,7 @@ fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> Error + '_ {
 pub(crate) fn create_tables(db: &Database, window: &WindowConfig) -> Result<(), Error> {
     let txn = db.begin_write()?;
     txn.open_table(RESULTS)?;
-    txn.open_table(CONVERSATIONS)?;
+    Conversations::open(&txn)?.index_by_time()?;
     txn.open_table(PANES)?;
     let legacy = txn
         .open_table(OPERATOR)?
@@ -213,5 +286,42 @@ mod tests {
             .get(LEGACY_KEY)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn conversations_are_forgotten_oldest_first_including_ones_stored_before_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tidewater_engine::open_state_db(&dir.path().join("a.redb")).unwrap();
+        // Remembered before the time index existed.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(CONVERSATIONS)
+            .unwrap()
+            .insert("old", (50, "m", "q-old"))
+            .unwrap();
+        txn.commit().unwrap();
+        create_tables(&db, &WindowConfig::default()).unwrap();
+
+        let txn = db.begin_write().unwrap();
+        let mut conversations = Conversations::open(&txn).unwrap();
+        conversations.remember("a", 100, "m1", "q-a").unwrap();
+        conversations
+            .remember("a", 400, "m2", "later copy")
+            .unwrap();
+        conversations.remember("b", 200, "m1", "q-b").unwrap();
+        conversations.remember("c", 300, "m1", "q-c").unwrap();
+        assert_eq!(
+            conversations.get("a").unwrap(),
+            Some(("m1".into(), "q-a".into())),
+            "the first conversation with an id is kept"
+        );
+        conversations.forget_before(200).unwrap();
+        let known = |c: &Conversations, id| c.get(id).unwrap().is_some();
+        assert!(!known(&conversations, "old"));
+        assert!(!known(&conversations, "a"));
+        assert!(known(&conversations, "b"), "the horizon itself is kept");
+        assert!(known(&conversations, "c"));
+        conversations.forget_before(u64::MAX).unwrap();
+        assert!(conversations.by_time.first().unwrap().is_none());
+        assert!(conversations.by_id.first().unwrap().is_none());
     }
 }
