@@ -75,6 +75,14 @@ start() {
         # Tests create and drop many connections and slots; fsync adds nothing to a
         # throw-away cluster.
         opts+=" -c fsync=off"
+        # Newer PostgreSQL 15 packages (15.20) only let replication users name the output
+        # plugins listed in output_plugin_libraries (default: pgoutput, test_decoding).
+        # (Read whole first: with pipefail, `grep -q` closing the pipe early fails it.)
+        local settings
+        settings=$(as_postgres "$pg_bin/postgres" --describe-config 2>/dev/null || true)
+        if grep -q '^output_plugin_libraries' <<<"$settings"; then
+            opts+=" -c output_plugin_libraries=pgoutput,test_decoding,wal2json"
+        fi
         if [[ $# -gt 0 ]]; then
             opts+=" $*"
         fi
