@@ -17,6 +17,15 @@ pub enum Error {
         /// What is wrong, from the parser.
         reason: String,
     },
+    /// An event whose own time the event-time policy does not accept (far in the future).
+    #[error("{topic} event refused: {source}")]
+    EventTime {
+        /// The topic.
+        topic: String,
+        /// Why its time is not accepted.
+        #[source]
+        source: tidewater_core::EventTimeError,
+    },
     /// The topic is neither the conversations nor the feedback topic.
     #[error("topic '{0}' is not an analytics topic")]
     UnknownTopic(String),
@@ -43,9 +52,10 @@ impl Error {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Self::InvalidWindow(_) | Self::InvalidEvent { .. } | Self::UnknownTopic(_) => {
-                ErrorDomain::User
-            }
+            Self::InvalidWindow(_)
+            | Self::InvalidEvent { .. }
+            | Self::EventTime { .. }
+            | Self::UnknownTopic(_) => ErrorDomain::User,
             Self::Log(_) => ErrorDomain::External,
             _ => ErrorDomain::Internal,
         }

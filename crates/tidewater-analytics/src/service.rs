@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use redb::Database;
 use serde::Serialize;
 use serde_json::Value;
-use tidewater_core::{ConversationEvent, FeedbackEvent};
+use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
 use tidewater_engine::{open_state_db, EngineConfig};
 use tidewater_log::{Log, NewRecord, Position, TopicConfig};
 use tidewater_metrics::Metrics;
@@ -28,6 +28,7 @@ pub struct Analytics {
     db: Arc<Database>,
     log: Arc<dyn Log>,
     config: AnalyticsConfig,
+    event_time: EventTimePolicy,
     metrics: Arc<Metrics>,
     operator: Arc<Mutex<WindowedKpis>>,
     running: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
@@ -61,10 +62,12 @@ pub struct KpiReport {
 }
 
 impl Analytics {
-    /// Opens the state under `dir` (`analytics.redb`) and creates the topics.
+    /// Opens the state under `dir` (`analytics.redb`) and creates the topics. Events whose
+    /// time `event_time` does not accept are dead-lettered.
     pub fn open(
         dir: &Path,
         config: AnalyticsConfig,
+        event_time: EventTimePolicy,
         log: Arc<dyn Log>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, Error> {
@@ -91,6 +94,7 @@ impl Analytics {
             db,
             log,
             config,
+            event_time,
             metrics,
             operator: Arc::new(Mutex::new(operator)),
             running: Mutex::new(None),
@@ -104,10 +108,11 @@ impl Analytics {
             db: Arc::clone(&self.db),
             log: Arc::clone(&self.log),
             config: self.config.clone(),
+            event_time: self.event_time.clone(),
             engine,
             metrics: Arc::clone(&self.metrics),
             operator: Arc::clone(&self.operator),
-            outputs: Outputs::new(&self.config),
+            outputs: Outputs::new(&self.config, &self.metrics.watchdog),
             stop: Arc::clone(&stop),
         };
         let thread = std::thread::Builder::new()
@@ -136,30 +141,38 @@ impl Analytics {
         topic == self.config.conversations_topic || topic == self.config.feedback_topic
     }
 
-    /// Checks every event against its topic's form, then appends them all (keyed by
-    /// conversation id). One invalid event rejects the whole call; nothing is appended.
+    /// Checks every event against its topic's form and its time against the event-time
+    /// policy, then appends them all (keyed by conversation id). One invalid event rejects
+    /// the whole call; nothing is appended. The policy is applied with the log time the
+    /// records get, so an event refused here is one the pipeline would dead-letter.
     pub fn ingest(&self, topic: &str, events: Vec<Value>) -> Result<Vec<Position>, Error> {
+        let log_time_ms = tidewater_core::time::now_ms();
         let mut records = Vec::with_capacity(events.len());
         for (n, event) in events.into_iter().enumerate() {
-            let invalid = |e: serde_json::Error| Error::InvalidEvent {
+            let invalid = |reason: String| Error::InvalidEvent {
                 topic: topic.to_owned(),
-                reason: format!("event {n}: {e}"),
+                reason: format!("event {n}: {reason}"),
             };
-            let id = if topic == self.config.conversations_topic {
-                serde_json::from_value::<ConversationEvent>(event.clone())
-                    .map_err(invalid)?
-                    .conversation_id
+            let (id, event_time_ms) = if topic == self.config.conversations_topic {
+                let c = serde_json::from_value::<ConversationEvent>(event.clone())
+                    .map_err(|e| invalid(e.to_string()))?;
+                (c.conversation_id, c.event_time_ms)
             } else if topic == self.config.feedback_topic {
-                serde_json::from_value::<FeedbackEvent>(event.clone())
-                    .map_err(invalid)?
-                    .conversation_id
+                let f = serde_json::from_value::<FeedbackEvent>(event.clone())
+                    .map_err(|e| invalid(e.to_string()))?;
+                (f.conversation_id, f.event_time_ms)
             } else {
                 return Err(Error::UnknownTopic(topic.to_owned()));
             };
+            if let Some(event_time_ms) = event_time_ms {
+                self.event_time
+                    .check(event_time_ms, log_time_ms)
+                    .map_err(|e| invalid(e.to_string()))?;
+            }
             records.push(NewRecord {
                 key: Some(id.into_bytes()),
                 value: event.to_string().into_bytes(),
-                timestamp_ms: tidewater_core::time::now_ms(),
+                timestamp_ms: log_time_ms,
             });
         }
         self.append(topic, records)

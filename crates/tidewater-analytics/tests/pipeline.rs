@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tidewater_analytics::{Analytics, AnalyticsConfig, KpiReport, WindowConfig};
+use tidewater_core::EventTimePolicy;
 use tidewater_engine::EngineConfig;
 use tidewater_log::{EmbeddedLog, Log, NewRecord};
 use tidewater_metrics::Metrics;
@@ -76,7 +77,14 @@ fn final_windows(report: &KpiReport) -> Vec<u64> {
 fn start(dir: &Path, config: AnalyticsConfig) -> (Arc<dyn Log>, Arc<Metrics>, Arc<Analytics>) {
     let log: Arc<dyn Log> = EmbeddedLog::open(dir.join("log"), Default::default()).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let analytics = Analytics::open(dir, config, Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    let analytics = Analytics::open(
+        dir,
+        config,
+        EventTimePolicy::default(),
+        Arc::clone(&log),
+        Arc::clone(&metrics),
+    )
+    .unwrap();
     analytics.start(engine()).unwrap();
     (log, metrics, analytics)
 }
@@ -181,8 +189,14 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     // Restart: the open window survives, nothing is repeated.
     analytics.stop();
     drop(analytics);
-    let analytics =
-        Analytics::open(dir.path(), config(), Arc::clone(&log), Arc::clone(&metrics)).unwrap();
+    let analytics = Analytics::open(
+        dir.path(),
+        config(),
+        EventTimePolicy::default(),
+        Arc::clone(&log),
+        Arc::clone(&metrics),
+    )
+    .unwrap();
     let before = analytics.kpis(None, None).unwrap();
     assert_eq!(before.windows.len(), 2, "{before:?}");
     analytics.start(engine()).unwrap();
@@ -268,6 +282,111 @@ fn hopping_windows_overlap_and_an_event_late_for_one_still_counts_in_the_next() 
     assert_eq!(
         report.windows[0].result.overall.conversations, 1,
         "a closed window does not change"
+    );
+    analytics.stop();
+}
+
+/// H02: one conversation stamped far in the future (2^63 ms) used to move the watermark
+/// there, so every later conversation was late and no window for the present was ever
+/// computed. The event-time policy refuses it at the door and, appended to the log by any
+/// other way, dead-letters it (judged against its log time) without moving the watermark;
+/// an event within the skew is accepted.
+#[test]
+fn h02_a_far_future_event_is_dead_lettered_and_later_events_count_in_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, metrics, analytics) = start(dir.path(), config());
+    let now = tidewater_core::time::now_ms();
+    let far = 1u64 << 63;
+
+    // At the door: refused, nothing appended.
+    let refused = analytics
+        .ingest(
+            "conversations",
+            vec![conversation("door", far, "m1", 10, "q")],
+        )
+        .unwrap_err();
+    assert!(refused.to_string().contains("max_future_skew"), "{refused}");
+    assert_eq!(topic_values(log.as_ref(), "conversations").len(), 0);
+
+    // In the log (as a replay or another writer puts it there): dead-lettered.
+    log.append(
+        "conversations",
+        vec![NewRecord {
+            key: Some(b"future".to_vec()),
+            value: conversation("future", far, "m1", 10, "q")
+                .to_string()
+                .into_bytes(),
+            timestamp_ms: now,
+        }],
+    )
+    .unwrap();
+    wait_for("the far-future event's dead letter", || {
+        topic_values(log.as_ref(), "analytics.dead-letters").len() == 1
+    });
+    let letter = &topic_values(log.as_ref(), "analytics.dead-letters")[0];
+    assert_eq!(letter["topic"], "conversations");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("max_future_skew") && reason.contains(&far.to_string()),
+        "{reason}"
+    );
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with(&["analytics", "conversations"])
+            .get(),
+        1
+    );
+    // Well past the idle timeout, the partition is idle: the watermark would now be the
+    // largest event time seen, had the far-future event counted.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(analytics.kpis(None, None).unwrap().watermark_ms, None);
+
+    // Conversations of the present count in their window; none is late.
+    let t = u64::try_from(now).unwrap();
+    analytics
+        .ingest(
+            "conversations",
+            vec![
+                conversation("c1", t, "m1", 100, "q"),
+                conversation("c2", t + 1, "m1", 100, "q"),
+            ],
+        )
+        .unwrap();
+    let window_of = |t: u64| t - t % 10_000;
+    wait_for("the present's window", || {
+        let report = analytics.kpis(None, None).unwrap();
+        report.windows.iter().any(|w| {
+            w.result.window_start_ms == window_of(t + 1) && w.result.overall.conversations >= 1
+        })
+    });
+    // Within the skew (4 min ahead of its log time): accepted.
+    let ahead = t + 4 * 60_000;
+    analytics
+        .ingest(
+            "conversations",
+            vec![conversation("soon", ahead, "m1", 100, "q")],
+        )
+        .unwrap();
+    wait_for("the event within the skew", || {
+        let report = analytics.kpis(None, None).unwrap();
+        report
+            .windows
+            .iter()
+            .any(|w| w.result.window_start_ms == window_of(ahead))
+    });
+    let report = analytics.kpis(None, None).unwrap();
+    assert_eq!(report.late_events, 0, "{report:?}");
+    let counted: u64 = report
+        .windows
+        .iter()
+        .map(|w| w.result.overall.conversations)
+        .sum();
+    assert_eq!(counted, 3, "{report:?}");
+    assert!(report.watermark_ms.unwrap() <= ahead, "{report:?}");
+    assert_eq!(
+        topic_values(log.as_ref(), "analytics.dead-letters").len(),
+        1
     );
     analytics.stop();
 }

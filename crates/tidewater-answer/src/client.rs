@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use reqwest::header::{ACCEPT, RETRY_AFTER};
+use tidewater_core::redact::redact;
 use tidewater_core::ChatMessage;
 
-use crate::error::Awaited;
+use crate::error::{Awaited, Oversized};
 use crate::sse::SseDecoder;
 use crate::wire::{self, ChatRequest, StreamEvent};
 use crate::{retry, LlmConfig, LlmError};
@@ -28,6 +29,9 @@ pub type TokenStream = Pin<Box<dyn Stream<Item = Result<String, LlmError>> + Sen
 /// may pass ([`LlmError::retryable`]), waiting a jittered, doubling back-off or the
 /// server's `Retry-After` between attempts. A stream is retried only until its first
 /// token: after that, the answer has been seen.
+///
+/// Responses are read piece by piece and refused past `max_response_bytes`, and errors and
+/// log lines show the endpoint with its secrets masked ([`redact`]).
 #[derive(Clone)]
 pub struct ChatClient {
     http: reqwest::Client,
@@ -40,11 +44,19 @@ pub struct ChatClient {
     max_tokens: Option<u32>,
 }
 
+/// The most bytes of an error response read for its message: enough for any error
+/// message, little enough to read whatever the endpoint sends.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
 /// Where requests go; every error names it.
 #[derive(Debug)]
 struct Endpoint {
     url: reqwest::Url,
+    /// `url` with its secrets masked: what errors and logs show.
+    shown: String,
     model: String,
+    /// `max_response_bytes`.
+    max_bytes: usize,
 }
 
 /// How one attempt failed.
@@ -84,8 +96,10 @@ impl ChatClient {
         Ok(Self {
             http,
             endpoint: Arc::new(Endpoint {
+                shown: redact(url.as_str()).into_owned(),
                 url,
                 model: config.model.clone(),
+                max_bytes: config.max_response_bytes,
             }),
             api_key,
             timeout: config.timeout,
@@ -101,9 +115,10 @@ impl ChatClient {
         &self.endpoint.model
     }
 
-    /// The endpoint requests go to: `{base_url}/chat/completions`.
+    /// The endpoint requests go to, `{base_url}/chat/completions`, with any password or
+    /// secret parameter in it masked.
     pub fn url(&self) -> &str {
-        self.endpoint.url.as_str()
+        &self.endpoint.shown
     }
 
     /// Asks for a whole answer (`"stream": false`); each attempt must finish within
@@ -173,7 +188,7 @@ impl ChatClient {
             }
             let delay = retry::delay(retry, failed.retry_after);
             tracing::warn!(
-                url = %self.endpoint.url,
+                url = %self.endpoint.shown,
                 model = %self.endpoint.model,
                 attempt = retry + 1,
                 ?delay,
@@ -187,10 +202,12 @@ impl ChatClient {
 
     async fn complete_once(&self, body: &ChatRequest<'_>) -> Result<String, Failed> {
         let response = self.send(body).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.endpoint.transport(e))?;
+        let limit = self.endpoint.max_bytes;
+        let bytes = match read_body(response, limit).await {
+            Ok(Body::Whole(bytes)) => bytes,
+            Ok(Body::Cut(_)) => return Err(self.endpoint.too_large(Oversized::Body).into()),
+            Err(e) => return Err(self.endpoint.transport(e).into()),
+        };
         wire::completion_text(&bytes).map_err(|reason| self.endpoint.malformed(reason).into())
     }
 
@@ -201,16 +218,17 @@ impl ChatClient {
         let mut deltas = Deltas {
             response,
             endpoint: Arc::clone(&self.endpoint),
-            decoder: SseDecoder::default(),
+            decoder: SseDecoder::new(self.endpoint.max_bytes),
             pending: VecDeque::new(),
+            answer_bytes: 0,
             ended: false,
         };
         deltas.fill(None).await?;
         Ok(deltas)
     }
 
-    /// Sends one request; a non-success status becomes an error carrying the body's
-    /// message and the `Retry-After` header.
+    /// Sends one request; a non-success status becomes an error carrying the message of
+    /// the body's start and the `Retry-After` header.
     async fn send(&self, body: &ChatRequest<'_>) -> Result<reqwest::Response, Failed> {
         let mut request = self.http.post(self.endpoint.url.clone()).json(body);
         if body.stream {
@@ -232,9 +250,9 @@ impl ChatClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(retry::parse_retry_after);
-        let message = match response.bytes().await {
-            Ok(body) => wire::error_message(&body),
-            Err(e) => format!("(the error body could not be read: {e})"),
+        let message = match read_body(response, MAX_ERROR_BODY_BYTES).await {
+            Ok(Body::Whole(body) | Body::Cut(body)) => wire::error_message(&body),
+            Err(e) => format!("(the error body could not be read: {})", e.without_url()),
         };
         Err(Failed {
             error: self.endpoint.status(status.as_u16(), message),
@@ -247,7 +265,7 @@ impl std::fmt::Debug for ChatClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not derived: the API key must not reach logs.
         f.debug_struct("ChatClient")
-            .field("url", &self.endpoint.url.as_str())
+            .field("url", &self.endpoint.shown)
             .field("model", &self.endpoint.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "…"))
             .field("timeout", &self.timeout)
@@ -264,8 +282,38 @@ struct Deltas {
     decoder: SseDecoder,
     /// Text received and not yet handed out.
     pending: VecDeque<String>,
+    /// Bytes of answer text received so far.
+    answer_bytes: usize,
     /// `[DONE]`, or the end of the body, was reached.
     ended: bool,
+}
+
+/// A response body read up to a limit.
+enum Body {
+    /// The whole body.
+    Whole(Vec<u8>),
+    /// The first bytes of a body longer than the limit; the rest was not read.
+    Cut(Vec<u8>),
+}
+
+/// Reads `response`'s body piece by piece, stopping once it exceeds `limit` bytes (a
+/// declared `Content-Length` over it stops before anything is read).
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Body, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|declared| declared > limit as u64)
+    {
+        return Ok(Body::Cut(Vec::new()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            body.extend_from_slice(&chunk[..limit - body.len()]);
+            return Ok(Body::Cut(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Whole(body))
 }
 
 impl Deltas {
@@ -280,16 +328,17 @@ impl Deltas {
                     .map_err(|_| self.endpoint.timeout(Awaited::NextChunk, limit))?,
                 None => read.await,
             };
+            let too_large = |_| self.endpoint.too_large(Oversized::Event);
             match chunk.map_err(|e| self.endpoint.transport(e))? {
                 Some(bytes) => {
-                    for data in self.decoder.push(&bytes) {
+                    for data in self.decoder.push(&bytes).map_err(too_large)? {
                         self.event(&data)?;
                     }
                 }
                 None => {
                     // A body that ends without `[DONE]` (older llama.cpp servers) ends the
                     // answer too; a connection cut mid-body is a read error above.
-                    if let Some(data) = self.decoder.finish() {
+                    if let Some(data) = self.decoder.finish().map_err(too_large)? {
                         self.event(&data)?;
                     }
                     self.ended = true;
@@ -304,7 +353,13 @@ impl Deltas {
             return Ok(());
         }
         match wire::stream_event(data).map_err(|reason| self.endpoint.malformed(reason))? {
-            StreamEvent::Delta(text) if !text.is_empty() => self.pending.push_back(text),
+            StreamEvent::Delta(text) if !text.is_empty() => {
+                self.answer_bytes += text.len();
+                if self.answer_bytes > self.endpoint.max_bytes {
+                    return Err(self.endpoint.too_large(Oversized::Answer));
+                }
+                self.pending.push_back(text);
+            }
             StreamEvent::Delta(_) => {}
             StreamEvent::Done => self.ended = true,
             StreamEvent::Error(message) => return Err(self.endpoint.upstream(message)),
@@ -329,11 +384,13 @@ impl Deltas {
 
 impl Endpoint {
     fn url(&self) -> String {
-        self.url.to_string()
+        self.shown.clone()
     }
 
     /// A failure to connect, send or read.
     fn transport(&self, source: reqwest::Error) -> LlmError {
+        // reqwest's error carries the URL, password included: the endpoint is named here.
+        let source = source.without_url();
         let (url, model) = (self.url(), self.model.clone());
         if source.is_connect() {
             LlmError::Unreachable { url, model, source }
@@ -375,6 +432,15 @@ impl Endpoint {
             reason,
         }
     }
+
+    fn too_large(&self, part: Oversized) -> LlmError {
+        LlmError::TooLarge {
+            url: self.url(),
+            model: self.model.clone(),
+            part,
+            limit: self.max_bytes,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +475,25 @@ mod tests {
         assert_send_borrowed(&client.stream(&messages));
         let stream: TokenStream = Box::pin(futures_util::stream::empty());
         assert_send(&stream);
+    }
+
+    #[test]
+    fn the_url_shown_in_debug_and_errors_has_its_password_masked() {
+        let config = LlmConfig::new("http://llmuser:hunter2pw@127.0.0.1:9/v1", "m");
+        let client = ChatClient::new(&config).unwrap();
+        assert_eq!(
+            client.url(),
+            "http://llmuser:***@127.0.0.1:9/v1/chat/completions"
+        );
+        for shown in [
+            format!("{client:?}"),
+            format!("{config:?}"),
+            client.endpoint.status(500, "boom".into()).to_string(),
+        ] {
+            assert!(!shown.contains("hunter2pw"), "{shown}");
+        }
+        let err = ChatClient::new(&LlmConfig::new("ftp://u:hunter2pw@h/v1", "m")).unwrap_err();
+        assert!(!err.to_string().contains("hunter2pw"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tidewater_core::redact::redact;
 
 /// How `/v1/ask` answers.
 ///
@@ -108,7 +109,9 @@ impl Default for PromptTemplate {
 }
 
 /// An OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp, Ollama, OpenAI).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` masks secrets in the base URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmConfig {
     /// Base URL of the API, e.g. `http://127.0.0.1:8000/v1`; requests go to
@@ -139,6 +142,29 @@ pub struct LlmConfig {
     /// Limit of generated tokens. Unset: not sent, the server's default applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Most bytes read from the endpoint for one answer: the whole body of an answer that
+    /// is not streamed; for a streamed one, each event and the text of the whole answer.
+    /// A larger response fails the request (`/v1/ask` answers 502), so a broken or hostile
+    /// endpoint cannot make the server buffer without bound.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: a password in the base URL must not reach logs.
+        f.debug_struct("LlmConfig")
+            .field("base_url", &redact(&self.base_url))
+            .field("model", &self.model)
+            .field("api_key_env", &self.api_key_env)
+            .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 impl LlmConfig {
@@ -153,6 +179,7 @@ impl LlmConfig {
             max_retries: default_max_retries(),
             temperature: None,
             max_tokens: None,
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 
@@ -176,20 +203,24 @@ impl LlmConfig {
         if self.max_tokens == Some(0) {
             return Err("max_tokens must be at least 1".into());
         }
+        if self.max_response_bytes == 0 {
+            return Err("max_response_bytes must be at least 1".into());
+        }
         Ok(())
     }
 
-    /// `{base_url}/chat/completions`, checked to be an http or https URL.
+    /// `{base_url}/chat/completions`, checked to be an http or https URL. The error shows
+    /// the base URL with its secrets masked.
     pub(crate) fn completions_url(&self) -> Result<reqwest::Url, String> {
         let base = self.base_url.trim_end_matches('/');
+        let shown = redact(&self.base_url);
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!(
-                "base_url {:?} must start with http:// or https://",
-                self.base_url
+                "base_url {shown:?} must start with http:// or https://"
             ));
         }
         reqwest::Url::parse(&format!("{base}/chat/completions"))
-            .map_err(|e| format!("base_url {:?} is not a URL: {e}", self.base_url))
+            .map_err(|e| format!("base_url {shown:?} is not a URL: {e}"))
     }
 }
 
@@ -204,6 +235,9 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_retries() -> u32 {
     2
+}
+fn default_max_response_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 #[cfg(test)]

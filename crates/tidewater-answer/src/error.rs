@@ -89,6 +89,44 @@ pub enum LlmError {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// The endpoint sent more than `max_response_bytes`; the rest was not read.
+    #[error(
+        "the language model {model} at {url} sent {part} over {limit} bytes \
+         (answer.llm.max_response_bytes)"
+    )]
+    TooLarge {
+        /// The endpoint.
+        url: String,
+        /// The model asked.
+        model: String,
+        /// What was too large.
+        part: Oversized,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// What a [`LlmError::TooLarge`] found too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Oversized {
+    /// The body of an answer that is not streamed.
+    Body,
+    /// One event (or one line) of a streamed answer.
+    Event,
+    /// The text of a streamed answer, all pieces together.
+    Answer,
+}
+
+impl std::fmt::Display for Oversized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Oversized::Body => "a response body",
+            Oversized::Event => "a streamed event",
+            Oversized::Answer => "a streamed answer",
+        })
+    }
 }
 
 /// What a [`LlmError::Timeout`] waited for.
@@ -125,7 +163,43 @@ impl LlmError {
             | Self::Timeout { .. }
             | Self::Status { .. }
             | Self::Upstream { .. }
-            | Self::Malformed { .. } => ErrorDomain::External,
+            | Self::Malformed { .. }
+            | Self::TooLarge { .. } => ErrorDomain::External,
+        }
+    }
+
+    /// What a client of the API may be told: which model failed and how, without the
+    /// endpoint's URL or anything the endpoint sent (the [`Display`](std::fmt::Display)
+    /// form, with both, is for the server's log).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::InvalidConfig { .. } => "the language model is not configured correctly".into(),
+            Self::Unreachable { model, .. } => {
+                format!("the language model '{model}' is unreachable")
+            }
+            Self::Interrupted { model, .. } => {
+                format!("the connection to the language model '{model}' broke")
+            }
+            Self::Timeout {
+                model,
+                waiting_for,
+                after,
+                ..
+            } => {
+                format!("the language model '{model}' timed out: no {waiting_for} within {after:?}")
+            }
+            Self::Status { model, status, .. } => {
+                format!("the language model '{model}' failed: HTTP {status}")
+            }
+            Self::Upstream { model, .. } => {
+                format!("the language model '{model}' reported an error mid-stream")
+            }
+            Self::Malformed { model, .. } => {
+                format!("the language model '{model}' sent an invalid response")
+            }
+            Self::TooLarge {
+                model, part, limit, ..
+            } => format!("the language model '{model}' sent {part} over {limit} bytes"),
         }
     }
 
@@ -136,7 +210,10 @@ impl LlmError {
         match self {
             Self::Unreachable { .. } | Self::Interrupted { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => is_retryable_status(*status),
-            Self::InvalidConfig { .. } | Self::Upstream { .. } | Self::Malformed { .. } => false,
+            Self::InvalidConfig { .. }
+            | Self::Upstream { .. }
+            | Self::Malformed { .. }
+            | Self::TooLarge { .. } => false,
         }
     }
 }

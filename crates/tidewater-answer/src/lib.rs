@@ -17,6 +17,6 @@ mod wire;
 
 pub use client::{ChatClient, TokenStream};
 pub use config::{AnswerConfig, LlmConfig, PromptTemplate};
-pub use error::{Awaited, LlmError};
+pub use error::{Awaited, LlmError, Oversized};
 pub use extractive::{extractive_answer, Extractive, NO_ANSWER};
 pub use prompt::{build_prompt, ContextChunk, Prompt};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tidewater_answer::{Awaited, ChatClient, LlmConfig, LlmError};
+use tidewater_answer::{Awaited, ChatClient, LlmConfig, LlmError, Oversized};
 use tidewater_core::{ChatMessage, ErrorDomain};
 
 /// A running test server, killed when dropped (also when a test panics).
@@ -330,4 +330,241 @@ async fn the_test_server_lists_models_and_answers_unknown_paths_with_json() {
         .unwrap()
         .contains("/v1/embeddings"));
     assert!(server.requests().is_empty());
+}
+
+/// A one-shot HTTP server for responses the test server cannot send: it answers each
+/// connection with `head` and then `body_piece` repeated until the client stops reading
+/// (or `max_pieces` are sent). Returns the base URL.
+fn raw_server(head: &'static str, body_piece: &'static [u8], max_pieces: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                // The request: headers, then the body its Content-Length announces.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                let header_end = loop {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                };
+                let head_text = String::from_utf8_lossy(&request[..header_end]).to_lowercase();
+                let length: usize = head_text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < header_end + length {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..max_pieces {
+                    if stream.write_all(body_piece).is_err() {
+                        return; // the client stopped reading
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+/// 1 MiB of one byte.
+static MIB_OF_A: [u8; 1 << 20] = [b'A'; 1 << 20];
+
+#[tokio::test]
+async fn n1_a_response_body_over_the_cap_fails_without_reading_the_rest() {
+    // A completion body of up to 4 GiB, no Content-Length: read until the cap, then refused.
+    let base_url = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n\
+         {\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
+        &MIB_OF_A,
+        4096,
+    );
+    let mut config = config_for(&base_url);
+    config.max_response_bytes = 1 << 20;
+    config.timeout = Duration::from_secs(20);
+    let client = ChatClient::new(&config).unwrap();
+    let started = Instant::now();
+    let err = client.complete(&messages()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::TooLarge {
+                part: Oversized::Body,
+                limit,
+                ..
+            } if limit == 1 << 20
+        ),
+        "{err:?}"
+    );
+    assert!(!err.retryable(), "the same answer would come again");
+    assert_eq!(err.domain(), ErrorDomain::External);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A declared Content-Length over the cap is refused before the body is read.
+    let base_url = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9000000000\r\n\r\n",
+        &MIB_OF_A,
+        4096,
+    );
+    let mut config = config_for(&base_url);
+    config.max_response_bytes = 1 << 20;
+    let err = ChatClient::new(&config)
+        .unwrap()
+        .complete(&messages())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::TooLarge { .. }), "{err:?}");
+
+    // An error body is read only as far as its message needs.
+    let base_url = raw_server(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"error\":{\"message\":\"",
+        &MIB_OF_A,
+        4096,
+    );
+    let mut config = config_for(&base_url);
+    config.max_retries = 0;
+    let err = ChatClient::new(&config)
+        .unwrap()
+        .complete(&messages())
+        .await
+        .unwrap_err();
+    let LlmError::Status {
+        status: 500,
+        ref message,
+        ..
+    } = err
+    else {
+        panic!("not a status error: {err:?}");
+    };
+    assert!(message.len() < 2048, "{} bytes", message.len());
+}
+
+#[tokio::test]
+async fn n1_an_unterminated_event_over_the_cap_ends_the_stream_with_an_error() {
+    // One token, then a `data:` line that never ends.
+    let base_url = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+         data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The\"}}]}\n\n\
+         data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+        &MIB_OF_A,
+        4096,
+    );
+    let mut config = config_for(&base_url);
+    config.max_response_bytes = 1 << 20;
+    config.idle_timeout = Duration::from_secs(20);
+    let client = ChatClient::new(&config).unwrap();
+    let mut stream = client.stream(&messages()).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), "The");
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::TooLarge {
+                part: Oversized::Event,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after an error"
+    );
+}
+
+#[tokio::test]
+async fn n1_a_streamed_answer_over_the_cap_ends_with_an_error() {
+    // Small events, but together more than the cap.
+    let reply = "word ".repeat(400);
+    let server = TestServer::start(&["--reply", &reply]);
+    let mut config = server.config();
+    config.max_response_bytes = 1000;
+    let client = ChatClient::new(&config).unwrap();
+    let mut stream = client.stream(&messages()).await.unwrap();
+    let mut received = 0;
+    let err = loop {
+        match stream.next().await.expect("an error before the end") {
+            Ok(piece) => received += piece.len(),
+            Err(err) => break err,
+        }
+    };
+    assert!(received <= 1000, "{received}");
+    assert!(
+        matches!(
+            err,
+            LlmError::TooLarge {
+                part: Oversized::Answer,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn n5_errors_and_summaries_never_show_the_url_password() {
+    let server = TestServer::start(&["--fail", "10"]);
+    let base_url = server
+        .base_url
+        .replace("http://", "http://llmuser:SECRETPW@");
+    let mut config = config_for(&base_url);
+    config.max_retries = 0;
+    let client = ChatClient::new(&config).unwrap();
+    assert!(!client.url().contains("SECRETPW"), "{}", client.url());
+    let err = client.complete(&messages()).await.unwrap_err();
+    assert!(
+        matches!(err, LlmError::Status { status: 500, .. }),
+        "{err:?}"
+    );
+    // The log's form names the endpoint without the password; the client's form names
+    // neither the endpoint nor what it sent.
+    let detail = err.to_string();
+    assert!(
+        detail.contains("llmuser:***@") && !detail.contains("SECRETPW"),
+        "{detail}"
+    );
+    assert!(!format!("{err:?}").contains("SECRETPW"), "{err:?}");
+    assert_eq!(
+        err.summary(),
+        "the language model 'test-model' failed: HTTP 500"
+    );
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut config = config_for(&format!("http://llmuser:SECRETPW@127.0.0.1:{port}/v1"));
+    config.max_retries = 0;
+    let err = ChatClient::new(&config)
+        .unwrap()
+        .complete(&messages())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::Unreachable { .. }), "{err:?}");
+    assert!(!err.to_string().contains("SECRETPW"), "{err}");
+    assert!(!format!("{err:?}").contains("SECRETPW"), "{err:?}");
+    assert_eq!(
+        err.summary(),
+        "the language model 'test-model' is unreachable"
+    );
 }

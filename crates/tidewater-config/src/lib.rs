@@ -11,13 +11,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidewater_analytics::AnalyticsConfig;
 use tidewater_answer::AnswerConfig;
+use tidewater_core::EventTimePolicy;
 use tidewater_embed::EmbedderConfig;
 use tidewater_engine::EngineConfig;
 use tidewater_knowledge::KnowledgeConfig;
 use tidewater_lake::LakeConfig;
 use tidewater_log::EmbeddedLogConfig;
+use tidewater_metrics::HealthConfig;
 use tidewater_profiles::ProfilesConfig;
 use tidewater_sources::FilesConfig;
+
+mod server;
+
+pub use server::ServerConfig;
+
+/// Bytes a document event's header may take besides the file's content (id up to
+/// `MAX_ID_BYTES`, source name, hash, metadata), so a file of `max_file_bytes` always fits
+/// one log record.
+const DOCUMENT_HEADER_ROOM: u64 = 64 * 1024;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,10 +54,16 @@ pub struct Config {
     pub profiles: Option<ProfilesConfig>,
     /// Windowed KPIs over conversations and feedback.
     pub analytics: AnalyticsConfig,
+    /// Which event times the event-time pipelines (analytics) accept.
+    pub event_time: EventTimePolicy,
     /// Answers (`/v1/ask`): retrieval, prompt template, language model.
     pub answer: AnswerConfig,
     /// The Parquet lake.
     pub lake: LakeConfig,
+    /// When a source or pipeline counts as stalled.
+    pub health: HealthConfig,
+    /// The HTTP API's hosts, connection limits and timeouts.
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -62,8 +79,11 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             profiles: None,
             analytics: AnalyticsConfig::default(),
+            event_time: EventTimePolicy::default(),
             answer: AnswerConfig::default(),
             lake: LakeConfig::default(),
+            health: HealthConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -211,8 +231,17 @@ impl Config {
             profiles
                 .validate()
                 .map_err(|e| ConfigError::Invalid(format!("profiles: {e}")))?;
+            // Every profile must fit one record of the output topic.
+            if profiles.max_profile_bytes > self.log.max_record_bytes as u64 {
+                return Err(ConfigError::Invalid(format!(
+                    "profiles.max_profile_bytes ({}) is larger than log.max_record_bytes ({}): \
+                     a profile that size could never be published",
+                    profiles.max_profile_bytes, self.log.max_record_bytes
+                )));
+            }
         }
         self.answer.validate().map_err(ConfigError::Invalid)?;
+        self.server.validate().map_err(ConfigError::Invalid)?;
         self.analytics
             .window
             .validate()
@@ -222,6 +251,88 @@ impl Config {
                 "engine.batch_max_records must be at least 1".into(),
             ));
         }
+        self.validate_limits()
+    }
+
+    /// The checks the components would otherwise make only when `run` starts them (a topic's
+    /// partitions when the log creates it, a source's limits when it starts): here, so that
+    /// `check-config` refuses what `run` would. Sizes, counts and intervals of zero make no
+    /// sense anywhere: a record limit of 0 would refuse every write.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| Err(ConfigError::Invalid(reason));
+        let at_least_one = |key: &str, value: u64| match value {
+            0 => invalid(format!("{key} must be at least 1")),
+            _ => Ok(()),
+        };
+        let positive = |key: &str, value: Duration| match value.is_zero() {
+            true => invalid(format!("{key} must be longer than 0s")),
+            false => Ok(()),
+        };
+        at_least_one("log.segment_bytes", self.log.segment_bytes)?;
+        at_least_one("log.max_record_bytes", self.log.max_record_bytes as u64)?;
+        let topic_configs = [
+            ("knowledge", Some(&self.knowledge.topic_config)),
+            ("analytics", Some(&self.analytics.topic_config)),
+            ("profiles", self.profiles.as_ref().map(|p| &p.topic_config)),
+        ];
+        for (section, topic_config) in topic_configs {
+            if topic_config.is_some_and(|t| t.partitions == 0) {
+                return invalid(format!(
+                    "{section}.topic_config.partitions must be at least 1: a topic needs a partition"
+                ));
+            }
+        }
+        self.knowledge
+            .index
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("knowledge: {e}")))?;
+        match &self.embedding {
+            EmbedderConfig::Local(local) => {
+                at_least_one("embedding.batch_size", local.batch_size as u64)?;
+                if local.max_seq_len < 2 {
+                    return invalid("embedding.max_seq_len must be at least 2".into());
+                }
+                if local.threads == Some(0) {
+                    return invalid("embedding.threads must be at least 1".into());
+                }
+            }
+            EmbedderConfig::Openai(openai) => {
+                tidewater_embed::OpenAiEmbedder::check_config(openai)
+                    .map_err(|e| ConfigError::Invalid(format!("embedding: {e}")))?;
+            }
+        }
+        for files in &self.sources.files {
+            if files.name.is_empty() {
+                return invalid("sources.files.name must not be empty".into());
+            }
+            let key = |field: &str| format!("sources.files '{}': {field}", files.name);
+            positive(&key("relist_interval"), files.relist_interval)?;
+            at_least_one(&key("max_file_bytes"), files.max_file_bytes)?;
+            // A file travels as one log record, with its event header in front.
+            let fits = (self.log.max_record_bytes as u64).saturating_sub(DOCUMENT_HEADER_ROOM);
+            if files.max_file_bytes > fits {
+                return invalid(format!(
+                    "{} = {} leaves no room for the event header in one log record: at most \
+                     log.max_record_bytes ({}) minus {DOCUMENT_HEADER_ROOM}",
+                    key("max_file_bytes"),
+                    files.max_file_bytes,
+                    self.log.max_record_bytes
+                ));
+            }
+        }
+        for pg in &self.sources.postgres {
+            pg.validate().map_err(|e| {
+                ConfigError::Invalid(format!("sources.postgres '{}': {e}", pg.slot))
+            })?;
+        }
+        if let Some(profiles) = &self.profiles {
+            at_least_one(
+                "profiles.graph.max_cluster_size",
+                profiles.graph.max_cluster_size as u64,
+            )?;
+        }
+        at_least_one("lake.max_rows_per_file", self.lake.max_rows_per_file as u64)?;
+        positive("health.stall_after", self.health.stall_after)?;
         Ok(())
     }
 }
@@ -330,5 +441,94 @@ mod tests {
         assert_eq!(config.listen.port(), 9999);
         let bad = config.apply_env(|n| (n == "TIDEWATER_LISTEN").then(|| "nope".to_owned()));
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn l2_zero_sizes_and_counts_are_refused_naming_the_key() {
+        let pg = "[profiles]\n[[profiles.tables]]\ntable = \"a.public.t\"\n\
+                  [[sources.postgres]]\ndsn = \"host=h\"\ntables = [\"public.t\"]\n";
+        let cases = [
+            (
+                "[knowledge.topic_config]\npartitions = 0\n".to_owned(),
+                "knowledge.topic_config.partitions",
+            ),
+            (
+                "[analytics.topic_config]\npartitions = 0\n".to_owned(),
+                "analytics.topic_config.partitions",
+            ),
+            (
+                "[profiles]\ntables = []\n[profiles.topic_config]\npartitions = 0\n".to_owned(),
+                "profiles.topic_config.partitions",
+            ),
+            (
+                "[log]\nmax_record_bytes = 0\n".to_owned(),
+                "log.max_record_bytes",
+            ),
+            ("[log]\nsegment_bytes = 0\n".to_owned(), "log.segment_bytes"),
+            (
+                "[engine]\nbatch_max_records = 0\n".to_owned(),
+                "engine.batch_max_records",
+            ),
+            (
+                "[embedding]\nbackend = \"local\"\nbatch_size = 0\n".to_owned(),
+                "embedding.batch_size",
+            ),
+            (
+                "[embedding]\nbackend = \"openai\"\nbase_url = \"http://h\"\nmodel = \"m\"\n\
+                 dimension = 0\n"
+                    .to_owned(),
+                "embedding: invalid embedder configuration: dimension",
+            ),
+            (
+                "[knowledge.index]\nef_search = 0\n".to_owned(),
+                "index.ef_search",
+            ),
+            (
+                "[[sources.files]]\nroot = \"/d\"\nmax_file_bytes = 0\n".to_owned(),
+                "max_file_bytes",
+            ),
+            (
+                "[[sources.files]]\nroot = \"/d\"\nrelist_interval = \"0s\"\n".to_owned(),
+                "relist_interval",
+            ),
+            (format!("{pg}batch_size = 0\n"), "batch_size"),
+            (
+                pg.replace("public.t\"]", "t\"]"),
+                "sources.postgres 'tidewater': postgres source config: table",
+            ),
+            (
+                "[profiles]\ntables = []\n[profiles.graph]\nmax_cluster_size = 0\n".to_owned(),
+                "profiles.graph.max_cluster_size",
+            ),
+            (
+                "[lake]\nmax_rows_per_file = 0\n".to_owned(),
+                "lake.max_rows_per_file",
+            ),
+            (
+                "[health]\nstall_after = \"0s\"\n".to_owned(),
+                "health.stall_after",
+            ),
+            (
+                // A file as large as a whole record cannot travel with its event header.
+                "[log]\nmax_record_bytes = 1048576\n[[sources.files]]\nroot = \"/d\"\n\
+                 max_file_bytes = 1048576\n"
+                    .to_owned(),
+                "max_file_bytes = 1048576 leaves no room",
+            ),
+            (
+                "[answer.llm]\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nmax_response_bytes = 0\n"
+                    .to_owned(),
+                "answer.llm.max_response_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            let config = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{text}: {e}"));
+            let error = config
+                .validate()
+                .expect_err(&format!("accepted:\n{text}"))
+                .to_string();
+            assert!(error.contains(key), "{text}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
     }
 }

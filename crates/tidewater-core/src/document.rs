@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 4] = b"TWD1";
 
+/// The longest document id, in bytes, that Tidewater accepts from any source: the API
+/// refuses a longer id, a file source dead-letters a file whose id (its path relative to
+/// the root) is longer, and the knowledge pipeline dead-letters an event that carries one.
+/// A relative path in a watched root can be as long as Linux's `PATH_MAX`.
+pub const MAX_ID_BYTES: usize = 4096;
+
 /// What happened to a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -17,6 +23,11 @@ pub enum DocumentOp {
     Upsert,
     /// Removed: all of its chunks leave the index.
     Delete,
+    /// The source found something it cannot turn into a document: a file whose name is not
+    /// valid UTF-8 (the id then spells each invalid byte as `\xNN`) or whose id is longer
+    /// than [`MAX_ID_BYTES`]. The body is the reason, as UTF-8 text. The pipeline
+    /// dead-letters the event with that reason and leaves the index as it is.
+    Reject,
 }
 
 /// How the body is to be turned into text.
@@ -65,7 +76,7 @@ pub struct DocumentEvent {
     pub content_hash: Option<String>,
     /// When the source observed the change (ms since epoch): the start of the freshness clock.
     pub observed_at_ms: i64,
-    /// The raw content (empty for deletes).
+    /// The raw content (empty for deletes; the reason, for rejections).
     #[serde(skip)]
     pub body: Vec<u8>,
 }

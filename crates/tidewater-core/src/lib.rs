@@ -1,11 +1,14 @@
 //! The vocabulary every Tidewater crate shares: the events that flow through the log
-//! (documents, conversations and feedback) and how errors are classified.
+//! (documents, conversations and feedback), how errors are classified, and the
+//! event-time policy every event-time pipeline applies.
 #![warn(missing_docs)]
 
 pub mod conversation;
 pub mod document;
 pub mod error;
+pub mod event_time;
 pub mod http_error;
+pub mod redact;
 pub mod time;
 
 pub use conversation::{
@@ -14,3 +17,4 @@ pub use conversation::{
 };
 pub use document::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
 pub use error::{ErrorDomain, RetryHint};
+pub use event_time::{EventTimeError, EventTimePolicy};

@@ -16,6 +16,10 @@ use crate::dead_letter::DeadLetterRecord;
 use crate::state::OFFSETS;
 use crate::{EngineConfig, EngineError, Outbox, Pipeline, PipelineError};
 
+/// How often a worker copies its committed position into the log's consumer offsets (a
+/// durable file write): often enough for retention, rarely enough to cost nothing.
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Runs a pipeline over every partition of its topic.
 pub struct Engine<P: Pipeline> {
     log: Arc<dyn Log>,
@@ -77,12 +81,19 @@ impl<P: Pipeline> Engine<P> {
         let partitions = self.log.partitions(&topic)?;
         let committed =
             crate::committed_offsets(&self.db, self.pipeline.name(), &topic, partitions)?;
+        // Tell the log where this pipeline resumes: retention keeps what it has not
+        // committed, and records it had committed that are gone are reported.
+        for (partition, &next) in (0..partitions).zip(&committed) {
+            self.log
+                .commit_offset(self.pipeline.name(), &topic, partition, next)?;
+        }
         let progress = Arc::new(Progress {
             committed: Mutex::new(committed),
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let dead_letters = Outbox::new("dead-letters", dlq_topic).watched(&self.metrics.watchdog);
         let shared = Arc::new(Worker {
             log: self.log,
             db: self.db,
@@ -90,7 +101,7 @@ impl<P: Pipeline> Engine<P> {
             config: self.config,
             metrics: self.metrics,
             topic,
-            dead_letters: Outbox::new("dead-letters", dlq_topic),
+            dead_letters,
             progress: Arc::clone(&progress),
             stop: Arc::clone(&stop),
         });
@@ -184,15 +195,25 @@ impl<P: Pipeline> Worker<P> {
             .metrics
             .pipeline_lag
             .with(&[&name, &self.topic, &partition_label]);
+        let beat = self
+            .metrics
+            .watchdog
+            .register(format!("pipeline {name} {}/{partition}", self.topic));
         let mut next = self.progress.committed.lock()[partition as usize];
+        let mut told_log = Instant::now();
         let mut backoff = self.config.retry_backoff_initial;
         while !self.stop.load(Ordering::SeqCst) {
             if let Ok(range) = self.log.range(&self.topic, partition) {
                 lag.set(range.end.saturating_sub(next) as i64);
                 if next < range.start {
-                    warn!(topic = %self.topic, partition, next, start = range.start,
-                        "records below the retained start were deleted before they were consumed; skipping ahead");
+                    // Retention never deletes what this pipeline has not committed, so
+                    // these records were lost (the log reported it when it found out).
+                    error!(pipeline = %name, topic = %self.topic, partition, from = next, to = range.start,
+                        "records this pipeline had not consumed are gone from the log; continuing after them");
                     next = range.start;
+                }
+                if range.end > next {
+                    beat.working();
                 }
             }
             let records =
@@ -201,7 +222,19 @@ impl<P: Pipeline> Worker<P> {
                     .read(&self.topic, partition, next, self.config.batch_max_records)
                 {
                     Ok(records) => records,
-                    Err(LogError::OffsetOutOfRange { .. }) => continue,
+                    Err(LogError::OffsetOutOfRange { start, .. }) if next < start => continue,
+                    Err(LogError::OffsetOutOfRange { .. }) => {
+                        // Committed past the partition's end: records were lost, and new
+                        // ones resume after the offsets they had (never below `next`).
+                        beat.idle();
+                        let _ = self.log.wait_for(
+                            &self.topic,
+                            partition,
+                            next,
+                            self.config.poll_interval,
+                        );
+                        continue;
+                    }
                     Err(e) => {
                         error!(topic = %self.topic, partition, error = %e, "cannot read the log");
                         self.pause(self.config.retry_backoff_max);
@@ -209,6 +242,7 @@ impl<P: Pipeline> Worker<P> {
                     }
                 };
             if records.is_empty() {
+                beat.idle();
                 let _ = self
                     .log
                     .wait_for(&self.topic, partition, next, self.config.poll_interval);
@@ -217,13 +251,21 @@ impl<P: Pipeline> Worker<P> {
             match self.process(partition, &records) {
                 Ok(new_next) => {
                     next = new_next;
+                    beat.progress();
                     backoff = self.config.retry_backoff_initial;
+                    if told_log.elapsed() >= LOG_COMMIT_INTERVAL {
+                        self.tell_log(partition, next);
+                        told_log = Instant::now();
+                    }
                 }
                 Err(e) => {
                     self.metrics.pipeline_retries.with(&[&name]).inc();
                     let wait = match e.domain() {
                         tidewater_core::ErrorDomain::External => backoff,
-                        _ => self.config.retry_backoff_max,
+                        _ => {
+                            beat.fail(format!("batch at offset {next} failed: {e}"));
+                            self.config.retry_backoff_max
+                        }
                     };
                     warn!(pipeline = %name, topic = %self.topic, partition, offset = next, error = %e,
                         retry_in = ?wait, "batch failed; it will be retried");
@@ -232,7 +274,20 @@ impl<P: Pipeline> Worker<P> {
                 }
             }
         }
+        self.tell_log(partition, next);
         info!(pipeline = %name, partition, "worker stopped");
+    }
+
+    /// Stores the committed position in the log's consumer offsets too, so retention
+    /// keeps what is not consumed yet (the state database stays the truth for resuming).
+    fn tell_log(&self, partition: u32, next: u64) {
+        if let Err(e) = self
+            .log
+            .commit_offset(self.pipeline.name(), &self.topic, partition, next)
+        {
+            warn!(pipeline = self.pipeline.name(), topic = %self.topic, partition, error = %e,
+                "cannot store the consumer offset in the log; retention keeps more until it can");
+        }
     }
 
     /// One batch: prepare, then apply + offsets + dead letters in one transaction.

@@ -83,6 +83,18 @@ pub enum EngineError {
     /// Engine state that cannot be read back (a bug or a damaged state database).
     #[error("corrupt engine state: {0}")]
     Corrupt(String),
+    /// A state database is damaged: it failed its integrity check, or redb could not read
+    /// it. Pipeline state is derived from the log, so deleting the file rebuilds it.
+    #[error(
+        "state store {} is corrupt ({reason}); delete it to rebuild it from the log",
+        path.display()
+    )]
+    CorruptState {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl From<EngineError> for PipelineError {

@@ -14,14 +14,23 @@
 //! A crash between 1 and 3 leaves the intent. The next publication first reads what the
 //! topic holds past the intent's end offsets — only this outbox writes there, so those
 //! are the entries that reached the log — and appends only the ones that did not.
+//!
+//! One entry the log refuses for good (larger than its maximum record size) never blocks
+//! the entries after it: it is left out of the topic and reported — an ERROR line and
+//! `tidewater_outbox_refused_total{topic}` — and the others are published. A publication
+//! that fails for a reason that may pass (the log is unavailable) keeps every entry for
+//! the next one; a watched outbox ([`Outbox::watched`]) is then reported failed to the
+//! watchdog (`/readyz`, `/v1/stats`) until a publication succeeds.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use tidewater_log::{Log, NewRecord};
-use tidewater_metrics::Metrics;
+use tidewater_log::{Log, LogError, NewRecord};
+use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
+use tracing::error;
 
 use crate::EngineError;
 
@@ -67,18 +76,45 @@ struct Intent {
 pub struct Outbox {
     name: String,
     topic: String,
-    /// Serialises publication so entries go out in sequence order.
-    lock: Mutex<()>,
+    /// Serialises publication so entries go out in sequence order. Shared by every handle
+    /// on the topic in this process (an outbox is its topic's only writer), so two handles
+    /// on one outbox — the engine's and a pipeline's — never publish at once.
+    lock: Arc<Mutex<()>>,
+    /// Where publication is reported, when watched.
+    heartbeat: Option<Heartbeat>,
+}
+
+/// The publication lock of `topic`, one per topic in the process.
+fn topic_lock(topic: &str) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Mutex::default).lock();
+    Arc::clone(locks.entry(topic.to_owned()).or_default())
+}
+
+/// Whether the log refuses `error`'s record for good, whatever is retried: the entry
+/// can never be published. (A refused append writes none of its records: the log checks
+/// every record before writing any.)
+fn refuses_for_good(error: &LogError) -> bool {
+    matches!(error, LogError::RecordTooLarge { .. })
 }
 
 impl Outbox {
     /// The outbox `name` (unique within its state database) writing to `topic`.
     pub fn new(name: impl Into<String>, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
         Self {
             name: name.into(),
-            topic: topic.into(),
-            lock: Mutex::new(()),
+            lock: topic_lock(&topic),
+            topic,
+            heartbeat: None,
         }
+    }
+
+    /// Reports publication to `watchdog` as the component `outbox <topic>`: failed, with
+    /// the reason, while recorded entries cannot be published; idle once they are.
+    pub fn watched(mut self, watchdog: &Watchdog) -> Self {
+        self.heartbeat = Some(watchdog.register(format!("outbox {}", self.topic)));
+        self
     }
 
     /// The output topic.
@@ -115,8 +151,26 @@ impl Outbox {
     }
 
     /// Appends every recorded entry not yet on the topic, exactly once, and counts them in
-    /// `tidewater_log_appended_records_total`. Returns how many were appended now.
+    /// `tidewater_log_appended_records_total`. Returns how many were appended now. An
+    /// entry the log refuses for good is left out and reported; any other failure leaves
+    /// every entry recorded for the next publication.
     pub fn publish(
+        &self,
+        db: &Database,
+        log: &dyn Log,
+        metrics: &Metrics,
+    ) -> Result<usize, EngineError> {
+        let result = self.publish_pending(db, log, metrics);
+        if let Some(heartbeat) = &self.heartbeat {
+            match &result {
+                Ok(_) => heartbeat.idle(),
+                Err(e) => heartbeat.fail(format_args!("cannot publish to {}: {e}", self.topic)),
+            }
+        }
+        result
+    }
+
+    fn publish_pending(
         &self,
         db: &Database,
         log: &dyn Log,
@@ -138,29 +192,15 @@ impl Outbox {
                 ),
                 None => None,
             };
-            let table = txn.open_table(OUTBOX)?;
-            let mut pending = Vec::new();
-            for entry in table.range((name, published)..=(name, u64::MAX))? {
-                let (key, value) = entry?;
-                let (k, v, ts) = value.value();
-                pending.push((
-                    key.value().1,
-                    NewRecord {
-                        key: k.map(<[u8]>::to_vec),
-                        value: v.to_vec(),
-                        timestamp_ms: ts,
-                    },
-                ));
-            }
+            let pending = self.read_entries(&txn, published..=u64::MAX)?;
             (published, pending, intent)
         };
         let Some(last) = pending.last().map(|(seq, _)| *seq) else {
             return Ok(0);
         };
-        let mut to_append: Vec<NewRecord> = pending.into_iter().map(|(_, r)| r).collect();
-        match intent {
+        let to_append = match intent {
             // An earlier publication may have reached the log: skip what did.
-            Some(intent) => to_append = self.not_yet_appended(log, &intent, to_append)?,
+            Some(intent) => self.not_yet_appended(log, &intent, pending)?,
             None => {
                 let ends = (0..log.partitions(&self.topic)?)
                     .map(|p| log.range(&self.topic, p).map(|r| r.end))
@@ -171,16 +211,10 @@ impl Outbox {
                 txn.open_table(OUTBOX_INTENTS)?
                     .insert(name, intent.as_slice())?;
                 txn.commit()?;
+                pending
             }
-        }
-        let appended = to_append.len();
-        if !to_append.is_empty() {
-            log.append(&self.topic, to_append)?;
-            metrics
-                .log_appended_records
-                .with(&[&self.topic])
-                .add(appended as u64);
-        }
+        };
+        let appended = self.append(db, log, metrics, to_append)?;
         let txn = db.begin_write()?;
         {
             let mut cursors = txn.open_table(OUTBOX_CURSORS)?;
@@ -193,13 +227,129 @@ impl Outbox {
         Ok(appended)
     }
 
+    /// The recorded entries with sequence numbers in `range`, with those numbers.
+    fn read_entries(
+        &self,
+        txn: &redb::ReadTransaction,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<(u64, NewRecord)>, EngineError> {
+        let name = self.name.as_str();
+        let table = txn.open_table(OUTBOX)?;
+        let mut entries = Vec::new();
+        for entry in table.range((name, *range.start())..=(name, *range.end()))? {
+            let (key, value) = entry?;
+            let (k, v, ts) = value.value();
+            entries.push((
+                key.value().1,
+                NewRecord {
+                    key: k.map(<[u8]>::to_vec),
+                    value: v.to_vec(),
+                    timestamp_ms: ts,
+                },
+            ));
+        }
+        Ok(entries)
+    }
+
+    /// Appends `entries` in order and counts them; returns how many reached the log. When
+    /// the log refuses one of them for good, the others are appended around it and it is
+    /// reported and left out.
+    fn append(
+        &self,
+        db: &Database,
+        log: &dyn Log,
+        metrics: &Metrics,
+        entries: Vec<(u64, NewRecord)>,
+    ) -> Result<usize, EngineError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let sequences: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+        let records = entries.into_iter().map(|(_, record)| record).collect();
+        match self.append_counted(log, metrics, records) {
+            Err(e) if refuses_for_good(&e) => {
+                // The records went to the log by value; they stay recorded until this
+                // publication completes, so read them again.
+                let txn = db.begin_read()?;
+                let (first, last) = (sequences[0], sequences[sequences.len() - 1]);
+                let mut entries = self.read_entries(&txn, first..=last)?;
+                entries.retain(|(seq, _)| sequences.binary_search(seq).is_ok());
+                self.append_around_refused(log, metrics, entries)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Appends `entries` in order, halving each batch the log refuses until the refused
+    /// entry stands alone; that one is reported and left out. Returns how many were
+    /// appended.
+    fn append_around_refused(
+        &self,
+        log: &dyn Log,
+        metrics: &Metrics,
+        mut entries: Vec<(u64, NewRecord)>,
+    ) -> Result<usize, EngineError> {
+        if entries.len() == 1 {
+            let (sequence, record) = entries.remove(0);
+            let records = vec![record.clone()];
+            return match self.append_counted(log, metrics, records) {
+                Err(e) if refuses_for_good(&e) => {
+                    self.report_refused(metrics, sequence, &record, &e);
+                    Ok(0)
+                }
+                other => Ok(other?),
+            };
+        }
+        let second = entries.split_off(entries.len() / 2);
+        let mut appended = 0;
+        for half in [entries, second] {
+            let records = half.iter().map(|(_, r)| r.clone()).collect();
+            appended += match self.append_counted(log, metrics, records) {
+                Err(e) if refuses_for_good(&e) => self.append_around_refused(log, metrics, half)?,
+                other => other?,
+            };
+        }
+        Ok(appended)
+    }
+
+    /// Appends `records` and counts them in `tidewater_log_appended_records_total`.
+    fn append_counted(
+        &self,
+        log: &dyn Log,
+        metrics: &Metrics,
+        records: Vec<NewRecord>,
+    ) -> Result<usize, LogError> {
+        let count = records.len();
+        if count > 0 {
+            log.append(&self.topic, records)?;
+            metrics
+                .log_appended_records
+                .with(&[&self.topic])
+                .add(count as u64);
+        }
+        Ok(count)
+    }
+
+    /// Says loudly that an entry can never be published and is left out.
+    fn report_refused(&self, metrics: &Metrics, sequence: u64, record: &NewRecord, e: &LogError) {
+        let key = record
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        error!(topic = %self.topic, outbox = %self.name, sequence, key = %key,
+            bytes = record.value.len(), error = %e,
+            "the log refuses this entry for good; it is left out so that the entries after it are published");
+        metrics.outbox_refused.with(&[&self.topic]).inc();
+    }
+
     /// The entries of `pending` that the topic does not hold past `intent`'s end offsets.
     fn not_yet_appended(
         &self,
         log: &dyn Log,
         intent: &Intent,
-        pending: Vec<NewRecord>,
-    ) -> Result<Vec<NewRecord>, EngineError> {
+        pending: Vec<(u64, NewRecord)>,
+    ) -> Result<Vec<(u64, NewRecord)>, EngineError> {
         let mut present: HashMap<(Option<Vec<u8>>, Vec<u8>), usize> = HashMap::new();
         for (partition, &end) in intent.ends.iter().enumerate() {
             let partition = partition as u32;
@@ -216,7 +366,7 @@ impl Outbox {
         Ok(pending
             .into_iter()
             .filter(
-                |r| match present.get_mut(&(r.key.clone(), r.value.clone())) {
+                |(_, r)| match present.get_mut(&(r.key.clone(), r.value.clone())) {
                     Some(n) if *n > 0 => {
                         *n -= 1;
                         false
@@ -353,5 +503,116 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    fn setup_with(max_record_bytes: usize) -> (tempfile::TempDir, Arc<EmbeddedLog>, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EmbeddedLogConfig {
+            max_record_bytes,
+            ..EmbeddedLogConfig::default()
+        };
+        let log = EmbeddedLog::open(dir.path().join("log"), config).unwrap();
+        log.ensure_topic("out", &TopicConfig::default()).unwrap();
+        let db = crate::open_state_db(&dir.path().join("state.redb")).unwrap();
+        (dir, log, db)
+    }
+
+    /// N4: one profile larger than the log's maximum record stayed at the head of the
+    /// profiles outbox, and no later profile change of any customer was ever published.
+    #[test]
+    fn n4_an_entry_the_log_refuses_does_not_block_the_ones_after_it() {
+        let (_dir, log, db) = setup_with(1_000);
+        let metrics = Metrics::default();
+        let outbox = Outbox::new("o", "out").watched(&metrics.watchdog);
+        let big = "x".repeat(5_000);
+        let txn = db.begin_write().unwrap();
+        let entries = [
+            entry("a", "1"),
+            entry("big", &big),
+            entry("b", "2"),
+            entry("c", "3"),
+            entry("d", "4"),
+            entry("big", &format!("{big}!")),
+            entry("e", "5"),
+        ];
+        outbox.record(&txn, entries).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 5);
+        assert_eq!(topic_values(log.as_ref(), "out"), ["1", "2", "3", "4", "5"]);
+        assert_eq!(metrics.outbox_refused.with(&["out"]).get(), 2);
+        assert_eq!(metrics.log_appended_records.with(&["out"]).get(), 5);
+        assert!(metrics.watchdog.unhealthy().is_empty());
+        // Nothing is left to retry, and later entries go out as usual.
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 0);
+        let txn = db.begin_write().unwrap();
+        outbox.record(&txn, [entry("f", "6")]).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 1);
+        assert_eq!(
+            topic_values(log.as_ref(), "out"),
+            ["1", "2", "3", "4", "5", "6"]
+        );
+        assert_eq!(metrics.outbox_refused.with(&["out"]).get(), 2);
+    }
+
+    /// A publication interrupted after part of its entries reached the log, with a
+    /// refused entry among the rest, completes without duplicates.
+    #[test]
+    fn n4_an_interrupted_publication_with_a_refused_entry_completes_exactly_once() {
+        let (_dir, log, db) = setup_with(1_000);
+        let metrics = Metrics::default();
+        let outbox = Outbox::new("o", "out");
+        let big = "x".repeat(5_000);
+        let entries = vec![
+            entry("a", "1"),
+            entry("b", "2"),
+            entry("big", &big),
+            entry("c", "3"),
+        ];
+        let txn = db.begin_write().unwrap();
+        outbox.record(&txn, entries.clone()).unwrap();
+        txn.commit().unwrap();
+        let ends: Vec<u64> = (0..4).map(|p| log.range("out", p).unwrap().end).collect();
+        let txn = db.begin_write().unwrap();
+        let intent = serde_json::to_vec(&Intent { ends, last: 3 }).unwrap();
+        txn.open_table(OUTBOX_INTENTS)
+            .unwrap()
+            .insert("o", intent.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let first = NewRecord {
+            key: entries[0].key.clone(),
+            value: entries[0].value.clone(),
+            timestamp_ms: 7,
+        };
+        log.append("out", vec![first]).unwrap();
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 2);
+        assert_eq!(topic_values(log.as_ref(), "out"), ["1", "2", "3"]);
+        assert_eq!(metrics.outbox_refused.with(&["out"]).get(), 1);
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 0);
+    }
+
+    /// An outbox that cannot publish for a reason that may pass keeps its entries and
+    /// shows as failed in the watchdog until a publication succeeds.
+    #[test]
+    fn n4_a_stuck_outbox_shows_in_the_watchdog_until_it_publishes() {
+        let (_dir, log, db) = setup();
+        let metrics = Metrics::default();
+        let outbox = Outbox::new("o", "not-yet").watched(&metrics.watchdog);
+        assert_eq!(metrics.watchdog.statuses()[0].component, "outbox not-yet");
+        let txn = db.begin_write().unwrap();
+        outbox.record(&txn, [entry("a", "1")]).unwrap();
+        txn.commit().unwrap();
+        assert!(outbox.publish(&db, log.as_ref(), &metrics).is_err());
+        let unhealthy = metrics.watchdog.unhealthy();
+        assert_eq!(unhealthy.len(), 1);
+        assert_eq!(unhealthy[0].component, "outbox not-yet");
+        let reason = unhealthy[0].reason.as_deref().unwrap();
+        assert!(reason.contains("cannot publish to not-yet"), "{reason}");
+        log.ensure_topic("not-yet", &TopicConfig::default())
+            .unwrap();
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 1);
+        assert!(metrics.watchdog.unhealthy().is_empty());
+        assert_eq!(topic_values(log.as_ref(), "not-yet"), ["1"]);
     }
 }

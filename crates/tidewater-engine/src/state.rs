@@ -1,6 +1,10 @@
-//! The engine's own tables in a pipeline's state database.
+//! The engine's own tables in a pipeline's state database, and opening one: created
+//! atomically, checked whole before use, a damaged file reported by name.
 
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Once;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -15,6 +19,12 @@ pub const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::ne
 /// A new database is built under a temporary name and renamed into place once complete:
 /// a crash while redb writes a new file's header would otherwise leave a file that is
 /// not a database, and every later start would fail on it.
+///
+/// The database is then checked whole (redb's integrity check verifies every page's
+/// checksum and repairs what an interrupted commit left). A damaged file is
+/// [`EngineError::CorruptState`], naming it, instead of a panic deep inside redb on the
+/// first damaged page some later read meets; redb's own panics on damage it does not
+/// expect while opening or checking are caught and reported the same way.
 pub fn open_state_db(path: &Path) -> Result<Database, EngineError> {
     let io = |e: std::io::Error| EngineError::State(redb::Error::Io(e));
     if !path.exists() {
@@ -38,9 +48,72 @@ pub fn open_state_db(path: &Path) -> Result<Database, EngineError> {
                 .map_err(io)?;
         }
     }
-    let db = Database::create(path)?;
+    let corrupt = |reason: String| EngineError::CorruptState {
+        path: path.to_owned(),
+        reason,
+    };
+    match without_panicking(|| open_checked(path)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(EngineError::State(e))) if is_damage(&e) => Err(corrupt(e.to_string())),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(corrupt(format!("redb failed reading it: {panic}"))),
+    }
+}
+
+/// Opens an existing database, checks its integrity and creates the engine's tables.
+fn open_checked(path: &Path) -> Result<Database, EngineError> {
+    let mut db = Database::create(path)?;
+    if !db.check_integrity()? {
+        tracing::warn!(
+            path = %path.display(),
+            "state store was damaged and has been repaired to its last intact commit"
+        );
+    }
     create_tables(&db)?;
     Ok(db)
+}
+
+/// Whether a redb error says the file's content is damaged (rather than, say, that it is
+/// locked or the disk failed).
+fn is_damage(error: &redb::Error) -> bool {
+    match error {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs code whose panics are caught and reported as errors.
+    static PANICS_CAUGHT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)`. The process's panic hook stays silent for
+/// such a panic, so that it becomes one error line instead of a message and a backtrace;
+/// panics elsewhere are reported as before.
+fn without_panicking<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !PANICS_CAUGHT.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = PANICS_CAUGHT.with(|caught| caught.replace(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    PANICS_CAUGHT.with(|caught| caught.set(was));
+    outcome.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned())
+    })
 }
 
 fn create_tables(db: &Database) -> Result<(), EngineError> {
@@ -92,5 +165,57 @@ mod tests {
         assert!(!dir.path().join("state/knowledge.redb.creating").exists());
         drop(db);
         open_state_db(&path).unwrap();
+    }
+
+    /// Overwrites 64 bytes in every 4 KiB page past the header, as disk damage might.
+    fn damage(path: &Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        for page in (8192..size).step_by(4096) {
+            file.seek(SeekFrom::Start(page + 100)).unwrap();
+            file.write_all(&[0xff; 64]).unwrap();
+        }
+    }
+
+    #[test]
+    fn h07_a_damaged_state_store_is_an_error_naming_it_not_a_panic() {
+        const DATA: TableDefinition<u64, &str> = TableDefinition::new("data");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let db = open_state_db(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(DATA).unwrap();
+            for i in 0..2000u64 {
+                table.insert(i, "some state worth keeping").unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        drop(db);
+        damage(&path);
+
+        let err = open_state_db(&path).expect_err("a damaged store is refused");
+        assert!(matches!(err, EngineError::CorruptState { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("state store {} is corrupt (", path.display()))
+                && message.ends_with("; delete it to rebuild it from the log")
+                && !message.contains('\n'),
+            "{message}"
+        );
+
+        // Not a database at all: the same error.
+        std::fs::write(&path, b"definitely not a redb file").unwrap();
+        let err = open_state_db(&path).expect_err("refused");
+        assert!(matches!(err, EngineError::CorruptState { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn panics_are_caught_quietly_only_where_asked() {
+        assert_eq!(without_panicking(|| 7), Ok(7));
+        let caught = without_panicking(|| -> u8 { panic!("boom {}", 1) });
+        assert_eq!(caught, Err("boom 1".to_owned()));
+        assert!(!PANICS_CAUGHT.with(Cell::get));
     }
 }

@@ -43,19 +43,40 @@ pub(crate) struct IndexStore {
     metrics: Arc<Metrics>,
 }
 
-/// Whether the journal still holds every entry after `seq`, so a snapshot taken at `seq`
-/// can be brought up to date. (Journal entries covered by the newest snapshot are
-/// trimmed; an older snapshot cannot be used once that happened.)
-fn journal_covers(db: &Database, seq: u64) -> Result<bool, KnowledgeError> {
+/// Whether a snapshot taken at journal position `seq` can be brought up to date from the
+/// state in `db`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotFit {
+    /// The journal holds every entry after `seq`.
+    Usable,
+    /// Entries after `seq` were trimmed (a newer snapshot covered them): it is stale.
+    Stale,
+    /// The state has not journaled up to `seq`: the snapshot belongs to a state database
+    /// that was deleted and is being rebuilt from the log. Its vectors and position mean
+    /// nothing for this one.
+    Foreign,
+}
+
+/// How a snapshot at `seq` fits the state. (Journal entries covered by the newest
+/// snapshot are trimmed; an older snapshot cannot be used once that happened. A snapshot
+/// is only ever taken at a position the state has written, so one ahead of the state is
+/// from another state database.)
+fn snapshot_fit(db: &Database, seq: u64) -> Result<SnapshotFit, KnowledgeError> {
     let txn = db.begin_read()?;
     let last_written = txn
         .open_table(COUNTERS)?
         .get("journal_next")?
         .map(|v| v.value())
         .unwrap_or(1)
-        - 1;
+        .saturating_sub(1);
     let first_kept = txn.open_table(JOURNAL)?.first()?.map(|(k, _)| k.value());
-    Ok(last_written <= seq || first_kept.is_some_and(|first| first <= seq + 1))
+    Ok(if seq > last_written {
+        SnapshotFit::Foreign
+    } else if last_written == seq || first_kept.is_some_and(|first| first <= seq + 1) {
+        SnapshotFit::Usable
+    } else {
+        SnapshotFit::Stale
+    })
 }
 
 fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
@@ -96,9 +117,19 @@ impl IndexStore {
         fs_err::create_dir_all(dir).map_err(|e| KnowledgeError::State(redb::Error::Io(e)))?;
         let mut loaded = None;
         for (seq, path) in snapshots(dir) {
-            if !journal_covers(db, seq)? {
-                warn!(path = %path.display(), "index snapshot is older than the journal reaches back; rebuilding the index from the state instead");
-                break;
+            match snapshot_fit(db, seq)? {
+                SnapshotFit::Usable => {}
+                SnapshotFit::Stale => {
+                    warn!(path = %path.display(), "index snapshot is older than the journal reaches back; rebuilding the index from the state instead");
+                    break;
+                }
+                SnapshotFit::Foreign => {
+                    warn!(path = %path.display(), "index snapshot is ahead of the state database (it was rebuilt from the log); removing the snapshot");
+                    if let Err(e) = fs_err::remove_file(&path) {
+                        warn!(error = %e, "cannot remove the index snapshot; it is ignored");
+                    }
+                    continue;
+                }
             }
             match UsearchIndex::load(&path, dimension, config) {
                 Ok(index) => {
@@ -286,7 +317,8 @@ impl IndexStore {
             *applied
         };
         for (old, path) in snapshots(&self.dir) {
-            if old < seq {
+            // Older ones are covered; a newer one can only be left from a deleted state.
+            if old != seq {
                 let _ = fs_err::remove_file(path);
             }
         }

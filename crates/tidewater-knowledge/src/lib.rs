@@ -20,7 +20,7 @@ mod state;
 pub use config::KnowledgeConfig;
 pub use error::KnowledgeError;
 pub use ingest::DocumentWriter;
-pub use pipeline::KnowledgePipeline;
+pub use pipeline::{body_text, KnowledgePipeline, UnindexableBody};
 pub use reconcile::ReconcileReport;
 pub use search::{SearchFilter, SearchHit, SearchRequest};
 pub use service::{DocumentStatus, Knowledge};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tidewater_chunk::{chunk_text, extract_text, ChunkerConfig};
+use tidewater_core::document::MAX_ID_BYTES;
 use tidewater_core::{content_hash, DocumentEvent, DocumentOp};
 use tidewater_embed::Embedder;
 use tidewater_engine::{DeadLetter, Pipeline, PipelineError, Prepared};
@@ -91,23 +92,51 @@ impl KnowledgePipeline {
         if event.doc_id.is_empty() {
             return Err("document event has an empty doc_id".into());
         }
+        if event.op == DocumentOp::Reject {
+            // The source could not turn what it found into a document; the body says why.
+            return Err(String::from_utf8_lossy(&event.body).into_owned());
+        }
+        if event.doc_id.len() > MAX_ID_BYTES {
+            return Err(format!(
+                "document id is {} bytes, over the limit of {MAX_ID_BYTES}",
+                event.doc_id.len()
+            ));
+        }
         if event.op == DocumentOp::Delete {
             return Ok((event, Ok(None)));
         }
-        if event.body.contains(&0) {
-            let reason = format!("document '{}' is binary (contains NUL bytes); only text, Markdown and HTML are indexed", event.doc_id);
-            return Ok((event, Err(reason)));
-        }
-        let text = match std::str::from_utf8(&event.body) {
+        let text = match body_text(&event.body) {
             Ok(text) => Ok(Some(text.to_owned())),
-            Err(e) => Err(format!(
-                "document '{}' is not valid UTF-8 (invalid byte sequence at byte {})",
-                event.doc_id,
-                e.valid_up_to()
-            )),
+            Err(e) => Err(format!("document '{}' {e}", event.doc_id)),
         };
         Ok((event, text))
     }
+}
+
+/// Why a document body cannot be indexed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnindexableBody {
+    /// The body holds NUL bytes: a binary file, not text.
+    #[error("is binary (contains NUL bytes); only text, Markdown and HTML are indexed")]
+    Binary,
+    /// The body is not UTF-8.
+    #[error("is not valid UTF-8 (invalid byte sequence at byte {valid_up_to})")]
+    NotUtf8 {
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+}
+
+/// A document body as the text the pipeline indexes, or why the pipeline would refuse it
+/// (and dead-letter its event). The document API uses it to refuse such bodies up front.
+pub fn body_text(body: &[u8]) -> Result<&str, UnindexableBody> {
+    if body.contains(&0) {
+        return Err(UnindexableBody::Binary);
+    }
+    std::str::from_utf8(body).map_err(|e| UnindexableBody::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
 }
 
 /// The id of a chunk: its document and a hash of its text, so an edit elsewhere in the

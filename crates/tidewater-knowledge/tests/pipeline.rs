@@ -260,3 +260,50 @@ fn html_is_indexed_as_text() {
         hits[0].text
     );
 }
+
+#[test]
+fn n6_files_a_source_cannot_name_are_dead_lettered_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = start(dir.path(), Arc::new(WordHashEmbedder));
+    let reason = "files:docs: '/srv/docs/bad\u{fffd}name.txt' is not indexed: file name is not valid UTF-8 (document ids are text)";
+    let rejected = tidewater_core::DocumentEvent {
+        op: tidewater_core::DocumentOp::Reject,
+        content_hash: None,
+        body: reason.as_bytes().to_vec(),
+        ..upsert("bad\\xFFname.txt", "")
+    };
+    let too_long = "d/".repeat(2100) + "x.txt";
+    f.write(&[
+        rejected,
+        upsert(&too_long, "an id past the limit"),
+        upsert("good.txt", "Saffron and granite make a fine mosaic."),
+    ]);
+    f.settle();
+
+    // Neither reaches the documents; the pipeline goes on.
+    assert!(f.knowledge.document("bad\\xFFname.txt").unwrap().is_none());
+    assert!(f.knowledge.document(&too_long).unwrap().is_none());
+    assert!(f
+        .knowledge
+        .document("good.txt")
+        .unwrap()
+        .is_some_and(|d| d.indexed));
+    let dlq = tidewater_engine::DeadLetterRecord::topic_for("knowledge");
+    let reasons: Vec<String> = f
+        .log
+        .read(&dlq, 0, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<tidewater_engine::DeadLetterRecord>(&r.value)
+                .unwrap()
+                .reason
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == reason), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("over the limit of 4096")),
+        "{reasons:?}"
+    );
+}

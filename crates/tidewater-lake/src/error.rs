@@ -23,6 +23,23 @@ pub enum LakeError {
         #[source]
         source: tidewater_engine::EngineError,
     },
+    /// The lake's state database is damaged. Unlike a pipeline's state, it records which
+    /// rows the lake's files already hold: without it, the lake writes them again.
+    #[error(
+        "the lake's state store {} is corrupt ({reason}); delete it to write the lake again \
+         from the log, and delete the lake's files in {} too unless rows they hold may appear \
+         twice",
+        path.display(),
+        dir.display()
+    )]
+    CorruptState {
+        /// The database file.
+        path: PathBuf,
+        /// The lake's directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The state store failed.
     #[error("lake state store: {0}")]
     State(#[from] redb::Error),
@@ -112,6 +129,7 @@ impl LakeError {
                 ErrorDomain::External
             }
             Self::OpenState { .. }
+            | Self::CorruptState { .. }
             | Self::State(_)
             | Self::Offsets(_)
             | Self::MissingRecords { .. }

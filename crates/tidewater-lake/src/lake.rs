@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::Database;
+use tidewater_engine::EngineError;
 use tidewater_log::{Log, LogError};
 use tidewater_metrics::Metrics;
 use tracing::{debug, error, info, info_span, warn};
@@ -28,6 +29,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest pause between retries of a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a partition's committed offset is copied into the log's consumer offsets.
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Parquet lake: writes the configured topics to date-partitioned files, exactly once.
 pub struct Lake {
@@ -64,9 +67,16 @@ impl Lake {
                 reason: "max_rows_per_file must be at least 1".to_owned(),
             });
         }
-        let db = tidewater_engine::open_state_db(state).map_err(|source| LakeError::OpenState {
-            path: state.to_owned(),
-            source,
+        let db = tidewater_engine::open_state_db(state).map_err(|source| match source {
+            EngineError::CorruptState { path, reason } => LakeError::CorruptState {
+                path,
+                dir: dir.to_owned(),
+                reason,
+            },
+            source => LakeError::OpenState {
+                path: state.to_owned(),
+                source,
+            },
         })?;
         state::create_tables(&db)?;
         ensure_dir(dir)?;
@@ -252,6 +262,8 @@ struct PartitionState {
     /// After a failure: no retry before this.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When the committed offset was last copied into the log's consumer offsets.
+    told_log: Instant,
 }
 
 /// The loop of one topic's thread.
@@ -305,6 +317,10 @@ impl TopicWorker {
                         p.intent = None;
                         p.retry_at = None;
                         p.backoff = INITIAL_BACKOFF;
+                        if p.told_log.elapsed() >= LOG_COMMIT_INTERVAL {
+                            self.tell_log(partition, p.pending.next);
+                            p.told_log = Instant::now();
+                        }
                     }
                     Err(LakeError::InjectedCrash) => {
                         self.shared.crashed.store(true, Ordering::SeqCst);
@@ -323,9 +339,25 @@ impl TopicWorker {
             if !wrote {
                 let timeout = wake_at.saturating_duration_since(Instant::now());
                 if self.shared.sleep(timeout.max(Duration::from_millis(1))) {
-                    return;
+                    break;
                 }
             }
+        }
+        for (partition, p) in (0u32..).zip(&partitions) {
+            self.tell_log(partition, p.pending.next);
+        }
+    }
+
+    /// Stores the lake's position in the log's consumer offsets, so retention keeps what
+    /// the lake has not written yet (the lake's state database stays the truth).
+    fn tell_log(&self, partition: u32, next: u64) {
+        if let Err(e) = self
+            .shared
+            .log
+            .commit_offset(state::PIPELINE, &self.topic, partition, next)
+        {
+            warn!(topic = %self.topic, partition, error = %e,
+                "cannot store the lake's offset in the log; retention keeps more until it can");
         }
     }
 
@@ -345,9 +377,26 @@ impl TopicWorker {
             }
         };
         if p.pending.next < range.start {
-            warn!(topic = %self.topic, partition, next = p.pending.next, start = range.start,
-                "records were deleted from the log before the lake wrote them; skipping ahead");
+            // Retention never deletes what the lake has not committed: these were lost
+            // (the log reported it when it found out).
+            error!(topic = %self.topic, partition, from = p.pending.next, to = range.start,
+                "records the lake had not written are gone from the log; continuing after them");
             p.pending.next = range.start;
+        }
+        if p.pending.next < range.end {
+            // Offsets need not be dense (the log leaves a gap after a crash): start the
+            // batch at the first record, so a batch never spans only a gap.
+            match self.shared.log.read(&self.topic, partition, p.pending.next, 1) {
+                Ok(first) => {
+                    if let Some(record) = first.first() {
+                        p.pending.next = p.pending.next.max(record.offset);
+                    }
+                }
+                Err(e) => {
+                    warn!(topic = %self.topic, partition, error = %e, "cannot read the partition");
+                    return None;
+                }
+            }
         }
         policy.decide(&mut p.pending, range.end, now)
     }
@@ -388,8 +437,18 @@ impl TopicWorker {
                 intent: None,
                 retry_at: None,
                 backoff: INITIAL_BACKOFF,
+                told_log: Instant::now(),
             })
             .collect();
+        for (partition, p) in (0u32..).zip(&partitions) {
+            self.shared
+                .log
+                .commit_offset(state::PIPELINE, &self.topic, partition, p.pending.next)
+                .map_err(|source| LakeError::Log {
+                    topic: self.topic.clone(),
+                    source,
+                })?;
+        }
         for (partition, batch) in state::intents(&self.shared.db, &self.topic)? {
             if let Some(p) = partitions.get_mut(partition as usize) {
                 if batch.first != p.pending.next {

@@ -135,8 +135,9 @@ impl Source<'_> {
             let records = match self.log.read(self.topic, self.partition, next, want) {
                 Ok(records) => records,
                 Err(LogError::OffsetOutOfRange { start, .. }) if next < start => {
-                    // Retention deleted records the lake never wrote: nothing can bring
-                    // them back, so the batch goes on with what remains.
+                    // Records the lake never wrote are gone (damage; retention keeps what
+                    // the lake has not committed): nothing can bring them back, so the
+                    // batch goes on with what remains.
                     warn!(
                         topic = self.topic,
                         partition = self.partition,
@@ -149,6 +150,10 @@ impl Source<'_> {
                 }
                 Err(source) => return Err(self.log_error(source)),
             };
+            if records.first().is_some_and(|r| r.offset > self.batch.last) {
+                // The rest of the batch lies in a gap of the partition's offsets.
+                break;
+            }
             if records.is_empty() {
                 let end = self
                     .log

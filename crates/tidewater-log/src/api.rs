@@ -39,7 +39,7 @@ pub struct Record {
 }
 
 /// Where an appended record now lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Position {
     /// Partition.
     pub partition: u32,
@@ -84,7 +84,11 @@ impl Default for TopicConfig {
 /// All methods are blocking and safe to call from many threads. Implementations must
 /// guarantee: `append` returns only once its records are durable under the configured
 /// policy; a partition never exposes a record that was not completely written; offsets
-/// are dense and never reused.
+/// increase and are never handed out twice — they are not necessarily dense (the
+/// embedded log leaves a gap after a crash, Kafka after transaction markers), so a
+/// consumer continues after the last record it read, and a read from inside a gap returns
+/// the records after it; retention never deletes records a consumer group has not
+/// committed; records found lost to damage are reported, never skipped in silence.
 pub trait Log: Send + Sync + 'static {
     /// Creates the topic if it does not exist. An existing topic keeps its partition count.
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError>;
@@ -121,6 +125,12 @@ pub trait Log: Send + Sync + 'static {
     fn range(&self, topic: &str, partition: u32) -> Result<PartitionRange, LogError>;
 
     /// Stores a consumer group's next offset for a partition (durable when it returns).
+    ///
+    /// This is also how the log knows its consumers: retention keeps every record at or
+    /// above the lowest offset any group committed for the partition, and a committed
+    /// offset beyond what survived the last recovery is reported as lost records. A
+    /// consumer therefore commits when it starts (its resume position) and regularly as
+    /// it goes; the log's copy may lag the consumer's own state, never lead it.
     fn commit_offset(
         &self,
         group: &str,

@@ -1,7 +1,9 @@
-//! On-disk format fixture: a small log directory committed under
-//! `tests/fixtures/log-v1/` must still open and decode, and writing the same records
+//! On-disk format fixtures: a small log directory committed under
+//! `tests/fixtures/log-v2/` must still open and decode, and writing the same records
 //! today must produce the same bytes. A failure here means the format changed: bump the
-//! format version, keep reading the old one, and update `docs/log-format.md`.
+//! format version, keep reading the old one, and update `docs/log-format.md`. The same
+//! records as written by format 1 (`tests/fixtures/log-v1/`, before partitions had a
+//! bounds file) must still open too.
 //!
 //! To regenerate the fixture after a deliberate format change, run this test with
 //! `TIDEWATER_LOG_BLESS=1`.
@@ -15,6 +17,10 @@ const TOPIC: &str = "fixture";
 const GROUP: &str = "readers";
 
 fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v2")
+}
+
+fn v1_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v1")
 }
 
@@ -107,15 +113,20 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-#[test]
-fn fixture_log_still_decodes() {
+/// Copies a fixture into a fresh directory.
+fn copy_of(fixture: &Path) -> tempfile::TempDir {
     let copy = tempfile::tempdir().expect("tempdir");
-    for (relative, bytes) in files(&fixture_dir()) {
+    for (relative, bytes) in files(fixture) {
         let target = copy.path().join(relative);
         fs_err::create_dir_all(target.parent().expect("parent")).expect("mkdir");
         fs_err::write(target, bytes).expect("copy");
     }
-    let log = EmbeddedLog::open(copy.path(), EmbeddedLogConfig::default()).expect("fixture opens");
+    copy
+}
+
+/// Opens the log in `dir` and checks it holds the fixture's records and offsets.
+fn assert_decodes(dir: &Path) {
+    let log = EmbeddedLog::open(dir, EmbeddedLogConfig::default()).expect("fixture opens");
     assert_eq!(log.topics().expect("topics"), [TOPIC]);
     assert_eq!(log.topic_config(TOPIC).expect("config"), topic_config());
     for (record, position) in records().into_iter().zip(expected_positions()) {
@@ -148,12 +159,25 @@ fn fixture_log_still_decodes() {
             .expect("offset"),
         Some(4)
     );
-    drop(log);
+}
+
+#[test]
+fn fixture_log_still_decodes() {
+    let copy = copy_of(&fixture_dir());
+    assert_decodes(copy.path());
     assert_eq!(
         files(copy.path()),
         files(&fixture_dir()),
-        "opening a clean log changes no file"
+        "opening a cleanly closed log changes no file"
     );
+}
+
+#[test]
+fn v1_log_without_bounds_files_still_opens() {
+    let copy = copy_of(&v1_fixture_dir());
+    assert_decodes(copy.path());
+    // Opening gave each partition the bounds file a log written today has.
+    assert_eq!(files(copy.path()), files(&fixture_dir()));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Every metric Tidewater exports, defined in this one place.
 
-use crate::{Counter, Family, FloatGauge, Gauge, Histogram};
+use crate::{Counter, Family, FloatGauge, Gauge, HealthConfig, Histogram, Watchdog};
 
 /// Latency buckets in seconds, from 1 ms to 60 s.
 pub(crate) static LATENCY_BOUNDS: [f64; 20] = [
@@ -12,6 +12,12 @@ pub(crate) static LATENCY_BOUNDS: [f64; 20] = [
 pub struct Metrics {
     /// Records appended to the log, by topic.
     pub log_appended_records: Family<Counter>,
+    /// Records the log should hold but found missing (damaged or deleted files, a power
+    /// loss), by topic and partition.
+    pub log_lost_records: Family<Counter>,
+    /// Bytes retention would delete but keeps because a consumer group has not committed
+    /// them yet, by topic and partition.
+    pub log_retention_held_bytes: Family<Gauge>,
     /// Records a pipeline consumed and committed, by pipeline and topic.
     pub pipeline_records: Family<Counter>,
     /// Batches a pipeline committed, by pipeline.
@@ -22,6 +28,9 @@ pub struct Metrics {
     pub pipeline_lag: Family<Gauge>,
     /// Events sent to the dead-letter topic, by pipeline and source topic.
     pub dead_letters: Family<Counter>,
+    /// Outbox entries the log refused for good (larger than a record may be), left out of
+    /// their output topic so that the entries after them are published, by topic.
+    pub outbox_refused: Family<Counter>,
     /// Chunks sent to the embedding model (cache misses).
     pub embedded_chunks: Counter,
     /// Chunks whose embedding was reused from the cache (unchanged text).
@@ -60,17 +69,29 @@ pub struct Metrics {
     pub lake_rows: Family<Counter>,
     /// Answers served by `/v1/ask`, by model and outcome (`ok`, `failed`).
     pub answers: Family<Counter>,
+    /// Progress of every source and pipeline; rendered as `tidewater_component_stalled`.
+    pub watchdog: Watchdog,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(&HealthConfig::default())
+    }
+}
+
+impl Metrics {
+    /// An empty catalogue whose watchdog reports stalls after `health.stall_after`.
+    pub fn new(health: &HealthConfig) -> Self {
         Self {
             log_appended_records: Family::new(&["topic"], Counter::default),
+            log_lost_records: Family::new(&["topic", "partition"], Counter::default),
+            log_retention_held_bytes: Family::new(&["topic", "partition"], Gauge::default),
             pipeline_records: Family::new(&["pipeline", "topic"], Counter::default),
             pipeline_batches: Family::new(&["pipeline"], Counter::default),
             pipeline_retries: Family::new(&["pipeline"], Counter::default),
             pipeline_lag: Family::new(&["pipeline", "topic", "partition"], Gauge::default),
             dead_letters: Family::new(&["pipeline", "topic"], Counter::default),
+            outbox_refused: Family::new(&["topic"], Counter::default),
             embedded_chunks: Counter::default(),
             reused_chunks: Counter::default(),
             documents: Gauge::default(),
@@ -89,6 +110,7 @@ impl Default for Metrics {
             lake_files: Family::new(&["topic"], Counter::default),
             lake_rows: Family::new(&["topic"], Counter::default),
             answers: Family::new(&["model", "outcome"], Counter::default),
+            watchdog: Watchdog::new(health),
         }
     }
 }
@@ -102,6 +124,16 @@ impl Metrics {
             "tidewater_log_appended_records_total",
             "Records appended to the log.",
             &self.log_appended_records,
+        );
+        w.counter_family(
+            "tidewater_log_lost_records_total",
+            "Records the log should hold but found missing (damage, deleted files, power loss).",
+            &self.log_lost_records,
+        );
+        w.gauge_family(
+            "tidewater_log_retention_held_bytes",
+            "Bytes retention keeps beyond its limit because a consumer has not committed them.",
+            &self.log_retention_held_bytes,
         );
         w.counter_family(
             "tidewater_pipeline_records_total",
@@ -127,6 +159,11 @@ impl Metrics {
             "tidewater_dead_letters_total",
             "Events sent to the dead-letter topic.",
             &self.dead_letters,
+        );
+        w.counter_family(
+            "tidewater_outbox_refused_total",
+            "Outbox entries the log refused for good, left out of their output topic.",
+            &self.outbox_refused,
         );
         w.counter(
             "tidewater_embedded_chunks_total",
@@ -213,6 +250,11 @@ impl Metrics {
             "tidewater_answers_total",
             "Answers served by /v1/ask, by model and outcome.",
             &self.answers,
+        );
+        w.watchdog(
+            "tidewater_component_stalled",
+            "1 while a source or pipeline has work and makes no progress, or has failed.",
+            &self.watchdog,
         );
         w.finish()
     }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{Counter, Family, FloatGauge, Gauge, Histogram};
+use crate::{Counter, Family, FloatGauge, Gauge, Histogram, Watchdog};
 
 #[derive(Default)]
 pub(crate) struct Writer {
@@ -29,6 +29,19 @@ fn labels(names: &[&str], values: &[String]) -> String {
 }
 
 impl Writer {
+    /// One gauge per component of the watchdog: 1 when unhealthy, 0 otherwise.
+    pub(crate) fn watchdog(&mut self, name: &str, help: &str, watchdog: &Watchdog) {
+        self.header(name, help, "gauge");
+        for status in watchdog.statuses() {
+            let _ = writeln!(
+                self.out,
+                "{name}{} {}",
+                labels(&["component"], std::slice::from_ref(&status.component)),
+                u8::from(status.is_unhealthy())
+            );
+        }
+    }
+
     fn header(&mut self, name: &str, help: &str, kind: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }

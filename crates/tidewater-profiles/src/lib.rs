@@ -75,8 +75,9 @@ pub use pipeline::{
     ProfilesPipeline, RowChange, RowChangeKind,
 };
 pub use profile::{
-    compute_profiles, merge_profile, Aggregate, AggregateKind, ChildConfig, IdentifierColumn,
-    MergePolicy, Profile, ProfileInput, ProfilesConfig, ProfilesConfigError, Provenance, RecordRef,
-    StoredRow, TableConfig,
+    compute_profiles, merge_profile, non_numeric_value, try_merge_profile, Aggregate,
+    AggregateKind, ChildConfig, IdentifierColumn, MergePolicy, Profile, ProfileDefect,
+    ProfileInput, ProfilesConfig, ProfilesConfigError, Provenance, RecordRef, StoredRow,
+    TableConfig,
 };
 pub use service::Profiles;

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tidewater_answer::{build_prompt, extractive_answer, ContextChunk, LlmError};
 use tidewater_core::{Citation, ConversationEvent, ConversationStatus, Latency};
 use tidewater_knowledge::SearchRequest;
+use tidewater_log::LogError;
 use tidewater_profiles::Identifier;
 
 use crate::error::{blocking, ApiError};
@@ -97,11 +98,17 @@ fn response_body(c: &ConversationEvent, extractive: bool) -> Value {
     body
 }
 
+/// A 502 saying which model failed and how, but not where it is nor what it sent: the
+/// whole error (with the endpoint, its secrets masked) goes to the server log only.
 fn model_error(conversation_id: &str, e: &LlmError) -> ApiError {
-    ApiError::new(
+    ApiError::with_detail(
         StatusCode::BAD_GATEWAY,
         "model_failed",
-        format!("the language model failed: {e} (conversation {conversation_id} was logged with the failure)"),
+        format!(
+            "{} (conversation {conversation_id} was logged with the failure)",
+            e.summary()
+        ),
+        e,
     )
 }
 
@@ -168,27 +175,80 @@ async fn retrieve(
 }
 
 /// Appends the conversation to its topic; the answer is not returned before it is durable.
+///
+/// A conversation too large for one record of the log (an answer over `max_record_bytes`)
+/// is logged as failed instead, without the answer (and, if still too large, without the
+/// prompt), and the model's answer is reported as the failure: a 502, not a retryable 503.
 async fn log_conversation(
     state: &AppState,
     conversation: ConversationEvent,
 ) -> Result<(), ApiError> {
-    let outcome = match conversation.status {
+    let analytics = state.analytics.clone();
+    let (logged, too_large) = blocking(move || {
+        let mut conversation = conversation;
+        let mut too_large = None;
+        loop {
+            match analytics.record_conversation(&conversation) {
+                Ok(_) => return Ok((conversation, too_large)),
+                Err(tidewater_analytics::Error::Log(LogError::RecordTooLarge { size, max })) => {
+                    let answer_bytes = conversation.answer.len();
+                    if !shrink_failed(&mut conversation, answer_bytes, size, max) {
+                        return Err(LogError::RecordTooLarge { size, max }.into());
+                    }
+                    too_large.get_or_insert((answer_bytes, max));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    let outcome = match logged.status {
         ConversationStatus::Ok => "ok",
         ConversationStatus::Failed => "failed",
     };
-    state
-        .metrics
-        .answers
-        .with(&[&conversation.model, outcome])
-        .inc();
-    let analytics = state.analytics.clone();
-    blocking(move || {
-        analytics
-            .record_conversation(&conversation)
-            .map(|_| ())
-            .map_err(ApiError::from)
-    })
-    .await
+    state.metrics.answers.with(&[&logged.model, outcome]).inc();
+    match too_large {
+        None => Ok(()),
+        Some((answer_bytes, max)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "model_failed",
+            format!(
+                "the language model '{}' gave an answer of {answer_bytes} bytes, too large for \
+                 the log's records of at most {max} bytes (conversation {} was logged with the \
+                 failure)",
+                logged.model, logged.conversation_id
+            ),
+        )),
+    }
+}
+
+/// Makes a conversation that is `size` bytes as a record smaller: marks it failed and drops
+/// its answer, then its prompt. False when nothing is left to drop.
+fn shrink_failed(
+    conversation: &mut ConversationEvent,
+    answer_bytes: usize,
+    size: usize,
+    max: usize,
+) -> bool {
+    let dropped = if !conversation.answer.is_empty() {
+        conversation.answer = String::new();
+        "answer"
+    } else if !conversation.prompt.is_empty() {
+        conversation.prompt = Vec::new();
+        "prompt"
+    } else {
+        return false;
+    };
+    conversation.status = ConversationStatus::Failed;
+    let reason = format!(
+        "the conversation ({size} bytes, with an answer of {answer_bytes} bytes) exceeds the \
+         log's max_record_bytes ({max}); its {dropped} was dropped"
+    );
+    conversation.error = Some(match conversation.error.take() {
+        Some(error) => format!("{error}; {reason}"),
+        None => reason,
+    });
+    true
 }
 
 pub(crate) async fn ask(
@@ -326,7 +386,15 @@ pub(crate) async fn ask(
         let id = pending.conversation.conversation_id.clone();
         let (outcome, error) = match failure {
             None => (Ok(answer), None),
-            Some(e) => (Err(e.to_string()), Some(model_error(&id, &e))),
+            Some(e) => {
+                // The response has begun: this error is an event, not a logged response.
+                tracing::error!(
+                    conversation = %id,
+                    error = %e,
+                    "the language model failed mid-stream"
+                );
+                (Err(e.to_string()), Some(model_error(&id, &e)))
+            }
         };
         let conversation = pending.finish(&model, model_ms, outcome);
         let body = response_body(&conversation, false);

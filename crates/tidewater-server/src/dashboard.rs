@@ -1,5 +1,6 @@
-//! The live dashboard: the page at `/` (one self-contained HTML file, no external
-//! resources) and `/v1/stats`, the JSON snapshot of the process metrics it polls beside
+//! The live dashboard: the page at `/` with its script and style (served from here, no
+//! external resources, no inline code, so its Content-Security-Policy allows nothing
+//! else) and `/v1/stats`, the JSON snapshot of the process metrics it polls beside
 //! `/v1/kpis`.
 
 use std::collections::BTreeMap;
@@ -7,16 +8,47 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::Json;
 use serde::Serialize;
-use tidewater_metrics::{Counter, Family, Metrics};
+use tidewater_metrics::{ComponentStatus, Counter, Family, Metrics};
 
 use crate::AppState;
 
+/// The page's script.
+pub(crate) const SCRIPT_PATH: &str = "/dashboard.js";
+/// The page's style sheet.
+pub(crate) const STYLE_PATH: &str = "/dashboard.css";
+
+/// The page may run its own script and style and fetch the API, nothing else; no page
+/// may frame it.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
 /// `GET /`: the dashboard page.
-pub(crate) async fn page() -> Html<&'static str> {
-    Html(include_str!("../assets/dashboard.html"))
+pub(crate) async fn page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_SECURITY_POLICY, PAGE_CSP)],
+        Html(include_str!("../assets/dashboard.html")),
+    )
+}
+
+/// `GET /dashboard.js`.
+pub(crate) async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../assets/dashboard.js"),
+    )
+}
+
+/// `GET /dashboard.css`.
+pub(crate) async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../assets/dashboard.css"),
+    )
 }
 
 /// `GET /v1/stats`: ingest, lag, freshness, index, lake, dead-letter and answer figures,
@@ -35,7 +67,9 @@ pub(crate) async fn page() -> Html<&'static str> {
 ///   "index": {"documents": 117, "vectors": 950},
 ///   "lake": [{"topic": "conversations", "files": 3, "rows": 1200}],
 ///   "answers": [{"model": "m", "outcome": "ok", "count": 12}],
-///   "late_events": [{"topic": "feedback", "count": 1}]
+///   "late_events": [{"topic": "feedback", "count": 1}],
+///   "components": [{"component": "pipeline knowledge/0", "condition": "working",
+///                   "since_progress_ms": 120}]
 /// }
 /// ```
 ///
@@ -43,7 +77,9 @@ pub(crate) async fn page() -> Html<&'static str> {
 /// successive `appended_total`s into rates without trusting its own clock. `lag` sums
 /// the pipeline's lag over the topic's partitions. `freshness_ms` is the source-to-
 /// searchable latency estimated from the histogram; its quantiles are `null` while
-/// `count` is 0.
+/// `count` is 0. `components` is every source and pipeline the watchdog knows, in
+/// registration order: `condition` is `idle`, `working`, `stalled` or `failed`, with a
+/// `reason` for the last two.
 pub(crate) async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,6 +103,7 @@ pub(crate) struct Stats {
     lake: Vec<LakeStats>,
     answers: Vec<AnswerStats>,
     late_events: Vec<TopicCount>,
+    components: Vec<ComponentStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +190,7 @@ impl Stats {
                     count,
                 })
                 .collect(),
+            components: metrics.watchdog.statuses(),
         }
     }
 }

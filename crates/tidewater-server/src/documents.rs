@@ -6,13 +6,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tidewater_core::document::MAX_ID_BYTES;
 use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
+use tidewater_knowledge::body_text;
 
 use crate::error::{blocking, ApiError};
 use crate::AppState;
-
-/// Longest document id accepted, in bytes.
-const MAX_ID_BYTES: usize = 1024;
 
 /// The body of `PUT /v1/documents/{id}`.
 #[derive(Debug, Deserialize)]
@@ -42,13 +41,9 @@ async fn append(
     let writer = state.knowledge.writer();
     let doc_id = event.doc_id.clone();
     let positions = blocking(move || {
-        writer.write(std::slice::from_ref(&event)).map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
-                e.to_string(),
-            )
-        })
+        writer
+            .write(std::slice::from_ref(&event))
+            .map_err(ApiError::from)
     })
     .await?;
     let topic = state.knowledge.writer().topic().to_owned();
@@ -71,6 +66,12 @@ pub(crate) async fn put_document(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let doc_id = check_id(id)?;
     let Json(body) = body?;
+    // Refused now rather than accepted and then dead-lettered by the pipeline.
+    if let Err(reason) = body_text(body.text.as_bytes()) {
+        return Err(ApiError::bad_request(format!(
+            "document '{doc_id}' {reason}"
+        )));
+    }
     let bytes = body.text.into_bytes();
     let event = DocumentEvent {
         op: DocumentOp::Upsert,

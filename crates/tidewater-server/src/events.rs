@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use crate::error::{blocking, ApiError};
 use crate::AppState;
 
+/// The route.
+pub(crate) const PATH: &str = "/v1/events/{topic}";
+
 /// Largest request body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -78,16 +81,7 @@ pub(crate) async fn post_events(
                 ))
             }
         };
-        blocking(move || {
-            profiles.ingest(events).map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "log_unavailable",
-                    e.to_string(),
-                )
-            })
-        })
-        .await?
+        blocking(move || profiles.ingest(events).map_err(ApiError::from)).await?
     };
     let offsets: Vec<Value> = positions
         .iter()

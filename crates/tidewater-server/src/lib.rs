@@ -2,6 +2,8 @@
 //! KPIs, health, readiness, metrics and the dashboard.
 //! Handlers translate between JSON and the pipelines' services; errors become
 //! `{"error": {"code", "message"}}` with a 4xx/5xx status here and nowhere else.
+//! Every request first passes the guards (allowed Host, body media type), and the
+//! listener bounds connections in number and time (docs/security.md).
 #![warn(missing_docs)]
 
 mod ask;
@@ -9,19 +11,23 @@ mod dashboard;
 mod documents;
 mod error;
 mod events;
+mod guards;
 mod health;
 mod kpis;
 mod profiles;
 mod search;
+mod serve;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
 use tidewater_analytics::Analytics;
 use tidewater_answer::{AnswerConfig, ChatClient};
+use tidewater_config::ServerConfig;
 use tidewater_knowledge::Knowledge;
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
@@ -53,10 +59,13 @@ pub struct AppState {
     pub answering: Arc<Answering>,
 }
 
-/// The API's routes.
-pub fn router(state: AppState) -> Router {
+/// The API's routes behind their guards; `config` gives the allowed hosts.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let hosts = Arc::new(guards::AllowedHosts::new(config));
     Router::new()
         .route("/", get(dashboard::page))
+        .route(dashboard::SCRIPT_PATH, get(dashboard::script))
+        .route(dashboard::STYLE_PATH, get(dashboard::style))
         .route("/v1/stats", get(dashboard::stats))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -69,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/search", post(search::search))
         .route(
-            "/v1/events/{topic}",
+            events::PATH,
             post(events::post_events)
                 .layer(axum::extract::DefaultBodyLimit::max(events::MAX_BODY_BYTES)),
         )
@@ -78,20 +87,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feedback", post(kpis::post_feedback))
         .route("/v1/kpis", get(kpis::get_kpis))
         .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error::count_responses,
-        ))
+        .route_layer(from_fn(guards::check_body_type))
+        .layer(from_fn(error::json_errors))
+        .layer(from_fn_with_state(hosts, guards::check_host))
+        .layer(from_fn(guards::security_headers))
+        .layer(from_fn_with_state(state.clone(), error::count_responses))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` with the `[server]` limits until `shutdown` completes,
+/// then lets in-flight requests finish for at most `config.drain_timeout`. Warns when the
+/// listener is reachable from other machines (the API has no authentication).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve::serve(listener, router(state, config), config, shutdown).await
 }

@@ -28,12 +28,7 @@ pub(crate) async fn get_profile(
         ))
     })?;
     let lookup = identifier.clone();
-    let profile = blocking(move || {
-        profiles.by_identifier(&lookup).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })
-    })
-    .await?;
+    let profile = blocking(move || profiles.by_identifier(&lookup).map_err(ApiError::from)).await?;
     match profile {
         Some(profile) => Ok(Json(serde_json::to_value(profile).unwrap_or_default())),
         None => Err(ApiError::new(

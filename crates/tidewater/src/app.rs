@@ -21,6 +21,8 @@ use tidewater_server::{Answering, AppState};
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
+/// Least time sources and pipelines get to stop, whatever the HTTP drain took.
+const MIN_PIPELINE_DRAIN: Duration = Duration::from_secs(1);
 /// How often log retention is enforced.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -58,11 +60,13 @@ impl App {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        let metrics = Arc::new(Metrics::default());
-        let log =
-            EmbeddedLog::open(data_dir.join("log"), config.log.clone()).with_context(|| {
-                format!("cannot open the log in {}", data_dir.join("log").display())
-            })?;
+        let metrics = Arc::new(Metrics::new(&config.health));
+        let log = EmbeddedLog::open_with_metrics(
+            data_dir.join("log"),
+            config.log.clone(),
+            Arc::clone(&metrics),
+        )
+        .with_context(|| format!("cannot open the log in {}", data_dir.join("log").display()))?;
         let shared_log: Arc<dyn Log> = Arc::clone(&log) as Arc<dyn Log>;
         let embedder = tidewater_embed::build_embedder(&config.embedding)
             .context("cannot load the embedding model")?;
@@ -90,6 +94,7 @@ impl App {
         let analytics = Analytics::open(
             &data_dir.join("analytics"),
             config.analytics.clone(),
+            config.event_time.clone(),
             Arc::clone(&log) as Arc<dyn Log>,
             Arc::clone(&metrics),
         )?;
@@ -98,7 +103,7 @@ impl App {
             Some(llm) => Some(ChatClient::new(llm).with_context(|| {
                 format!(
                     "cannot set up the language model client for {}",
-                    llm.base_url
+                    tidewater_core::redact::redact(&llm.base_url)
                 )
             })?),
             None => None,
@@ -128,8 +133,11 @@ impl App {
             let state = data_dir
                 .join("sources")
                 .join(format!("{}.json", files.name));
-            let source =
-                FileSource::new(files.clone(), state, knowledge.writer()).with_context(|| {
+            let heartbeat = metrics
+                .watchdog
+                .register(format!("source {}", files.source_name()));
+            let source = FileSource::new(files.clone(), state, knowledge.writer(), heartbeat)
+                .with_context(|| {
                     format!(
                         "cannot start the file source '{}' on {}",
                         files.name,
@@ -172,7 +180,7 @@ impl App {
             for source in &sources {
                 match source.scan() {
                     Ok(report) => info!(source = source.source_name(), upserts = report.upserts, deletes = report.deletes,
-                        unchanged = report.unchanged, skipped = report.skipped.len(), "initial scan done"),
+                        unchanged = report.unchanged, skipped = report.skipped.len(), dead_lettered = report.dead_lettered, "initial scan done"),
                     Err(e) => warn!(source = source.source_name(), error = %e, "initial scan failed; the watcher retries"),
                 }
             }
@@ -294,6 +302,11 @@ impl App {
         for t in self.threads {
             let _ = t.join();
         }
+        // Records where every partition ends, so the next start can tell whether records
+        // went missing while Tidewater was stopped.
+        if let Err(e) = self.log.close() {
+            warn!(error = %e, "cannot record the log's end; the next start treats this stop as a crash");
+        }
     }
 }
 
@@ -358,19 +371,61 @@ pub fn run_until_signal(load_config: impl FnOnce() -> Result<Config>) -> Result<
     };
     let config = load_config()?;
     let listen = config.listen;
+    let server = config.server.clone();
+    let drain_timeout = server.drain_timeout;
     let app = App::start(config)?;
     let state = app.api_state();
+    // One drain budget from the signal on: in-flight requests first, then the rest.
+    let signalled = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let shutdown = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            signals.received().await;
+            let _ = signalled.set(Instant::now());
+        }
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         info!(%listen, "serving the API");
-        tidewater_server::serve(listener, state, signals.received()).await?;
+        tidewater_server::serve(listener, state, &server, shutdown).await?;
         anyhow::Ok(())
     })?;
     info!("shutting down");
-    app.shutdown();
-    Ok(())
+    let spent = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
+    // A floor, so that a slow HTTP drain does not leave the pipelines no time at all.
+    shutdown_within(app, drain_timeout.saturating_sub(spent).max(MIN_PIPELINE_DRAIN))
+}
+
+/// Stops the app, giving sources and pipelines at most `drain_timeout` (what is left of
+/// `[server] drain_timeout` after the HTTP drain) to finish their current work. Past that, gives up with an error naming what is still busy (the
+/// process then exits; everything committed so far is safe, and the rest is redone at
+/// the next start).
+fn shutdown_within(app: App, drain_timeout: Duration) -> Result<()> {
+    let watchdog = app.metrics.watchdog.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            app.shutdown();
+            let _ = done_tx.send(());
+        })
+        .context("cannot start the shutdown thread")?;
+    if done_rx.recv_timeout(drain_timeout).is_ok() {
+        return Ok(());
+    }
+    let busy: Vec<String> = watchdog
+        .statuses()
+        .into_iter()
+        .filter(|status| status.condition != tidewater_metrics::Condition::Idle)
+        .map(|status| status.component)
+        .collect();
+    anyhow::bail!(
+        "shutdown did not finish within {} ([server] drain_timeout); still busy: {}; exiting anyway",
+        humantime::format_duration(drain_timeout),
+        if busy.is_empty() { "unknown".to_owned() } else { busy.join(", ") }
+    )
 }
 
 /// SIGINT and SIGTERM, registered up front: a signal that arrives before anyone waits for

@@ -130,6 +130,20 @@ fn dispatch(command: Command) -> Result<()> {
     }
 }
 
+/// The configuration as JSON, every string with its secrets (URL and DSN passwords, secret
+/// parameters) masked: the output is meant to be shared.
 fn effective_config(config: &Config) -> Result<String> {
-    Ok(serde_json::to_string_pretty(config)?)
+    fn mask(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                *text = tidewater_core::redact::redact(text).into_owned();
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(mask),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(config)?;
+    mask(&mut value);
+    Ok(serde_json::to_string_pretty(&value)?)
 }

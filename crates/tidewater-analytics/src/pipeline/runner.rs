@@ -8,7 +8,10 @@
 //! ends as soon as a partition it drew from runs dry, so it never overtakes records that
 //! are in the log but not yet buffered. The operator's processing time is the records'
 //! log time, which a replay reproduces; only when every partition is caught up does wall
-//! time move the watermark on (idle partitions, closing the last windows).
+//! time move the watermark on (idle partitions, closing the last windows). An event whose
+//! time the [`EventTimePolicy`] refuses (too far after its log time) is dead-lettered
+//! before the operator sees it, so it never moves the watermark; judged against the log
+//! time, a replay refuses the same events.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +21,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redb::{Database, WriteTransaction};
 use serde_json::json;
-use tidewater_core::{ConversationEvent, FeedbackEvent};
+use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
 use tidewater_engine::{DeadLetterRecord, EngineConfig, Outbox, OutboxEntry, OFFSETS};
 use tidewater_log::{Log, Record};
-use tidewater_metrics::Metrics;
-use tracing::{info, warn};
+use tidewater_metrics::{Metrics, Watchdog};
+use tracing::{error, info, warn};
 
 use super::config::AnalyticsConfig;
 use super::state::{save_operator, Conversations, RESULTS};
@@ -37,6 +40,8 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// How often, when caught up, wall time is allowed to close windows.
 const IDLE_TICK: Duration = Duration::from_millis(200);
+/// How often the committed positions are copied into the log's consumer offsets.
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -66,11 +71,13 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
-    pub(crate) fn new(config: &AnalyticsConfig) -> Self {
+    /// The outboxes, reporting their publication to `watchdog`.
+    pub(crate) fn new(config: &AnalyticsConfig, watchdog: &Watchdog) -> Self {
         Self {
-            kpis: Outbox::new("kpis", config.kpis_topic.clone()),
-            late: Outbox::new("late", config.late_topic.clone()),
-            dead_letters: Outbox::new("dead-letters", DeadLetterRecord::topic_for(PIPELINE)),
+            kpis: Outbox::new("kpis", config.kpis_topic.clone()).watched(watchdog),
+            late: Outbox::new("late", config.late_topic.clone()).watched(watchdog),
+            dead_letters: Outbox::new("dead-letters", DeadLetterRecord::topic_for(PIPELINE))
+                .watched(watchdog),
         }
     }
 
@@ -87,6 +94,7 @@ pub(crate) struct Runner {
     pub(crate) db: Arc<Database>,
     pub(crate) log: Arc<dyn Log>,
     pub(crate) config: AnalyticsConfig,
+    pub(crate) event_time: EventTimePolicy,
     pub(crate) engine: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) operator: Arc<Mutex<WindowedKpis>>,
@@ -125,6 +133,9 @@ impl Runner {
                 tidewater_engine::committed_offsets(&self.db, PIPELINE, topic, partitions)?;
             for (partition, next) in committed.into_iter().enumerate() {
                 let partition = partition as u32;
+                // Where analytics resumes: retention keeps what it has not committed, and
+                // records it had committed that are gone are reported.
+                self.log.commit_offset(PIPELINE, topic, partition, next)?;
                 inputs.push(Input {
                     topic: topic.clone(),
                     kind,
@@ -148,7 +159,12 @@ impl Runner {
             .publish(&self.db, self.log.as_ref(), &self.metrics)?;
         let mut inputs = self.inputs()?;
         let mut last_tick = Instant::now();
+        let mut told_log = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            if told_log.elapsed() >= LOG_COMMIT_INTERVAL {
+                self.tell_log(&inputs);
+                told_log = Instant::now();
+            }
             for input in inputs.iter_mut().filter(|i| i.buffer.is_empty()) {
                 self.refill(input)?;
             }
@@ -163,14 +179,32 @@ impl Runner {
             let batch = self.take_batch(&mut inputs);
             self.process(&mut inputs, batch)?;
         }
+        self.tell_log(&inputs);
         Ok(())
+    }
+
+    /// Copies the committed positions into the log's consumer offsets, so retention keeps
+    /// what analytics has not consumed (the state database stays the truth). Only offsets
+    /// of records already committed: `consumed` advances with each committed batch.
+    fn tell_log(&self, inputs: &[Input]) {
+        for input in inputs {
+            if let Err(e) =
+                self.log
+                    .commit_offset(PIPELINE, &input.topic, input.partition, input.consumed)
+            {
+                warn!(topic = %input.topic, partition = input.partition, error = %e,
+                    "cannot store the analytics offset in the log; retention keeps more until it can");
+            }
+        }
     }
 
     fn refill(&self, input: &mut Input) -> Result<(), Error> {
         let range = self.log.range(&input.topic, input.partition)?;
         if input.fetched < range.start {
-            warn!(topic = %input.topic, partition = input.partition, next = input.fetched,
-                start = range.start, "records deleted by retention before analytics read them; skipping ahead");
+            // Retention never deletes what analytics has not committed: these were lost
+            // (the log reported it when it found out).
+            error!(topic = %input.topic, partition = input.partition, from = input.fetched,
+                to = range.start, "records analytics had not consumed are gone from the log; continuing after them");
             input.fetched = range.start;
             input.consumed = input.consumed.max(range.start);
         }
@@ -179,6 +213,10 @@ impl Runner {
             .pipeline_lag
             .with(&[PIPELINE, &input.topic, &input.partition.to_string()])
             .set(lag as i64);
+        if input.fetched >= range.end {
+            // Caught up — or committed past records a loss took: new ones come after.
+            return Ok(());
+        }
         let records = self.log.read(
             &input.topic,
             input.partition,
@@ -231,7 +269,7 @@ impl Runner {
                 let input = &mut inputs[*i];
                 input.consumed = record.offset + 1;
                 counts[*i][0] += 1;
-                let event = match decode(input.kind, &input.topic, record) {
+                let event = match admit(&self.event_time, input.kind, &input.topic, record) {
                     Ok(event) => event,
                     Err(reason) => {
                         let letter = DeadLetterRecord::new(
@@ -369,6 +407,24 @@ impl Runner {
 /// A record's log time as the operator's processing time.
 fn log_time(record: &Record) -> u64 {
     u64::try_from(record.timestamp_ms).unwrap_or(0)
+}
+
+/// Reads a conversation or feedback record and checks its time against the policy, with
+/// the record's log time as "now".
+fn admit(
+    policy: &EventTimePolicy,
+    kind: Kind,
+    topic: &str,
+    record: &Record,
+) -> Result<AnalyticsEvent, Error> {
+    let event = decode(kind, topic, record)?;
+    policy
+        .check(event.event_time_ms(), record.timestamp_ms)
+        .map_err(|source| Error::EventTime {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    Ok(event)
 }
 
 /// Reads a conversation or feedback record; events without their own time take the log's.

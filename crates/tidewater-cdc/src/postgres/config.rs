@@ -3,11 +3,14 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tidewater_core::redact::redact;
 
 use super::error::PostgresError;
 
 /// Where to read changes from and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` masks the password of the connection string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// The connection string, in libpq's `key=value` or URL form, e.g.
@@ -42,6 +45,19 @@ fn default_poll_interval() -> Duration {
     Duration::from_millis(200)
 }
 
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the connection string's password must not reach logs.
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &redact(&self.dsn))
+            .field("slot", &self.slot)
+            .field("tables", &self.tables)
+            .field("batch_size", &self.batch_size)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
 impl PostgresConfig {
     /// A configuration with the defaults for everything but the connection and tables.
     pub fn new(dsn: impl Into<String>, tables: Vec<String>) -> Self {
@@ -54,8 +70,14 @@ impl PostgresConfig {
         }
     }
 
+    /// Checks what can be checked without a database (the source does when it starts;
+    /// `tidewater check-config` too).
+    pub fn validate(&self) -> Result<(), PostgresError> {
+        self.table_names().map(|_| ())
+    }
+
     /// Checks what can be checked without a database and splits the table names.
-    pub(crate) fn validate(&self) -> Result<Vec<TableName>, PostgresError> {
+    pub(crate) fn table_names(&self) -> Result<Vec<TableName>, PostgresError> {
         let bad = |reason: String| PostgresError::Config { reason };
         // Slot names are restricted by PostgreSQL to these characters; checking here
         // gives the reason before a connection is made.
@@ -182,7 +204,23 @@ mod tests {
         c.slot = "Bad-Slot".into();
         assert!(c.validate().unwrap_err().to_string().contains("slot"));
         c.slot = "ok_1".into();
-        assert_eq!(c.validate().unwrap()[0].quoted(), "\"public\".\"a\"");
+        c.validate().unwrap();
+        assert_eq!(c.table_names().unwrap()[0].quoted(), "\"public\".\"a\"");
+    }
+
+    #[test]
+    fn n5_debug_masks_the_password() {
+        for dsn in [
+            "postgres://tw:s3cr3tpw@127.0.0.1:1/x",
+            "host=h user=tw password=s3cr3tpw dbname=x",
+            "host=h password='s3cr3tpw' dbname=x",
+        ] {
+            let shown = format!("{:?}", PostgresConfig::new(dsn, vec!["public.t".into()]));
+            assert!(
+                !shown.contains("s3cr3tpw") && shown.contains("***"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use tidewater_core::redact::redact;
 use tidewater_core::{ErrorDomain, RetryHint};
 
 use super::sink::SinkError;
@@ -102,8 +103,9 @@ pub enum PostgresError {
         /// The progress file.
         state: PathBuf,
     },
-    /// Connecting to the server failed.
-    #[error("connecting to PostgreSQL: {source}")]
+    /// Connecting to the server failed. The driver's message is shown with any password
+    /// in it masked (a malformed connection string can be echoed back).
+    #[error("connecting to PostgreSQL: {}", redact(&.source.to_string()))]
     Connect {
         /// The driver's error.
         #[source]

@@ -79,7 +79,7 @@ impl PostgresSource {
         config: PostgresConfig,
         state_path: impl Into<PathBuf>,
     ) -> Result<Self, PostgresError> {
-        let tables = config.validate()?;
+        let tables = config.table_names()?;
         let state_path = state_path.into();
         let state = ProgressState::load(&state_path)?;
         if let Some(st) = &state {

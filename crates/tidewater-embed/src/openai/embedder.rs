@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
+use tidewater_core::redact::redact;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -44,6 +45,8 @@ pub struct OpenAiEmbedder {
 struct Shared {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// `url` with its secrets masked: what errors and logs show.
+    shown: String,
     model: String,
     api_key: Option<String>,
     dimension: usize,
@@ -70,20 +73,7 @@ impl OpenAiEmbedder {
     /// Checks `cfg`, reads the API key from the environment and starts the HTTP client.
     /// Makes no request: an unreachable endpoint shows on the first [`Embedder::embed`].
     pub fn new(cfg: OpenAiConfig) -> Result<Self, EmbedError> {
-        for (key, value) in [
-            ("batch_size", cfg.batch_size),
-            ("max_concurrency", cfg.max_concurrency),
-            ("dimension", cfg.dimension),
-            ("max_tokens", cfg.max_tokens),
-        ] {
-            if value == 0 {
-                return Err(invalid(format!("{key} must be at least 1")));
-            }
-        }
-        if cfg.timeout.is_zero() {
-            return Err(invalid("timeout must be positive".into()));
-        }
-        let url = embeddings_url(&cfg.base_url)?;
+        let url = Self::check_config(&cfg)?;
         let api_key = match &cfg.api_key_env {
             Some(var) => Some(
                 std::env::var(var).map_err(|_| EmbedError::MissingApiKey { var: var.clone() })?,
@@ -113,6 +103,7 @@ impl OpenAiEmbedder {
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
+                shown: redact(url.as_str()).into_owned(),
                 url,
                 model: cfg.model,
                 api_key,
@@ -130,9 +121,30 @@ impl OpenAiEmbedder {
         })
     }
 
-    /// The endpoint requests go to: `{base_url}/v1/embeddings`.
+    /// Checks `cfg` as [`OpenAiEmbedder::new`] does, without starting anything (for
+    /// `tidewater check-config`): limits of at least 1, a positive timeout, an http or
+    /// https base URL. Returns the embeddings URL.
+    pub fn check_config(cfg: &OpenAiConfig) -> Result<reqwest::Url, EmbedError> {
+        for (key, value) in [
+            ("batch_size", cfg.batch_size),
+            ("max_concurrency", cfg.max_concurrency),
+            ("dimension", cfg.dimension),
+            ("max_tokens", cfg.max_tokens),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if cfg.timeout.is_zero() {
+            return Err(invalid("timeout must be positive".into()));
+        }
+        embeddings_url(&cfg.base_url)
+    }
+
+    /// The endpoint requests go to, `{base_url}/v1/embeddings`, with any password or
+    /// secret parameter in it masked.
     pub fn url(&self) -> &str {
-        self.shared.url.as_str()
+        &self.shared.shown
     }
 }
 
@@ -140,7 +152,7 @@ impl std::fmt::Debug for OpenAiEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not derived: the API key must not reach logs.
         f.debug_struct("OpenAiEmbedder")
-            .field("url", &self.shared.url.as_str())
+            .field("url", &self.shared.shown)
             .field("model", &self.shared.model)
             .field("dimension", &self.shared.dimension)
             .finish_non_exhaustive()
@@ -229,7 +241,7 @@ impl Shared {
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retryable { error, .. }) if retry >= self.max_retries => {
                     return Err(EmbedError::RetriesExhausted {
-                        url: self.url.to_string(),
+                        url: self.shown.clone(),
                         attempts: retry + 1,
                         last: Box::new(error),
                     });
@@ -237,7 +249,7 @@ impl Shared {
                 Err(Failure::Retryable { error, retry_after }) => {
                     let delay = self.backoff.delay(retry, retry_after);
                     tracing::warn!(
-                        url = %self.url,
+                        url = %self.shown,
                         attempt = retry + 1,
                         inputs = input.len(),
                         ?delay,
@@ -276,7 +288,7 @@ impl Shared {
 
         if !status.is_success() {
             let error = EmbedError::Status {
-                url: self.url.to_string(),
+                url: self.shown.clone(),
                 status: status.as_u16(),
                 message: error_message(&body),
             };
@@ -290,14 +302,14 @@ impl Shared {
             // A garbled answer is more likely a proxy or server hiccup than a standing fault.
             ResponseProblem::Malformed(reason) => Failure::Retryable {
                 error: EmbedError::BadResponse {
-                    url: self.url.to_string(),
+                    url: self.shown.clone(),
                     reason,
                 },
                 retry_after: None,
             },
             ResponseProblem::Dimension { actual } => {
                 Failure::Fatal(EmbedError::DimensionMismatch {
-                    url: self.url.to_string(),
+                    url: self.shown.clone(),
                     expected: self.dimension,
                     actual,
                 })
@@ -309,8 +321,9 @@ impl Shared {
     fn transport(&self, source: reqwest::Error) -> Failure {
         Failure::Retryable {
             error: EmbedError::Transport {
-                url: self.url.to_string(),
-                source,
+                url: self.shown.clone(),
+                // reqwest's error carries the URL, password included: `url` names it.
+                source: source.without_url(),
             },
             retry_after: None,
         }
@@ -325,12 +338,11 @@ fn embeddings_url(base_url: &str) -> Result<reqwest::Url, EmbedError> {
     } else {
         format!("{base}/v1/embeddings")
     };
+    let shown = redact(base_url);
     let url = reqwest::Url::parse(&full)
-        .map_err(|e| invalid(format!("base_url {base_url:?} is not a URL: {e}")))?;
+        .map_err(|e| invalid(format!("base_url {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "base_url {base_url:?} must be http or https"
-        )));
+        return Err(invalid(format!("base_url {shown:?} must be http or https")));
     }
     Ok(url)
 }
@@ -379,6 +391,24 @@ mod tests {
         cfg.api_key_env = Some("TIDEWATER_TEST_SURELY_UNSET_KEY".into());
         let err = OpenAiEmbedder::new(cfg).unwrap_err();
         assert!(matches!(err, EmbedError::MissingApiKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn n5_the_url_in_errors_and_debug_has_its_password_masked() {
+        let mut cfg = OpenAiConfig::new("http://u:SECRETPW@127.0.0.1:9", "m", 4);
+        cfg.max_retries = 0;
+        let e = OpenAiEmbedder::new(cfg).unwrap();
+        assert_eq!(e.url(), "http://u:***@127.0.0.1:9/v1/embeddings");
+        assert!(!format!("{e:?}").contains("SECRETPW"));
+        // Nothing listens on port 9: the connection error names the endpoint, masked.
+        let err = e.embed(&["x"]).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("SECRETPW") && shown.contains("u:***@"),
+            "{shown}"
+        );
+        let err = embeddings_url("ftp://u:SECRETPW@h").unwrap_err();
+        assert!(!err.to_string().contains("SECRETPW"), "{err}");
     }
 
     #[test]

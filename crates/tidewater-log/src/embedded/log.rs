@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
+use tidewater_metrics::Metrics;
 
 use super::config::{Durability, EmbeddedLogConfig};
 use super::frame::{frame_len, MAX_FRAME_LEN};
 use super::fsutil::sync_dir;
 use super::offsets::OffsetStore;
-use super::partition::Partition;
+use super::partition::{Lost, Partition};
 use super::topic::{validate_topic_name, Topic, TOPIC_TMP_SUFFIX};
 use crate::{Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig};
 
@@ -33,6 +34,8 @@ pub struct EmbeddedLog {
     config: EmbeddedLogConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     offsets: OffsetStore,
+    /// Where lost records and retention held back by consumers are counted.
+    metrics: Arc<Metrics>,
     /// Holds the directory's lock for as long as the log is open.
     _lock: std::fs::File,
 }
@@ -46,6 +49,9 @@ pub struct RetentionReport {
     pub bytes_deleted: u64,
     /// Records they held (the sum of how far each partition's start moved).
     pub records_deleted: u64,
+    /// Bytes the limits would have deleted but that were kept because a consumer group
+    /// has not committed them yet.
+    pub bytes_held: u64,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -60,6 +66,16 @@ impl std::fmt::Debug for EmbeddedLog {
 impl EmbeddedLog {
     /// Opens (creating if needed) the log stored under `dir` and recovers every partition.
     pub fn open(dir: impl Into<PathBuf>, config: EmbeddedLogConfig) -> Result<Arc<Self>, LogError> {
+        Self::open_with_metrics(dir, config, Arc::new(Metrics::default()))
+    }
+
+    /// [`Self::open`], counting lost records (`tidewater_log_lost_records_total`) and
+    /// retention held back by consumers (`tidewater_log_retention_held_bytes`) in `metrics`.
+    pub fn open_with_metrics(
+        dir: impl Into<PathBuf>,
+        config: EmbeddedLogConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, LogError> {
         let dir = dir.into();
         let topics_dir = dir.join(TOPICS_DIR);
         fs_err::create_dir_all(&topics_dir)?;
@@ -80,6 +96,8 @@ impl EmbeddedLog {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io(e)),
         }
+        // Consumer offsets first: where a group had committed proves records existed.
+        let offsets = OffsetStore::open(dir.join(OFFSETS_DIR))?;
         let mut topics = BTreeMap::new();
         for entry in fs_err::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -96,17 +114,22 @@ impl EmbeddedLog {
                 );
                 continue;
             }
-            let topic = Topic::open(entry.path(), &name, config.segment_bytes)?;
+            let (topic, lost) = Topic::open(entry.path(), &name, &config, |partition| {
+                offsets.highest(&name, partition)
+            })?;
+            for (partition, lost) in lost {
+                report_lost(&metrics, &name, partition, lost);
+            }
             topics.insert(name, Arc::new(topic));
         }
         sync_dir(&topics_dir)?;
-        let offsets = OffsetStore::open(dir.join(OFFSETS_DIR))?;
         tracing::debug!(dir = %dir.display(), topics = topics.len(), "opened embedded log");
         Ok(Arc::new(Self {
             dir,
             config,
             topics: RwLock::new(topics),
             offsets,
+            metrics,
             _lock: lock,
         }))
     }
@@ -136,7 +159,10 @@ impl EmbeddedLog {
     /// from the oldest, each sealed segment whose newest record timestamp is older than
     /// `retention_age`, and while the partition holds more than `retention_bytes`. The
     /// active segment is never deleted, so a partition may stay above its byte limit by up
-    /// to one segment. Partitions' `start` offsets move past the deleted records.
+    /// to one segment. Records a consumer group has not committed yet are never deleted
+    /// (see [`Log::commit_offset`]); when that keeps a partition above its limits, a
+    /// warning and `tidewater_log_retention_held_bytes` say so. Partitions' `start` offsets
+    /// move past the deleted records.
     pub fn enforce_retention(&self) -> Result<RetentionReport, LogError> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -154,14 +180,43 @@ impl EmbeddedLog {
                 .retention_age
                 .map(|age| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
             for partition in topic.partitions() {
-                let removed =
-                    partition.enforce_retention(now_ms, max_age_ms, config.retention_bytes)?;
+                let keep_from = self.offsets.lowest(topic.name(), partition.id());
+                let removed = partition.enforce_retention(
+                    now_ms,
+                    max_age_ms,
+                    config.retention_bytes,
+                    keep_from,
+                )?;
                 report.segments_deleted += removed.segments;
                 report.bytes_deleted += removed.bytes;
                 report.records_deleted += removed.records;
+                report.bytes_held += removed.held_bytes;
+                let partition_label = partition.id().to_string();
+                self.metrics
+                    .log_retention_held_bytes
+                    .with(&[topic.name(), &partition_label])
+                    .set(i64::try_from(removed.held_bytes).unwrap_or(i64::MAX));
+                if removed.held_bytes > 0 {
+                    tracing::warn!(topic = topic.name(), partition = partition.id(),
+                        held_bytes = removed.held_bytes, committed = keep_from,
+                        "retention keeps records a consumer group has not committed yet; the partition stays above its retention limit");
+                }
             }
         }
         Ok(report)
+    }
+
+    /// Makes every partition durable and records where each ends, so the next open can
+    /// tell whether records went missing while the log was closed. Also done when the
+    /// log is dropped; calling it earlier reports errors.
+    pub fn close(&self) -> Result<(), LogError> {
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        for topic in topics {
+            for partition in topic.partitions() {
+                partition.close()?;
+            }
+        }
+        Ok(())
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
@@ -223,7 +278,7 @@ impl Log for EmbeddedLog {
         }
         let topics_dir = self.dir.join(TOPICS_DIR);
         Topic::create(&topics_dir, topic, config)?;
-        let opened = Topic::open(topics_dir.join(topic), topic, self.config.segment_bytes)?;
+        let (opened, _) = Topic::open(topics_dir.join(topic), topic, &self.config, |_| None)?;
         topics.insert(topic.to_owned(), Arc::new(opened));
         tracing::info!(topic, partitions = config.partitions, "created topic");
         Ok(())
@@ -311,7 +366,10 @@ impl Log for EmbeddedLog {
         next_offset: u64,
     ) -> Result<(), LogError> {
         let topic_ref = self.topic(topic)?;
-        Self::partition(&topic_ref, partition)?;
+        let stored = Self::partition(&topic_ref, partition)?;
+        if let Some(lost) = stored.check_committed(next_offset) {
+            report_lost(&self.metrics, topic, partition, lost);
+        }
         self.offsets.commit(group, topic, partition, next_offset)
     }
 
@@ -329,4 +387,32 @@ impl Log for EmbeddedLog {
     fn topics(&self) -> Result<Vec<String>, LogError> {
         Ok(self.topics.read().keys().cloned().collect())
     }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::warn!(dir = %self.dir.display(), %error,
+                "cannot record the log's end at close; the next open treats it as a crash");
+        }
+    }
+}
+
+/// Says loudly that records are gone: an error line naming the topic, partition and
+/// offsets, and the lost-records metric.
+fn report_lost(metrics: &Metrics, topic: &str, partition: u32, lost: Lost) {
+    tracing::error!(
+        topic,
+        partition,
+        from = lost.from,
+        to = lost.to,
+        cause = lost.cause,
+        "records are lost: offsets {}..{} of {topic}/{partition} should be in the log but are not",
+        lost.from,
+        lost.to
+    );
+    metrics
+        .log_lost_records
+        .with(&[topic, &partition.to_string()])
+        .add(lost.to - lost.from);
 }

@@ -2,6 +2,7 @@
 //! record frames, group-commit fsync, recovery on open, retention and consumer offsets.
 //! `docs/log-format.md` specifies every byte this module writes.
 
+mod bounds;
 mod config;
 mod frame;
 mod fsutil;

@@ -88,6 +88,30 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// The lowest next offset any group has committed for a partition: records from
+    /// there on are still to be consumed by someone. `None` when no group consumes it.
+    pub(crate) fn lowest(&self, topic: &str, partition: u32) -> Option<u64> {
+        let groups: Vec<Arc<Mutex<GroupOffsets>>> =
+            self.groups.lock().values().map(Arc::clone).collect();
+        let key = (topic.to_owned(), partition);
+        groups
+            .iter()
+            .filter_map(|offsets| offsets.lock().get(&key).copied())
+            .min()
+    }
+
+    /// The highest next offset any group has committed for a partition: records below
+    /// it existed.
+    pub(crate) fn highest(&self, topic: &str, partition: u32) -> Option<u64> {
+        let groups: Vec<Arc<Mutex<GroupOffsets>>> =
+            self.groups.lock().values().map(Arc::clone).collect();
+        let key = (topic.to_owned(), partition);
+        groups
+            .iter()
+            .filter_map(|offsets| offsets.lock().get(&key).copied())
+            .max()
+    }
+
     /// A group's stored next offset for a partition.
     pub(crate) fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
         let offsets = self.groups.lock().get(group).map(Arc::clone)?;

@@ -58,6 +58,8 @@ pub(crate) struct Segment {
     file: fs_err::File,
     /// Bytes written to the file, header included.
     size: AtomicU64,
+    /// Offset after the segment's last record (`base` while empty).
+    end: AtomicU64,
     /// Newest record timestamp, `i64::MIN` while empty.
     max_timestamp: AtomicI64,
     index: RwLock<Vec<IndexEntry>>,
@@ -103,6 +105,7 @@ impl Segment {
             path,
             file,
             size: AtomicU64::new(size),
+            end: AtomicU64::new(base),
             max_timestamp: AtomicI64::new(i64::MIN),
             index: RwLock::new(Vec::new()),
         }
@@ -217,6 +220,7 @@ impl Segment {
         segment
             .max_timestamp
             .store(max_timestamp, Ordering::Release);
+        segment.end.store(expected, Ordering::Release);
         *segment.index.write() = index;
         Ok(RecoveredSegment {
             segment,
@@ -228,6 +232,12 @@ impl Segment {
     /// Bytes written to the file, header included.
     pub(crate) fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
+    }
+
+    /// Offset after the segment's last record (`base` while empty). Only the writer
+    /// moves it; readers stay below the partition's published end as well.
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
     }
 
     /// Whether no record was written yet.
@@ -264,13 +274,15 @@ impl Segment {
         }
     }
 
-    /// Records what the writer just appended: new index entries and the newest timestamp.
-    pub(crate) fn note_appended(&self, entries: &[IndexEntry], max_timestamp: i64) {
+    /// Records what the writer just appended: new index entries, the newest timestamp
+    /// and the new end offset.
+    pub(crate) fn note_appended(&self, entries: &[IndexEntry], max_timestamp: i64, end: u64) {
         if !entries.is_empty() {
             self.index.write().extend_from_slice(entries);
         }
         self.max_timestamp
             .fetch_max(max_timestamp, Ordering::AcqRel);
+        self.end.store(end, Ordering::Release);
     }
 
     /// Flushes written data to stable storage (fdatasync).

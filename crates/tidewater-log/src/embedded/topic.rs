@@ -10,7 +10,8 @@ use parking_lot::RwLock;
 use super::fsutil::{
     decode_checked_text, encode_checked_text, sync_dir, write_atomically, TMP_SUFFIX,
 };
-use super::partition::Partition;
+use super::config::EmbeddedLogConfig;
+use super::partition::{Lost, Partition};
 use crate::{partition_for_key, LogError, TopicConfig};
 
 /// Name of the metadata file in a topic directory.
@@ -75,8 +76,14 @@ impl Topic {
         Ok(())
     }
 
-    /// Opens an existing topic directory and recovers its partitions.
-    pub(crate) fn open(dir: PathBuf, name: &str, segment_bytes: u64) -> Result<Self, LogError> {
+    /// Opens an existing topic directory and recovers its partitions. Returns the topic
+    /// and the records its partitions found lost, for the caller to report.
+    pub(crate) fn open(
+        dir: PathBuf,
+        name: &str,
+        log_config: &EmbeddedLogConfig,
+        consumed_to: impl Fn(u32) -> Option<u64>,
+    ) -> Result<(Self, Vec<(u32, Lost)>), LogError> {
         let meta = dir.join(TOPIC_META_FILE);
         // A retention update a crash interrupted; the previous file is still in place.
         let unfinished = dir.join(format!("{TOPIC_META_FILE}{TMP_SUFFIX}"));
@@ -84,22 +91,31 @@ impl Topic {
             fs_err::remove_file(&unfinished)?;
         }
         let config = read_meta(&meta)?;
+        let retention_configured =
+            config.retention_age.is_some() || config.retention_bytes.is_some();
         let mut partitions = Vec::with_capacity(config.partitions as usize);
+        let mut lost = Vec::new();
         for id in 0..config.partitions {
-            partitions.push(Partition::open(
+            let (partition, found) = Partition::open(
                 name,
                 id,
                 dir.join(id.to_string()),
-                segment_bytes,
-            )?);
+                log_config.segment_bytes,
+                retention_configured,
+                log_config.durability,
+                consumed_to(id),
+            )?;
+            partitions.push(partition);
+            lost.extend(found.into_iter().map(|l| (id, l)));
         }
-        Ok(Self {
+        let topic = Self {
             name: name.to_owned(),
             dir,
             config: RwLock::new(config),
             partitions,
             round_robin: AtomicU32::new(0),
-        })
+        };
+        Ok((topic, lost))
     }
 
     /// The topic's name.

@@ -1,7 +1,15 @@
 //! [`ProfilesPipeline`]: applies row changes to the stored rows, the identity graph and
 //! the profiles, all in the engine's transaction.
+//!
+//! A change after which a customer's profile would not be valid — larger than
+//! `max_profile_bytes`, or with a sum that overflows — is not applied: it is dead-lettered
+//! with the reason and the profile keeps its previous state. The common batch is checked
+//! once, at its end; only a batch that would leave an invalid profile is undone and
+//! applied again change by change, to find the changes to refuse. (Undoing restores every
+//! row; the identity graph is brought back by the inverse upserts and deletes, so a
+//! customer merged and split again in that batch may get a new id.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
 
@@ -9,7 +17,7 @@ use redb::{
     Database, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use serde_json::Map;
-use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
+use tidewater_engine::{DeadLetter, DeadLetterRecord, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
 use tidewater_metrics::Metrics;
 use tracing::warn;
@@ -20,7 +28,8 @@ use crate::error::ProfilesError;
 use crate::graph::{CustomerId, GraphChange, GuardrailReport, IdentityGraph, RecordId, RedbStore};
 use crate::identifier::Identifier;
 use crate::profile::{
-    child_link, merge_profile, row_identifiers, ProfileInput, ProfilesConfig, StoredRow,
+    child_link, merge_profile, non_numeric_value, row_identifiers, try_merge_profile,
+    ProfileDefect, ProfileInput, ProfilesConfig, StoredRow,
 };
 
 /// Consumes a topic of raw Debezium records (key and value as the connector wrote them)
@@ -31,6 +40,9 @@ pub struct ProfilesPipeline {
     config: ProfilesConfig,
     /// Where profile changes are published, when set.
     output: Option<Output>,
+    /// The pipeline's dead-letter outbox (the engine's too), for the changes refused
+    /// while applying a batch: recorded in its transaction, published after it.
+    dead_letters: Outbox,
 }
 
 /// Where profile changes are published, and what counts them.
@@ -49,6 +61,9 @@ pub struct Applied {
     pub removed: Vec<CustomerId>,
     /// Links the graph's guardrails refused.
     pub guardrails: Vec<GuardrailReport>,
+    /// Changes not applied because a profile would not be valid after them, with the
+    /// reason; they are dead-lettered.
+    pub rejected: Vec<DeadLetter>,
 }
 
 impl ProfilesPipeline {
@@ -61,8 +76,10 @@ impl ProfilesPipeline {
         db: &Database,
     ) -> Result<Self, ProfilesError> {
         create_profile_tables(db)?;
+        let name = name.into();
         Ok(Self {
-            name: name.into(),
+            dead_letters: Outbox::new("dead-letters", DeadLetterRecord::topic_for(&name)),
+            name,
             topic: topic.into(),
             config,
             output: None,
@@ -79,7 +96,7 @@ impl ProfilesPipeline {
     ) -> Self {
         self.output = Some(Output {
             log,
-            outbox: Outbox::new("profiles", topic),
+            outbox: Outbox::new("profiles", topic).watched(&metrics.watchdog),
             metrics,
         });
         self
@@ -102,7 +119,9 @@ impl ProfilesPipeline {
     }
 
     /// Applies decoded changes inside `txn` (what [`Pipeline::apply`] does); public so
-    /// that callers without an engine (tests, replays) can drive the pipeline.
+    /// that callers without an engine (tests, replays) can drive the pipeline. Changes
+    /// after which a profile would not be valid are left out and listed in
+    /// [`Applied::rejected`].
     pub fn apply_changes(
         &self,
         txn: &WriteTransaction,
@@ -114,16 +133,56 @@ impl ProfilesPipeline {
             rows: txn.open_table(ROWS)?,
             links: txn.open_multimap_table(CHILD_LINKS)?,
             profiles: txn.open_table(PROFILES)?,
-            change: GraphChange::default(),
-            dirty_records: BTreeSet::new(),
-            dirty_links: BTreeSet::new(),
+            dirty: Dirty::default(),
         };
-        for change in changes {
-            state.apply(change)?;
+        let mut undo = Vec::with_capacity(changes.len());
+        for change in &changes {
+            undo.push(state.apply(change)?);
         }
-        state.write_profiles()
+        let dirty = std::mem::take(&mut state.dirty);
+        let mut built = BTreeMap::new();
+        for customer in state.affected(&dirty)? {
+            match state.build(customer)? {
+                Built::Invalid(..) => return state.refuse_invalid(&changes, undo, dirty),
+                built_profile => built.insert(customer, built_profile),
+            };
+        }
+        state.write_profiles(dirty.change.guardrails, built, Vec::new())
     }
 }
+
+/// What a batch (or one change) touched: the customers whose profiles may have changed
+/// are found from it.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// What the graph did.
+    change: GraphChange,
+    /// Identity records whose row changed (their customer's attributes may have).
+    records: BTreeSet<RecordId>,
+    /// Link identifiers of child rows that changed (their customer's aggregates may have).
+    links: BTreeSet<Identifier>,
+}
+
+impl Dirty {
+    fn extend(&mut self, later: Dirty) {
+        self.change.extend(later.change);
+        self.records.extend(later.records);
+        self.links.extend(later.links);
+    }
+}
+
+/// A customer's profile as the current rows make it.
+enum Built {
+    /// The customer is gone.
+    Gone,
+    /// Its profile's JSON.
+    Valid(Vec<u8>),
+    /// Not valid; the profile's JSON as it is, and why.
+    Invalid(Vec<u8>, ProfileDefect),
+}
+
+/// The rows one change wrote, with their images before it, in write order.
+type Undo = Vec<(RecordId, Option<StoredRow>)>;
 
 /// The tables and the bookkeeping of one batch.
 struct BatchState<'a, 'txn> {
@@ -132,12 +191,8 @@ struct BatchState<'a, 'txn> {
     rows: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     links: MultimapTable<'txn, &'static str, (&'static str, &'static str)>,
     profiles: Table<'txn, u64, &'static [u8]>,
-    /// What the graph did in this batch.
-    change: GraphChange,
-    /// Identity records whose row changed (their customer's attributes may have).
-    dirty_records: BTreeSet<RecordId>,
-    /// Link identifiers of child rows that changed (their customer's aggregates may have).
-    dirty_links: BTreeSet<Identifier>,
+    /// What the changes applied since it was last taken touched.
+    dirty: Dirty,
 }
 
 fn row_key(record: &RecordId) -> (&str, &str) {
@@ -152,7 +207,9 @@ impl BatchState<'_, '_> {
         }
     }
 
-    fn apply(&mut self, change: RowChange) -> Result<(), ProfilesError> {
+    /// Applies one change; returns what undoes it.
+    fn apply(&mut self, change: &RowChange) -> Result<Undo, ProfilesError> {
+        let mut undo = Vec::new();
         let RowChange { record, kind, .. } = change;
         match kind {
             RowChangeKind::Upsert {
@@ -161,13 +218,12 @@ impl BatchState<'_, '_> {
                 removed_fields,
                 event_time_ms,
             } => {
-                let old = self.row(&record)?;
                 let after = match after {
-                    Some(after) => after,
+                    Some(after) => after.clone(),
                     None => {
-                        let mut row = old.as_ref().map(|r| r.after.clone()).unwrap_or_default();
-                        row.extend(patch.unwrap_or_default());
-                        for field in &removed_fields {
+                        let mut row = self.row(record)?.map(|r| r.after).unwrap_or_default();
+                        row.extend(patch.clone().unwrap_or_default());
+                        for field in removed_fields {
                             row.remove(field);
                         }
                         row
@@ -175,19 +231,11 @@ impl BatchState<'_, '_> {
                 };
                 let row = StoredRow {
                     after,
-                    event_time_ms,
+                    event_time_ms: *event_time_ms,
                 };
-                self.rows
-                    .insert(row_key(&record), encode("rows", &row)?.as_slice())?;
-                self.row_changed(&record, old.map(|r| r.after), Some(&row.after))
+                self.write_row(record, Some(row), &mut undo)?;
             }
-            RowChangeKind::Delete => {
-                let old = self.row(&record)?;
-                if old.is_some() {
-                    self.rows.remove(row_key(&record))?;
-                }
-                self.row_changed(&record, old.map(|r| r.after), None)
-            }
+            RowChangeKind::Delete => self.write_row(record, None, &mut undo)?,
             RowChangeKind::Truncate => {
                 let table = record.source.clone();
                 let mut keys = Vec::new();
@@ -200,15 +248,43 @@ impl BatchState<'_, '_> {
                     keys.push(RecordId::new(source, key));
                 }
                 for key in keys {
-                    self.apply(RowChange {
-                        offset: change.offset,
-                        record: key,
-                        kind: RowChangeKind::Delete,
-                    })?;
+                    self.write_row(&key, None, &mut undo)?;
                 }
-                Ok(())
             }
         }
+        Ok(undo)
+    }
+
+    /// Undoes one change.
+    fn undo(&mut self, undo: Undo) -> Result<(), ProfilesError> {
+        let mut ignored = Vec::new();
+        for (record, before) in undo.into_iter().rev() {
+            self.write_row(&record, before, &mut ignored)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a row's new image (`None`: deleted), noting its old one in `undo`, and
+    /// updates the graph or the child links.
+    fn write_row(
+        &mut self,
+        record: &RecordId,
+        new: Option<StoredRow>,
+        undo: &mut Undo,
+    ) -> Result<(), ProfilesError> {
+        let old = self.row(record)?;
+        match &new {
+            Some(row) => {
+                self.rows
+                    .insert(row_key(record), encode("rows", row)?.as_slice())?;
+            }
+            None if old.is_some() => {
+                self.rows.remove(row_key(record))?;
+            }
+            None => {}
+        }
+        undo.push((record.clone(), old.clone()));
+        self.row_changed(record, old.map(|r| r.after), new.as_ref().map(|r| &r.after))
     }
 
     /// Updates the graph or the child links for a row's new image (`None`: deleted).
@@ -229,8 +305,8 @@ impl BatchState<'_, '_> {
                         .upsert_record(record.clone(), row_identifiers(table, row))?,
                     None => self.graph.delete_record(record)?,
                 };
-                self.change.extend(change);
-                self.dirty_records.insert(record.clone());
+                self.dirty.change.extend(change);
+                self.dirty.records.insert(record.clone());
             }
             Some(child) => {
                 let old_link = old.and_then(|row| child_link(&table.table, child, &row));
@@ -238,22 +314,21 @@ impl BatchState<'_, '_> {
                 if let Some(link) = &old_link {
                     self.links
                         .remove(link.to_string().as_str(), row_key(record))?;
-                    self.dirty_links.insert(link.clone());
+                    self.dirty.links.insert(link.clone());
                 }
                 if let Some(link) = &new_link {
                     self.links
                         .insert(link.to_string().as_str(), row_key(record))?;
-                    self.dirty_links.insert(link.clone());
+                    self.dirty.links.insert(link.clone());
                 }
             }
         }
         Ok(())
     }
 
-    /// Recomputes the profile of every customer the batch may have changed; deletes the
-    /// profiles of customers that are gone.
-    fn write_profiles(mut self) -> Result<Applied, ProfilesError> {
-        let change = std::mem::take(&mut self.change);
+    /// Every customer whose profile what `dirty` records may have changed.
+    fn affected(&self, dirty: &Dirty) -> Result<BTreeSet<CustomerId>, ProfilesError> {
+        let change = &dirty.change;
         let mut affected: BTreeSet<CustomerId> = change.touched.iter().copied().collect();
         affected.extend(change.created.iter().copied());
         affected.extend(change.removed.iter().copied());
@@ -264,26 +339,133 @@ impl BatchState<'_, '_> {
             affected.insert(*kept);
             affected.extend(new.iter().copied());
         }
-        for record in &self.dirty_records {
+        for record in &dirty.records {
             affected.extend(self.graph.customer_of(record)?);
         }
-        for link in &self.dirty_links {
+        for link in &dirty.links {
             affected.extend(self.graph.resolve(link)?);
         }
+        Ok(affected)
+    }
+
+    /// A customer's profile as the rows now make it.
+    fn build(&self, customer: CustomerId) -> Result<Built, ProfilesError> {
+        if crate::graph::GraphStore::customer(self.graph.store(), customer)?.is_none() {
+            return Ok(Built::Gone);
+        }
+        let input = self.input(customer)?;
+        let (profile, defect) = match try_merge_profile(self.config, customer, &input) {
+            Ok(profile) => (profile, None),
+            Err(defect) => (merge_profile(self.config, customer, &input), Some(defect)),
+        };
+        let json = encode("profiles", &profile)?;
+        let max = self.config.max_profile_bytes;
+        let defect = defect.or_else(|| {
+            (json.len() as u64 > max).then_some(ProfileDefect::TooLarge {
+                bytes: json.len(),
+                max,
+            })
+        });
+        Ok(match defect {
+            None => Built::Valid(json),
+            Some(defect) => Built::Invalid(json, defect),
+        })
+    }
+
+    /// The first invalid profile among the customers `dirty` affected.
+    fn first_invalid(
+        &self,
+        dirty: &Dirty,
+    ) -> Result<Option<(CustomerId, ProfileDefect)>, ProfilesError> {
+        for customer in self.affected(dirty)? {
+            if let Built::Invalid(_, defect) = self.build(customer)? {
+                return Ok(Some((customer, defect)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch left an invalid profile: undoes it, then applies its changes one at a
+    /// time, undoing and refusing each after which a profile it affects is not valid.
+    fn refuse_invalid(
+        mut self,
+        changes: &[RowChange],
+        undo: Vec<Undo>,
+        mut dirty: Dirty,
+    ) -> Result<Applied, ProfilesError> {
+        for change in undo.into_iter().rev() {
+            self.undo(change)?;
+        }
+        dirty.extend(std::mem::take(&mut self.dirty));
+        let mut rejected = Vec::new();
+        for change in changes {
+            let undo = self.apply(change)?;
+            let touched = std::mem::take(&mut self.dirty);
+            let invalid = self.first_invalid(&touched)?;
+            dirty.extend(touched);
+            if let Some((customer, defect)) = invalid {
+                self.undo(undo)?;
+                dirty.extend(std::mem::take(&mut self.dirty));
+                rejected.push(DeadLetter {
+                    offset: change.offset,
+                    reason: format!(
+                        "change not applied: with it, the profile of customer {customer} \
+                         would not be valid: {defect}"
+                    ),
+                });
+            }
+        }
+        let mut built = BTreeMap::new();
+        for customer in self.affected(&dirty)? {
+            let profile = self.build(customer)?;
+            // A customer whose changes were all refused is back as it was: nothing to
+            // write or publish.
+            let unchanged = match &profile {
+                Built::Valid(json) | Built::Invalid(json, _) => self
+                    .profiles
+                    .get(customer.get())?
+                    .is_some_and(|stored| stored.value() == json.as_slice()),
+                Built::Gone => false,
+            };
+            if !unchanged {
+                built.insert(customer, profile);
+            }
+        }
+        self.write_profiles(dirty.change.guardrails, built, rejected)
+    }
+
+    /// Stores the profiles built for the affected customers; deletes the profiles of
+    /// customers that are gone.
+    fn write_profiles(
+        mut self,
+        guardrails: Vec<GuardrailReport>,
+        built: BTreeMap<CustomerId, Built>,
+        rejected: Vec<DeadLetter>,
+    ) -> Result<Applied, ProfilesError> {
         let mut applied = Applied {
-            guardrails: change.guardrails,
+            guardrails,
+            rejected,
             ..Applied::default()
         };
-        for customer in affected {
-            let live = crate::graph::GraphStore::customer(self.graph.store(), customer)?;
-            if live.is_some() {
-                let profile = merge_profile(self.config, customer, &self.input(customer)?);
-                self.profiles
-                    .insert(customer.get(), encode("profiles", &profile)?.as_slice())?;
-                applied.updated.push(customer);
-            } else if self.profiles.remove(customer.get())?.is_some() {
-                applied.removed.push(customer);
-            }
+        for (customer, profile) in built {
+            let json = match profile {
+                Built::Valid(json) => json,
+                Built::Invalid(json, defect) => {
+                    // Only a profile no change of this batch touched for good can still be
+                    // invalid: it was so before (a lower limit, an older version).
+                    warn!(customer = %customer, reason = %defect,
+                        "profile is not valid; it is kept as the rows make it");
+                    json
+                }
+                Built::Gone => {
+                    if self.profiles.remove(customer.get())?.is_some() {
+                        applied.removed.push(customer);
+                    }
+                    continue;
+                }
+            };
+            self.profiles.insert(customer.get(), json.as_slice())?;
+            applied.updated.push(customer);
         }
         Ok(applied)
     }
@@ -323,7 +505,9 @@ fn to_pipeline_error(e: ProfilesError) -> PipelineError {
 }
 
 impl Pipeline for ProfilesPipeline {
-    type Batch = Vec<RowChange>;
+    /// The changes, and the records they came from (for the dead letters of changes
+    /// refused while applying).
+    type Batch = (Vec<RowChange>, Vec<Record>);
     type Effects = Applied;
 
     fn name(&self) -> &str {
@@ -339,11 +523,21 @@ impl Pipeline for ProfilesPipeline {
         _db: &Database,
         records: &[Record],
     ) -> Result<Prepared<Self::Batch>, PipelineError> {
-        let mut batch = Vec::new();
+        let mut changes = Vec::new();
+        let mut sources = Vec::new();
         let mut dead_letters = Vec::new();
         for record in records {
             match decode_record(&self.config, record) {
-                Decoded::Change(change) => batch.push(change),
+                Decoded::Change(change) => match self.unusable_value(&change) {
+                    Some(defect) => dead_letters.push(DeadLetter {
+                        offset: record.offset,
+                        reason: defect.to_string(),
+                    }),
+                    None => {
+                        changes.push(change);
+                        sources.push(record.clone());
+                    }
+                },
                 Decoded::Skip => {}
                 Decoded::Reject(reason) => dead_letters.push(DeadLetter {
                     offset: record.offset,
@@ -352,7 +546,7 @@ impl Pipeline for ProfilesPipeline {
             }
         }
         Ok(Prepared {
-            batch,
+            batch: (changes, sources),
             dead_letters,
         })
     }
@@ -360,14 +554,23 @@ impl Pipeline for ProfilesPipeline {
     fn apply(
         &self,
         txn: &WriteTransaction,
-        batch: Self::Batch,
+        (changes, sources): Self::Batch,
     ) -> Result<Self::Effects, PipelineError> {
-        let applied = self.apply_changes(txn, batch).map_err(to_pipeline_error)?;
+        let applied = self
+            .apply_changes(txn, changes)
+            .map_err(to_pipeline_error)?;
         if let Some(output) = &self.output {
             let entries = super::outbox::entries(txn, &applied.updated, &applied.removed)
                 .map_err(to_pipeline_error)?;
             output.outbox.record(txn, entries)?;
         }
+        let letters = applied.rejected.iter().filter_map(|rejected| {
+            let record = sources.iter().find(|r| r.offset == rejected.offset)?;
+            let letter =
+                DeadLetterRecord::new(&self.name, &self.topic, record, rejected.reason.clone());
+            Some(letter.to_entry())
+        });
+        self.dead_letters.record(txn, letters)?;
         Ok(applied)
     }
 
@@ -383,5 +586,40 @@ impl Pipeline for ProfilesPipeline {
                 "link refused: the customer would exceed the maximum cluster size"
             );
         }
+        if effects.rejected.is_empty() {
+            return;
+        }
+        for letter in &effects.rejected {
+            warn!(pipeline = %self.name, topic = %self.topic, offset = letter.offset,
+                reason = %letter.reason, "event dead-lettered");
+        }
+        if let Some(output) = &self.output {
+            output
+                .metrics
+                .dead_letters
+                .with(&[&self.name, &self.topic])
+                .add(effects.rejected.len() as u64);
+            if let Err(e) = self
+                .dead_letters
+                .publish(db, output.log.as_ref(), &output.metrics)
+            {
+                // They stay recorded and go out with the next dead letter or at the next start.
+                warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet");
+            }
+        }
+    }
+}
+
+impl ProfilesPipeline {
+    /// A value of the change's row that a numeric aggregate of its table cannot count.
+    fn unusable_value(&self, change: &RowChange) -> Option<ProfileDefect> {
+        let RowChangeKind::Upsert { after, patch, .. } = &change.kind else {
+            return None;
+        };
+        let table = self.config.table(&change.record.source)?;
+        [after, patch]
+            .into_iter()
+            .flatten()
+            .find_map(|row| non_numeric_value(table, row))
     }
 }

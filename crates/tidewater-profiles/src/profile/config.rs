@@ -51,6 +51,11 @@ pub struct ProfilesConfig {
     /// [`MergePolicy::LatestEventTime`].
     #[serde(default)]
     pub policies: BTreeMap<String, MergePolicy>,
+    /// The largest profile, in bytes of its JSON. A change that would make a profile
+    /// larger is dead-lettered and the profile keeps its previous state, so every profile
+    /// fits one record of the output topic (at most `log.max_record_bytes`).
+    #[serde(default = "default_max_profile_bytes")]
+    pub max_profile_bytes: u64,
 }
 
 /// One source table.
@@ -114,7 +119,9 @@ pub struct Aggregate {
 }
 
 /// What an aggregate computes. Numeric aggregates read JSON numbers and numeric strings
-/// (as Debezium writes decimals); other values are ignored.
+/// (as Debezium writes decimals); a null or missing value counts for nothing, and a change
+/// whose row holds anything else there is dead-lettered, as is one that would make a sum
+/// overflow a 64-bit float.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AggregateKind {
@@ -175,6 +182,9 @@ pub enum ProfilesConfigError {
         /// The name.
         name: String,
     },
+    /// `max_profile_bytes` is 0: no profile could be stored.
+    #[error("max_profile_bytes must be at least 1")]
+    ZeroMaxProfileBytes,
     /// A normaliser setting is invalid.
     #[error("table {table:?}, column {column:?}: {source}")]
     Normaliser {
@@ -196,6 +206,10 @@ fn default_output_topic() -> String {
     "profiles".to_owned()
 }
 
+fn default_max_profile_bytes() -> u64 {
+    1024 * 1024
+}
+
 impl Default for ProfilesConfig {
     fn default() -> Self {
         Self {
@@ -205,14 +219,18 @@ impl Default for ProfilesConfig {
             tables: Vec::new(),
             graph: GraphConfig::default(),
             policies: BTreeMap::new(),
+            max_profile_bytes: default_max_profile_bytes(),
         }
     }
 }
 
 impl ProfilesConfig {
     /// Checks what serde cannot: unique tables and aggregate names, child tables without
-    /// identifiers, valid normalisers.
+    /// identifiers, valid normalisers, a maximum profile size above 0.
     pub fn validate(&self) -> Result<(), ProfilesConfigError> {
+        if self.max_profile_bytes == 0 {
+            return Err(ProfilesConfigError::ZeroMaxProfileBytes);
+        }
         let mut tables = BTreeSet::new();
         let mut aggregates = BTreeSet::new();
         for t in &self.tables {

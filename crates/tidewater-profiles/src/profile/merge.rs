@@ -79,12 +79,75 @@ struct Candidate<'a> {
     value: &'a Value,
 }
 
-/// Merges a customer's rows into its profile.
+/// Why a customer's rows make no valid profile, or why a row cannot count in one. The
+/// change that would lead there is dead-lettered (with this as its reason) and the
+/// profile keeps its previous state: a profile never holds a sum that silently lost a
+/// value or overflowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileDefect {
+    /// A sum over the customer's child rows does not fit a 64-bit float.
+    #[error(
+        "aggregate {aggregate:?} (the sum of column {column:?}) would not be finite: \
+         its values overflow a 64-bit float"
+    )]
+    NotFinite {
+        /// The aggregate.
+        aggregate: String,
+        /// The summed column.
+        column: String,
+    },
+    /// A child row's value that a numeric aggregate reads is not a number.
+    #[error(
+        "column {column:?} holds {value}, which is not a finite number \
+         (aggregate {aggregate:?} reads it)"
+    )]
+    NotNumeric {
+        /// The aggregate reading the column.
+        aggregate: String,
+        /// The column.
+        column: String,
+        /// The value, as JSON (shortened).
+        value: String,
+    },
+    /// The profile's JSON is larger than `profiles.max_profile_bytes`.
+    #[error("the profile would be {bytes} bytes, more than profiles.max_profile_bytes ({max})")]
+    TooLarge {
+        /// The profile's size.
+        bytes: usize,
+        /// The configured maximum.
+        max: u64,
+    },
+}
+
+/// Merges a customer's rows into its profile. A sum that is not finite (which
+/// [`try_merge_profile`] refuses) is null.
 pub fn merge_profile(
     config: &ProfilesConfig,
     customer_id: CustomerId,
     input: &ProfileInput,
 ) -> Profile {
+    merge(config, customer_id, input).0
+}
+
+/// Merges a customer's rows into its profile, refusing a sum that is not finite.
+pub fn try_merge_profile(
+    config: &ProfilesConfig,
+    customer_id: CustomerId,
+    input: &ProfileInput,
+) -> Result<Profile, ProfileDefect> {
+    match merge(config, customer_id, input) {
+        (profile, None) => Ok(profile),
+        (_, Some(defect)) => Err(defect),
+    }
+}
+
+/// The profile, and its first defect.
+fn merge(
+    config: &ProfilesConfig,
+    customer_id: CustomerId,
+    input: &ProfileInput,
+) -> (Profile, Option<ProfileDefect>) {
     let mut candidates: BTreeMap<&str, Vec<Candidate<'_>>> = BTreeMap::new();
     for (record, row) in &input.members {
         let Some(table) = config.table(&record.source) else {
@@ -165,15 +228,50 @@ pub fn merge_profile(
         .max()
         .unwrap_or(0);
 
-    Profile {
+    let (aggregates, defect) = aggregates(config, &input.children);
+    let profile = Profile {
         customer_id,
         attributes,
         provenance,
         records,
-        aggregates: aggregates(config, &input.children),
+        aggregates,
         identifiers: input.identifiers.iter().map(ToString::to_string).collect(),
         updated_at_ms,
-    }
+    };
+    (profile, defect)
+}
+
+/// The first value of a child row that one of its table's numeric aggregates reads but
+/// cannot count: present, not null, and neither a finite JSON number nor a string holding
+/// one. Such a row is dead-lettered rather than counted as nothing.
+pub fn non_numeric_value(table: &TableConfig, row: &Map<String, Value>) -> Option<ProfileDefect> {
+    let child = table.child.as_ref()?;
+    child.aggregates.iter().find_map(|aggregate| {
+        let column = match &aggregate.kind {
+            AggregateKind::Count => return None,
+            AggregateKind::Sum { column }
+            | AggregateKind::Max { column }
+            | AggregateKind::Min { column } => column,
+        };
+        let value = row.get(column)?;
+        if value.is_null() || numeric(value).is_some() {
+            return None;
+        }
+        let mut shown = value.to_string();
+        if shown.len() > 80 {
+            let mut end = 77;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push_str("...");
+        }
+        Some(ProfileDefect::NotNumeric {
+            aggregate: aggregate.name.clone(),
+            column: column.clone(),
+            value: shown,
+        })
+    })
 }
 
 /// A number from a JSON number or a numeric string.
@@ -197,12 +295,13 @@ fn as_f64(n: &Number) -> f64 {
 }
 
 /// Every configured aggregate over the given child rows (each aggregate sees only rows
-/// of its own table).
+/// of its own table), and the first sum that is not finite (null in the map).
 fn aggregates(
     config: &ProfilesConfig,
     children: &[(RecordId, StoredRow)],
-) -> BTreeMap<String, Value> {
+) -> (BTreeMap<String, Value>, Option<ProfileDefect>) {
     let mut out = BTreeMap::new();
+    let mut defect = None;
     for table in &config.tables {
         let Some(child) = &table.child else { continue };
         let rows: Vec<&StoredRow> = children
@@ -218,28 +317,34 @@ fn aggregates(
             };
             let value = match &aggregate.kind {
                 AggregateKind::Count => Value::from(rows.len()),
-                AggregateKind::Sum { column } => sum(&column_values(column)),
+                AggregateKind::Sum { column } => sum(&column_values(column)).unwrap_or_else(|| {
+                    defect.get_or_insert(ProfileDefect::NotFinite {
+                        aggregate: aggregate.name.clone(),
+                        column: column.clone(),
+                    });
+                    Value::Null
+                }),
                 AggregateKind::Max { column } => extreme(&column_values(column), true),
                 AggregateKind::Min { column } => extreme(&column_values(column), false),
             };
             out.insert(aggregate.name.clone(), value);
         }
     }
-    out
+    (out, defect)
 }
 
-fn sum(values: &[Number]) -> Value {
+/// The sum: an integer while every value is one and the total fits, else a float; `None`
+/// when the float is not finite.
+fn sum(values: &[Number]) -> Option<Value> {
     let ints: Option<Vec<i64>> = values.iter().map(Number::as_i64).collect();
     if let Some(total) = ints.and_then(|ints| ints.iter().try_fold(0i64, |a, b| a.checked_add(*b)))
     {
-        return Value::from(total);
+        return Some(Value::from(total));
     }
     // Summed in a fixed order so the result does not depend on row order.
     let mut floats: Vec<f64> = values.iter().map(as_f64).collect();
     floats.sort_by(f64::total_cmp);
-    Number::from_f64(floats.iter().sum())
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+    Number::from_f64(floats.iter().sum()).map(Value::Number)
 }
 
 fn extreme(values: &[Number], max: bool) -> Value {

@@ -9,5 +9,8 @@ pub use config::{
     Aggregate, AggregateKind, ChildConfig, IdentifierColumn, MergePolicy, ProfilesConfig,
     ProfilesConfigError, TableConfig,
 };
-pub use merge::{child_link, compute_profiles, merge_profile, row_identifiers, ProfileInput};
+pub use merge::{
+    child_link, compute_profiles, merge_profile, non_numeric_value, row_identifiers,
+    try_merge_profile, ProfileDefect, ProfileInput,
+};
 pub use model::{Profile, Provenance, RecordRef, StoredRow};

@@ -1,8 +1,13 @@
 //! [`FileSource`]: compares what is on disk with what was last delivered and emits the
 //! difference, for a full listing ([`FileSource::scan`]) or for the paths a watcher
 //! reported (see `watch.rs`).
+//!
+//! The source reports to the watchdog through its [`Heartbeat`]: working during a pass,
+//! progressing with each file handled and each batch the sink acknowledges, idle between
+//! passes. While the sink refuses batches only an acknowledged batch counts as progress,
+//! so a sink that stays down shows as a stalled source.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{self, Read};
 use std::ops::Bound;
@@ -11,14 +16,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tidewater_core::document::MAX_ID_BYTES;
 use tidewater_core::time::now_ms;
-use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
+use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp, RetryHint};
+use tidewater_metrics::Heartbeat;
 
 use super::config::FilesConfig;
-use super::error::SourceError;
+use super::error::{ErrorChain, SourceError};
 use super::filter::PathFilter;
 use super::state::{mtime_ns, FileRecord, SourceState};
-use super::walk::walk;
+use super::walk::{walk, Rejected, WalkOutcome};
 use crate::sink::DocumentSink;
 
 /// At most this many events go to the sink in one call.
@@ -38,8 +45,13 @@ pub struct ScanReport {
     /// Included files whose content is what was last delivered.
     pub unchanged: usize,
     /// Paths that look like documents but were not emitted, with the reason (too large,
-    /// unreadable, a symbolic link, a name that is not UTF-8).
+    /// unreadable, a symbolic link, a name that is not UTF-8, a path too long for an id).
     pub skipped: Vec<(PathBuf, String)>,
+    /// Files (and directories) that cannot have a document id — a name that is not UTF-8,
+    /// a relative path longer than [`MAX_ID_BYTES`] — newly reported to the dead-letter
+    /// topic by this pass. Each is reported once while it stays as it is, and counted in
+    /// `skipped` by every pass.
+    pub dead_lettered: usize,
 }
 
 /// Turns one folder into document events; see the [module docs](super).
@@ -54,6 +66,11 @@ pub struct FileSource {
     /// Held for a whole pass, so passes never interleave and the events of one document
     /// reach the sink in the order its versions were observed.
     state: Mutex<SourceState>,
+    /// The source's entry in the watchdog.
+    heartbeat: Heartbeat,
+    /// The last batch sent was refused: until one is acknowledged, reading files again is
+    /// no progress.
+    sink_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -67,8 +84,9 @@ impl std::fmt::Debug for FileSource {
 }
 
 impl FileSource {
-    /// A source over `config.root` that delivers to `sink` and remembers what it delivered
-    /// in `state_path` (created on first use; its directory is created if missing).
+    /// A source over `config.root` that delivers to `sink`, remembers what it delivered
+    /// in `state_path` (created on first use; its directory is created if missing) and
+    /// reports its progress through `heartbeat` (see the [module docs](self)).
     ///
     /// Fails if a glob is invalid, the root is not a readable directory, or an existing
     /// state file cannot be read.
@@ -76,6 +94,7 @@ impl FileSource {
         config: FilesConfig,
         state_path: PathBuf,
         sink: Arc<dyn DocumentSink>,
+        heartbeat: Heartbeat,
     ) -> Result<Self, SourceError> {
         if config.name.is_empty() {
             return Err(SourceError::InvalidConfig {
@@ -110,6 +129,8 @@ impl FileSource {
             state_path,
             sink,
             state: Mutex::new(state),
+            heartbeat,
+            sink_failing: AtomicBool::new(false),
         })
     }
 
@@ -163,8 +184,13 @@ impl FileSource {
                     break;
                 }
                 let Some(id) = super::relative_doc_id(&self.root, path) else {
+                    // Not UTF-8: the next listing reports it.
                     continue;
                 };
+                if id.len() > MAX_ID_BYTES {
+                    // Too long to be read by path anyway; the next listing reports it.
+                    continue;
+                }
                 pass.sync_scope(path, &id, Some(*observed_at), stop)?;
             }
             Ok(())
@@ -225,17 +251,25 @@ impl FileSource {
     /// Runs `body` as one pass under the state lock, delivers its last batch, and persists
     /// the state if the sink acknowledged anything — also when a later batch failed, so
     /// acknowledged work is not repeated needlessly.
+    ///
+    /// The heartbeat is working during the pass and idle after a pass that succeeded. A
+    /// failed pass leaves it working (the caller retries; without progress it stalls), or
+    /// failed if retrying cannot help.
     fn with_pass(
         &self,
         body: impl FnOnce(&mut Pass<'_>) -> Result<(), SourceError>,
     ) -> Result<ScanReport, SourceError> {
         let mut state = self.state.lock();
+        self.heartbeat.working();
         let mut pass = Pass {
             source: self,
             state: &mut state,
             batch: Vec::new(),
             batch_bytes: 0,
             pending: HashMap::new(),
+            pending_rejections: Vec::new(),
+            seen_rejections: HashSet::new(),
+            seen_oversized: HashSet::new(),
             report: ScanReport::default(),
         };
         let outcome = body(&mut pass).and_then(|()| pass.flush());
@@ -245,16 +279,29 @@ impl FileSource {
         } else {
             Ok(())
         };
-        match (outcome, persisted) {
+        let result = match (outcome, persisted) {
             (Ok(()), Ok(())) => Ok(report),
             (Ok(()), Err(err)) => Err(err),
             (Err(err), persisted) => {
                 if let Err(persist_err) = persisted {
-                    tracing::warn!(error = %super::error::ErrorChain(&persist_err), "cannot persist file source state after a failed pass");
+                    tracing::warn!(error = %ErrorChain(&persist_err), "cannot persist file source state after a failed pass");
                 }
                 Err(err)
             }
+        };
+        match &result {
+            Ok(_) => self.heartbeat.idle(),
+            Err(err) if err.retry_hint() == RetryHint::Fatal => {
+                self.heartbeat.fail(ErrorChain(err));
+            }
+            Err(_) => {}
         }
+        result
+    }
+
+    /// The source's entry in the watchdog.
+    pub(crate) fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
     }
 
     /// The metadata every event of `doc_id` carries, so search can filter on it.
@@ -267,10 +314,10 @@ impl FileSource {
 }
 
 /// The records at or under `scope` (every record for the empty scope).
-fn known_under<'a>(
-    docs: &'a std::collections::BTreeMap<String, FileRecord>,
+fn known_under<'a, V>(
+    docs: &'a BTreeMap<String, V>,
     scope: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a FileRecord)> + 'a {
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
     docs.range::<str, _>((Bound::Included(scope), Bound::Unbounded))
         .take_while(move |(id, _)| id.starts_with(scope))
         .filter(move |(id, _)| is_under(id, scope))
@@ -292,10 +339,12 @@ enum Observed {
     Cached,
     /// No longer there.
     Gone,
-    /// Replaced by something that is not a regular file since it was listed.
+    /// Replaced by something that is not a regular file (a FIFO, a socket, a device, a
+    /// symbolic link) since it was listed.
     NotRegular,
-    /// Larger than `max_file_bytes`.
-    Oversized { size: u64 },
+    /// Larger than `max_file_bytes`: `size` as reported, and the (size, mtime) it had
+    /// when opened, which tells whether it changed since it was last reported.
+    Oversized { size: u64, seen: (u64, i64) },
     /// There but cannot be read (permissions, I/O error).
     Unreadable(io::Error),
 }
@@ -312,9 +361,10 @@ fn observe(
             return Observed::Cached;
         }
     }
-    let file = match fs_err::File::open(path) {
+    let file = match open_without_blocking(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Observed::Gone,
+        Err(err) if is_not_a_regular_file(&err) => return Observed::NotRegular,
         Err(err) => return Observed::Unreadable(err),
     };
     // Size and mtime from the open handle, taken before reading: if the file changes
@@ -323,21 +373,29 @@ fn observe(
         Ok(meta) => meta,
         Err(err) => return Observed::Unreadable(err),
     };
+    // The type of what was opened, not of what was listed: anything may have been
+    // renamed onto the path in between.
     if !opened.is_file() {
         return Observed::NotRegular;
     }
+    let seen = (opened.len(), mtime_ns(&opened));
     if opened.len() > max {
-        return Observed::Oversized { size: opened.len() };
+        return Observed::Oversized {
+            size: opened.len(),
+            seen,
+        };
     }
     let verified_at_ms = now_ms();
     let mut body = Vec::with_capacity(usize::try_from(opened.len()).unwrap_or(0));
     // One byte past the limit tells a file that grew since the stat from one that did not.
+    // A file truncated meanwhile just reads short; either way its (size, mtime) now
+    // differs from the record's, so the next listing reads it again.
     if let Err(err) = file.take(max.saturating_add(1)).read_to_end(&mut body) {
         return Observed::Unreadable(err);
     }
     let size = body.len() as u64;
     if size > max {
-        return Observed::Oversized { size };
+        return Observed::Oversized { size, seen };
     }
     Observed::Read {
         record: FileRecord {
@@ -347,6 +405,40 @@ fn observe(
             verified_at_ms,
         },
         body,
+    }
+}
+
+/// Opens `path` for reading such that the call cannot block and does not follow a
+/// symbolic link: what was listed as a regular file may since have been replaced.
+///
+/// The error is std's, not `fs_err`'s: the caller tells errors apart by their OS code,
+/// which `fs_err` hides, and names the path itself.
+fn open_without_blocking(path: &Path) -> io::Result<fs_err::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, forever.
+        // Reading a regular file ignores the flag. O_NOFOLLOW: a symbolic link in the last
+        // component fails the open (ELOOP) instead of leading out of the root.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    Ok(fs_err::File::from_parts(file, path))
+}
+
+/// Whether opening failed because the path is not a regular file: a symbolic link
+/// (`O_NOFOLLOW`) or a socket.
+fn is_not_a_regular_file(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENXIO))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = err;
+        false
     }
 }
 
@@ -360,6 +452,12 @@ struct Pass<'a> {
     /// Records the undelivered batch sets once acknowledged (`None`: removes); they take
     /// precedence over `state` when the pass compares.
     pending: HashMap<String, Option<FileRecord>>,
+    /// Rejections (id, reason) the undelivered batch reports; remembered once acknowledged.
+    pending_rejections: Vec<(String, String)>,
+    /// Ids of the rejections this pass came across.
+    seen_rejections: HashSet<String>,
+    /// Ids of the oversized files this pass came across.
+    seen_oversized: HashSet<String>,
     report: ScanReport,
 }
 
@@ -396,11 +494,10 @@ impl Pass<'_> {
                 }
                 Ok(())
             })?;
-            self.report.skipped.extend(outcome.skipped);
-            if outcome.aborted {
-                return Ok(());
+            match self.walked(outcome, observed_at)? {
+                Some(dirs) => unreadable = dirs,
+                None => return Ok(()),
             }
-            unreadable = outcome.unreadable_dirs;
         } else if !excluded_with_ancestors(&source.filter, id) {
             match fs_err::symlink_metadata(path) {
                 Ok(meta) if meta.is_dir() => {
@@ -410,11 +507,10 @@ impl Pass<'_> {
                         }
                         Ok(())
                     })?;
-                    self.report.skipped.extend(outcome.skipped);
-                    if outcome.aborted {
-                        return Ok(());
+                    match self.walked(outcome, observed_at)? {
+                        Some(dirs) => unreadable = dirs,
+                        None => return Ok(()),
                     }
-                    unreadable = outcome.unreadable_dirs;
                 }
                 Ok(meta) if meta.is_file() => {
                     // The notification says this file changed: read it whatever its
@@ -437,7 +533,80 @@ impl Pass<'_> {
                 }
             }
         }
+        self.forget_resolved(id, &unreadable);
         self.sweep(id, &seen, &unreadable, observed_at)
+    }
+
+    /// Forgets the rejections and oversized files at or under `scope` that this pass did
+    /// not come across (gone, or no longer a problem), so that they are reported afresh
+    /// if they come back — except under directories that could not be listed.
+    fn forget_resolved(&mut self, scope: &str, unreadable: &[String]) {
+        let under_unreadable = |id: &str| unreadable.iter().any(|dir| is_under(id, dir));
+        let resolved: Vec<String> = known_under(&self.state.rejected, scope)
+            .map(|(id, _)| id)
+            .filter(|id| !self.seen_rejections.contains(*id) && !under_unreadable(id))
+            .cloned()
+            .collect();
+        if !resolved.is_empty() {
+            for id in &resolved {
+                self.state.rejected.remove(id);
+            }
+            self.state.dirty = true;
+        }
+        let resolved: Vec<String> = known_under(&self.state.oversized, scope)
+            .map(|(id, _)| id)
+            .filter(|id| !self.seen_oversized.contains(*id) && !under_unreadable(id))
+            .cloned()
+            .collect();
+        for id in &resolved {
+            self.state.oversized.remove(id);
+        }
+    }
+
+    /// Takes in what a walk saw besides its files: reports its skips, dead-letters its
+    /// rejections. Returns the directories it could not list, or `None` if it was aborted.
+    fn walked(
+        &mut self,
+        outcome: WalkOutcome,
+        observed_at: Option<i64>,
+    ) -> Result<Option<Vec<String>>, SourceError> {
+        self.report.skipped.extend(outcome.skipped);
+        for rejected in outcome.rejected {
+            self.reject(rejected, observed_at)?;
+        }
+        Ok((!outcome.aborted).then_some(outcome.unreadable_dirs))
+    }
+
+    /// Reports an entry that cannot become a document: in the pass's report every time,
+    /// and once (until it changes or goes away) as a WARN and a `Reject` event, which the
+    /// pipeline dead-letters with the reason.
+    fn reject(&mut self, rejected: Rejected, observed_at: Option<i64>) -> Result<(), SourceError> {
+        let Rejected { id, path, reason } = rejected;
+        self.report.skipped.push((path.clone(), reason.clone()));
+        self.seen_rejections.insert(id.clone());
+        let reported = self.state.rejected.get(&id) == Some(&reason)
+            || self
+                .pending_rejections
+                .iter()
+                .any(|(pending, _)| *pending == id);
+        if reported {
+            return Ok(());
+        }
+        let source = self.source.source_name.as_str();
+        tracing::warn!(source, path = %path.display(), reason, "not a document; sent to the dead-letter topic");
+        let event = DocumentEvent {
+            op: DocumentOp::Reject,
+            format: format_of(&id),
+            source: source.to_owned(),
+            metadata: self.source.metadata(&id),
+            content_hash: None,
+            observed_at_ms: observed_at.unwrap_or_else(now_ms),
+            body: format!("{source}: '{}' is not indexed: {reason}", path.display()).into_bytes(),
+            doc_id: id.clone(),
+        };
+        self.report.dead_lettered += 1;
+        self.pending_rejections.push((id, reason));
+        self.push_event(event)
     }
 
     /// Checks one included file; returns whether it still counts as present (an
@@ -450,7 +619,11 @@ impl Pass<'_> {
         observed_at: Option<i64>,
     ) -> Result<bool, SourceError> {
         let max = self.source.config.max_file_bytes;
-        match observe(path, meta, self.current(id), max) {
+        let observed = observe(path, meta, self.current(id), max);
+        if !self.source.sink_failing.load(Ordering::Relaxed) {
+            self.source.heartbeat.progress();
+        }
+        match observed {
             Observed::Cached => {
                 self.report.unchanged += 1;
                 Ok(true)
@@ -483,8 +656,12 @@ impl Pass<'_> {
                 Ok(true)
             }
             Observed::Gone | Observed::NotRegular => Ok(false),
-            Observed::Oversized { size } => {
-                tracing::warn!(path = %path.display(), size, max, "file exceeds max_file_bytes; not emitted");
+            Observed::Oversized { size, seen } => {
+                self.seen_oversized.insert(id.to_owned());
+                if self.state.oversized.insert(id.to_owned(), seen) != Some(seen) {
+                    // Once per version of the file, not on every listing.
+                    tracing::warn!(path = %path.display(), size, max, "file exceeds max_file_bytes; not emitted");
+                }
                 self.report.skipped.push((
                     path.to_owned(),
                     format!("{size} bytes exceeds max_file_bytes ({max})"),
@@ -551,13 +728,18 @@ impl Pass<'_> {
         }
     }
 
+    /// Adds the event of a document's new `record` (`None`: removed) to the batch.
     fn push(
         &mut self,
         event: DocumentEvent,
         record: Option<FileRecord>,
     ) -> Result<(), SourceError> {
-        self.batch_bytes += event.body.len();
         self.pending.insert(event.doc_id.clone(), record);
+        self.push_event(event)
+    }
+
+    fn push_event(&mut self, event: DocumentEvent) -> Result<(), SourceError> {
+        self.batch_bytes += event.body.len();
         self.batch.push(event);
         if self.batch.len() >= BATCH_MAX_EVENTS || self.batch_bytes >= BATCH_MAX_BYTES {
             self.flush()?;
@@ -574,13 +756,20 @@ impl Pass<'_> {
         self.batch_bytes = 0;
         let delivered = self.source.sink.send(events);
         let pending = std::mem::take(&mut self.pending);
-        delivered?;
+        let rejections = std::mem::take(&mut self.pending_rejections);
+        if let Err(err) = delivered {
+            self.source.sink_failing.store(true, Ordering::Relaxed);
+            return Err(err.into());
+        }
+        self.source.sink_failing.store(false, Ordering::Relaxed);
+        self.source.heartbeat.progress();
         for (id, record) in pending {
             match record {
                 Some(record) => self.state.docs.insert(id, record),
                 None => self.state.docs.remove(&id),
             };
         }
+        self.state.rejected.extend(rejections);
         self.state.dirty = true;
         Ok(())
     }
@@ -611,6 +800,47 @@ mod tests {
         assert!(is_under("a/b.md", "a"));
         assert!(!is_under("ab/c.md", "a"));
         assert!(!is_under("a", "a/b"));
+    }
+
+    /// Observes `path` as a file listed with `listed`'s metadata, on a helper thread;
+    /// `None` if the call never returns.
+    #[cfg(unix)]
+    fn observe_listed_as(path: &Path, listed: &Path) -> Option<Observed> {
+        let listed = std::fs::symlink_metadata(listed).unwrap();
+        let path = path.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(observe(&path, Some(&listed), None, 1024));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn h03_a_fifo_renamed_in_after_the_listing_is_not_opened_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("listed.txt");
+        std::fs::write(&regular, "listed").unwrap();
+        let fifo = dir.path().join("race.txt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let observed = observe_listed_as(&fifo, &regular).expect("opening a FIFO blocked");
+        assert!(matches!(observed, Observed::NotRegular));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_renamed_in_after_the_listing_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let regular = dir.path().join("listed.txt");
+        std::fs::write(&regular, "listed").unwrap();
+        let link = dir.path().join("race.txt");
+        std::os::unix::fs::symlink(&regular, &link).unwrap();
+        let observed = observe_listed_as(&link, &regular).unwrap();
+        assert!(matches!(observed, Observed::NotRegular));
     }
 
     #[test]

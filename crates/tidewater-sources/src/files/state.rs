@@ -2,9 +2,10 @@
 //! changed while it was down.
 //!
 //! On disk: one JSON file (`{"format": "tidewater-files-state", "version": 1, ...,
-//! "docs": {doc_id: {hash, size, mtime_ns, verified_at_ms}}}`), replaced atomically
-//! (write a sibling temp file, fsync it, rename over, fsync the directory) and only after
-//! the sink acknowledged the events it reflects.
+//! "docs": {doc_id: {hash, size, mtime_ns, verified_at_ms}}, "rejected": {id: reason}}`),
+//! replaced atomically (write a sibling temp file, fsync it, rename over, fsync the
+//! directory) and only after the sink acknowledged the events it reflects. `rejected`
+//! lists the entries already sent to the dead-letter topic; a file without it has none.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -68,12 +69,20 @@ struct StateFile {
     source: String,
     root: PathBuf,
     docs: BTreeMap<String, FileRecord>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    rejected: BTreeMap<String, String>,
 }
 
 /// The in-memory state: the records, and whether they differ from the file.
 #[derive(Debug, Default)]
 pub(crate) struct SourceState {
     pub docs: BTreeMap<String, FileRecord>,
+    /// Entries that cannot become documents and were reported to the dead-letter topic,
+    /// with the reason: reported again only if the reason changes or after they went away.
+    pub rejected: BTreeMap<String, String>,
+    /// Files over `max_file_bytes` already warned about, with the (size, mtime) they had:
+    /// warned about again only when that changes. Not persisted: a restart warns once more.
+    pub oversized: BTreeMap<String, (u64, i64)>,
     pub dirty: bool,
 }
 
@@ -106,6 +115,8 @@ impl SourceState {
         }
         Ok(Self {
             docs: file.docs,
+            rejected: file.rejected,
+            oversized: BTreeMap::new(),
             dirty: false,
         })
     }
@@ -123,9 +134,11 @@ impl SourceState {
             source: source.to_owned(),
             root: root.to_owned(),
             docs: std::mem::take(&mut self.docs),
+            rejected: std::mem::take(&mut self.rejected),
         };
         let written = write_atomically(path, &file);
         self.docs = file.docs;
+        self.rejected = file.rejected;
         written.map_err(|source| SourceError::StateWrite {
             path: path.to_owned(),
             source,
@@ -186,6 +199,9 @@ mod tests {
 
         let mut state = SourceState::default();
         state.docs.insert("a/b.md".into(), record("h1"));
+        state
+            .rejected
+            .insert("bad\\xFF.md".into(), "file name is not valid UTF-8".into());
         state.dirty = true;
         state.persist(&path, "files:docs", dir.path()).unwrap();
         assert!(!state.dirty);
@@ -193,6 +209,7 @@ mod tests {
 
         let loaded = SourceState::load(&path).unwrap();
         assert_eq!(loaded.docs, state.docs);
+        assert_eq!(loaded.rejected, state.rejected);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

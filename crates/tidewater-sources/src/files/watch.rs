@@ -35,10 +35,14 @@ impl FileSource {
     /// the root vanished) is logged and retried with a growing delay by a full listing,
     /// which re-emits whatever was not acknowledged. Returns within about 100 ms of `stop`
     /// (plus the file being read at that moment), or with an error if the watcher cannot
-    /// be started.
+    /// be started (the heartbeat then reports the source failed).
     pub fn run(self: Arc<Self>, stop: Arc<AtomicBool>) -> Result<(), SourceError> {
         let (tx, rx) = mpsc::channel();
-        let mut watcher = Some(self.watch(tx.clone())?);
+        let watcher = self.watch(tx.clone()).inspect_err(|err| {
+            // The source stops here: the watchdog shows it failed, not idle.
+            self.heartbeat().fail(ErrorChain(err));
+        })?;
+        let mut watcher = Some(watcher);
         let mut next_listing = Instant::now();
         let mut failures = 0u32;
         let mut gathered: HashMap<PathBuf, i64> = HashMap::new();
@@ -138,6 +142,8 @@ impl FileSource {
             }
         }
         drop(watcher);
+        // Stopped on request: nothing left to do, whatever the last pass left behind.
+        self.heartbeat().idle();
         Ok(())
     }
 

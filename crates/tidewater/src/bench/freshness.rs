@@ -106,9 +106,14 @@ pub fn run(args: Args) -> Result<()> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(tidewater_server::serve(listener, app.api_state(), async {
-        let _ = stop_rx.await;
-    }));
+    let app_state = app.api_state();
+    let server = runtime.spawn(async move {
+        let config = tidewater_config::ServerConfig::default();
+        tidewater_server::serve(listener, app_state, &config, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/search");
     eprintln!(

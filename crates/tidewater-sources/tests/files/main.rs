@@ -1,5 +1,8 @@
 //! The file source against real temporary directories: listing, restart, watching,
-//! odd files and a failing sink.
+//! odd files and a failing sink. Hostile file systems (races, unreachable names, the
+//! watchdog) are in `hostile.rs`.
+
+mod hostile;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
+use tidewater_metrics::{Heartbeat, Watchdog};
 use tidewater_sources::{DocumentSink, FileSource, FilesConfig, SinkError, SourceError};
 
 /// Collects every delivered event; can be told to refuse batches.
@@ -68,6 +72,7 @@ struct Fixture {
     root: PathBuf,
     state: PathBuf,
     sink: Arc<CollectSink>,
+    watchdog: Watchdog,
 }
 
 impl Fixture {
@@ -81,7 +86,12 @@ impl Fixture {
             root,
             state,
             sink: Arc::new(CollectSink::default()),
+            watchdog: Watchdog::default(),
         }
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        self.watchdog.register("source files:docs")
     }
 
     fn config(&self) -> FilesConfig {
@@ -93,7 +103,13 @@ impl Fixture {
     }
 
     fn source_with(&self, config: FilesConfig) -> FileSource {
-        FileSource::new(config, self.state.clone(), self.sink.clone()).unwrap()
+        FileSource::new(
+            config,
+            self.state.clone(),
+            self.sink.clone(),
+            self.heartbeat(),
+        )
+        .unwrap()
     }
 
     fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
@@ -439,7 +455,8 @@ fn large_listings_are_sent_in_batches() {
         fx.write(&format!("d{}/f{i}.txt", i % 7), format!("doc {i}"));
     }
     let sizes = Arc::new(Sizes::default());
-    let source = FileSource::new(fx.config(), fx.state.clone(), sizes.clone()).unwrap();
+    let source =
+        FileSource::new(fx.config(), fx.state.clone(), sizes.clone(), fx.heartbeat()).unwrap();
     assert_eq!(source.scan().unwrap().upserts, 600);
     let sizes = sizes.0.lock().clone();
     assert_eq!(sizes.iter().sum::<usize>(), 600);
@@ -472,11 +489,13 @@ fn config_errors_are_reported() {
     let fx = Fixture::new();
     let mut config = fx.config();
     config.include = vec!["[".into()];
-    let err = FileSource::new(config, fx.state.clone(), fx.sink.clone()).unwrap_err();
+    let err =
+        FileSource::new(config, fx.state.clone(), fx.sink.clone(), fx.heartbeat()).unwrap_err();
     assert!(matches!(err, SourceError::InvalidGlob { .. }), "{err}");
 
     let config = FilesConfig::new(fx.root.join("missing"));
-    let err = FileSource::new(config, fx.state.clone(), fx.sink.clone()).unwrap_err();
+    let err =
+        FileSource::new(config, fx.state.clone(), fx.sink.clone(), fx.heartbeat()).unwrap_err();
     assert!(matches!(err, SourceError::Root { .. }), "{err}");
 }
 
