@@ -113,6 +113,7 @@ impl Analytics {
             metrics: Arc::clone(&self.metrics),
             operator: Arc::clone(&self.operator),
             outputs: Outputs::new(&self.config, &self.metrics.watchdog),
+            heartbeat: self.metrics.watchdog.register("pipeline analytics"),
             stop: Arc::clone(&stop),
         };
         let thread = std::thread::Builder::new()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use redb::Database;
 use tidewater_engine::EngineError;
 use tidewater_log::{Log, LogError};
-use tidewater_metrics::Metrics;
+use tidewater_metrics::{Heartbeat, Metrics};
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::batching::{BatchPolicy, Pending};
@@ -270,11 +270,21 @@ struct PartitionState {
 struct TopicWorker {
     shared: Arc<Shared>,
     topic: String,
+    /// Where the topic's writer reports its progress (`pipeline lake <topic>`).
+    heartbeat: Heartbeat,
 }
 
 impl TopicWorker {
     fn new(shared: Arc<Shared>, topic: String) -> Self {
-        Self { shared, topic }
+        let heartbeat = shared
+            .metrics
+            .watchdog
+            .register(format!("pipeline lake {topic}"));
+        Self {
+            shared,
+            topic,
+            heartbeat,
+        }
     }
 
     fn run(self) {
@@ -310,9 +320,11 @@ impl TopicWorker {
                         }
                     },
                 };
+                self.heartbeat.working();
                 match self.shared.write_batch(&self.topic, partition, batch, redo) {
                     Ok(_) => {
                         wrote = true;
+                        self.heartbeat.progress();
                         p.pending.next = batch.last + 1;
                         p.intent = None;
                         p.retry_at = None;
@@ -329,12 +341,18 @@ impl TopicWorker {
                     Err(e) => {
                         error!(topic = %self.topic, partition, %batch, error = %e,
                             "writing a lake batch failed; it will be retried");
+                        self.heartbeat
+                            .fail(format!("partition {partition}, batch {batch}: {e}"));
                         // The intent may be recorded: a retry must write exactly this batch.
                         p.intent = Some(batch);
                         p.retry_at = Some(now + p.backoff);
                         p.backoff = (p.backoff * 2).min(MAX_BACKOFF);
                     }
                 }
+            }
+            if !wrote && partitions.iter().all(|p| p.intent.is_none()) {
+                // Nothing written and nothing failed waiting for a retry.
+                self.heartbeat.idle();
             }
             if !wrote {
                 let timeout = wake_at.saturating_duration_since(Instant::now());

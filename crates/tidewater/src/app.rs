@@ -242,9 +242,11 @@ impl App {
                 .data_dir
                 .join("sources")
                 .join(format!("postgres-{}.json", pg.slot));
-            let source = PostgresSource::new(pg.clone(), state).with_context(|| {
-                format!("cannot start the PostgreSQL source with slot '{}'", pg.slot)
-            })?;
+            let source = PostgresSource::new(pg.clone(), state)
+                .with_context(|| {
+                    format!("cannot start the PostgreSQL source with slot '{}'", pg.slot)
+                })?
+                .watched(&self.metrics.watchdog);
             let (profiles, metrics, stop, slot) = (
                 Arc::clone(&profiles),
                 Arc::clone(&self.metrics),
@@ -340,6 +342,9 @@ async fn run_postgres(
                 Ok(()) => return,
                 Err(e) if e.retry_hint() == RetryHint::Retry => {
                     warn!(slot, error = %e, retry_in = ?pause, "PostgreSQL source failed; retrying");
+                    if let Some(heartbeat) = source.heartbeat() {
+                        heartbeat.fail(format!("retrying after: {e}"));
+                    }
                     let mut waiting = stop_rx.clone();
                     if tokio::time::timeout(pause, waiting.wait_for(|stopped| *stopped))
                         .await
@@ -349,7 +354,12 @@ async fn run_postgres(
                     }
                     pause = (pause * 2).min(Duration::from_secs(30));
                 }
-                Err(e) => return tracing::error!(slot, error = %e, "PostgreSQL source stopped"),
+                Err(e) => {
+                    if let Some(heartbeat) = source.heartbeat() {
+                        heartbeat.fail(format!("stopped: {e}"));
+                    }
+                    return tracing::error!(slot, error = %e, "PostgreSQL source stopped");
+                }
             }
         }
     };

@@ -119,6 +119,20 @@ fn h03_a_stuck_pipeline_shows_in_readyz_and_sigterm_exits_within_the_drain_time(
         }
         found.is_some()
     });
+    // Every source and pipeline reports to the one watchdog.
+    let (_, stats) = tw.json("GET", "/v1/stats", None);
+    let names: Vec<&str> = stats["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["component"].as_str())
+        .collect();
+    for expected in ["source files:", "pipeline analytics", "outbox knowledge.dead-letters"] {
+        assert!(
+            names.iter().any(|name| name.starts_with(expected)),
+            "{expected} missing from {names:?}"
+        );
+    }
     let (status, readyz) = tw.json("GET", "/readyz", None);
     assert_eq!(status, 503, "{readyz}");
     assert!(

@@ -24,7 +24,7 @@ use serde_json::json;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
 use tidewater_engine::{DeadLetterRecord, EngineConfig, Outbox, OutboxEntry, OFFSETS};
 use tidewater_log::{Log, Record};
-use tidewater_metrics::{Metrics, Watchdog};
+use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
 use tracing::{error, info, warn};
 
 use super::config::AnalyticsConfig;
@@ -98,6 +98,8 @@ pub(crate) struct Runner {
     pub(crate) engine: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) operator: Arc<Mutex<WindowedKpis>>,
+    /// Where the pipeline reports its progress (`pipeline analytics`).
+    pub(crate) heartbeat: Heartbeat,
     pub(crate) outputs: Outputs,
     pub(crate) stop: Arc<AtomicBool>,
 }
@@ -110,6 +112,7 @@ impl Runner {
             match self.consume() {
                 Ok(()) => break,
                 Err(e) => {
+                    self.heartbeat.fail(format!("resuming from the committed state after: {e}"));
                     self.metrics.pipeline_retries.with(&[PIPELINE]).inc();
                     warn!(pipeline = PIPELINE, error = %e, retry_in = ?backoff,
                         "analytics failed; resuming from the committed state");
@@ -169,6 +172,7 @@ impl Runner {
                 self.refill(input)?;
             }
             if inputs.iter().all(|i| i.buffer.is_empty()) {
+                self.heartbeat.idle();
                 if last_tick.elapsed() >= IDLE_TICK {
                     self.close_idle_windows()?;
                     last_tick = Instant::now();
@@ -176,8 +180,10 @@ impl Runner {
                 std::thread::sleep(self.engine.poll_interval.min(IDLE_POLL));
                 continue;
             }
+            self.heartbeat.working();
             let batch = self.take_batch(&mut inputs);
             self.process(&mut inputs, batch)?;
+            self.heartbeat.progress();
         }
         self.tell_log(&inputs);
         Ok(())

@@ -42,6 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Mutex};
 use tokio_postgres::Client;
+use tidewater_metrics::{Heartbeat, Watchdog};
 
 use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;
@@ -57,6 +58,8 @@ pub struct PostgresSource {
     tables: Vec<TableName>,
     state_path: PathBuf,
     inner: Mutex<Inner>,
+    /// Where the source reports its progress, when watched.
+    heartbeat: Option<Heartbeat>,
 }
 
 struct Inner {
@@ -101,7 +104,21 @@ impl PostgresSource {
                 state,
                 xid_base: None,
             }),
+            heartbeat: None,
         })
+    }
+
+    /// Reports to `watchdog` as `source postgres:<slot>`: working through the snapshot,
+    /// progressing with every round that delivered changes, idle when a round found none.
+    /// A source whose rounds keep failing is reported by whoever retries it.
+    pub fn watched(mut self, watchdog: &Watchdog) -> Self {
+        self.heartbeat = Some(watchdog.register(format!("source postgres:{}", self.config.slot)));
+        self
+    }
+
+    /// The heartbeat given by [`Self::watched`].
+    pub fn heartbeat(&self) -> Option<&Heartbeat> {
+        self.heartbeat.as_ref()
     }
 
     /// The progress file.
@@ -117,12 +134,22 @@ impl PostgresSource {
         sink: &dyn ChangeSink,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), PostgresError> {
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.working();
+        }
         self.snapshot_if_needed(sink).await?;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
             let n = self.stream_round(sink).await?;
+            if let Some(heartbeat) = &self.heartbeat {
+                if n.events > 0 {
+                    heartbeat.progress();
+                } else {
+                    heartbeat.idle();
+                }
+            }
             if n.full {
                 continue;
             }
