@@ -25,11 +25,6 @@ mod server;
 
 pub use server::ServerConfig;
 
-/// Bytes a document event's header may take besides the file's content (id up to
-/// `MAX_ID_BYTES`, source name, hash, metadata), so a file of `max_file_bytes` always fits
-/// one log record.
-const DOCUMENT_HEADER_ROOM: u64 = 64 * 1024;
-
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,17 +303,6 @@ impl Config {
             let key = |field: &str| format!("sources.files '{}': {field}", files.name);
             positive(&key("relist_interval"), files.relist_interval)?;
             at_least_one(&key("max_file_bytes"), files.max_file_bytes)?;
-            // A file travels as one log record, with its event header in front.
-            let fits = (self.log.max_record_bytes as u64).saturating_sub(DOCUMENT_HEADER_ROOM);
-            if files.max_file_bytes > fits {
-                return invalid(format!(
-                    "{} = {} leaves no room for the event header in one log record: at most \
-                     log.max_record_bytes ({}) minus {DOCUMENT_HEADER_ROOM}",
-                    key("max_file_bytes"),
-                    files.max_file_bytes,
-                    self.log.max_record_bytes
-                ));
-            }
         }
         for pg in &self.sources.postgres {
             pg.validate().map_err(|e| {
@@ -507,13 +491,6 @@ mod tests {
             (
                 "[health]\nstall_after = \"0s\"\n".to_owned(),
                 "health.stall_after",
-            ),
-            (
-                // A file as large as a whole record cannot travel with its event header.
-                "[log]\nmax_record_bytes = 1048576\n[[sources.files]]\nroot = \"/d\"\n\
-                 max_file_bytes = 1048576\n"
-                    .to_owned(),
-                "max_file_bytes = 1048576 leaves no room",
             ),
             (
                 "[answer.llm]\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nmax_response_bytes = 0\n"

@@ -15,6 +15,11 @@ const MAGIC: &[u8; 4] = b"TWD1";
 /// A relative path in a watched root can be as long as Linux's `PATH_MAX`.
 pub const MAX_ID_BYTES: usize = 4096;
 
+/// Bytes a document event needs besides its content (the header: id up to
+/// [`MAX_ID_BYTES`], source, hash, metadata of a file). A source sends no content larger
+/// than the log's record limit minus this, so every event fits one record.
+pub const EVENT_HEADER_ROOM: usize = MAX_ID_BYTES + 4096;
+
 /// What happened to a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

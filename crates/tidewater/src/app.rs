@@ -130,6 +130,18 @@ impl App {
 
         let mut sources = Vec::new();
         for files in &config.sources.files {
+            // A file travels as one log record, with its event header in front.
+            let mut files = files.clone();
+            let fits = config
+                .log
+                .max_record_bytes
+                .saturating_sub(tidewater_core::document::EVENT_HEADER_ROOM)
+                as u64;
+            if files.max_file_bytes > fits {
+                tracing::debug!(source = files.source_name(), max_file_bytes = fits,
+                    "files larger than one log record (minus its header) are skipped");
+                files.max_file_bytes = fits;
+            }
             let state = data_dir
                 .join("sources")
                 .join(format!("{}.json", files.name));

@@ -63,13 +63,7 @@ flush_interval = "100ms"
 }
 
 fn start(dir: &Path, config_text: &str) -> Tidewater {
-    write_docs(&dir.join("docs"));
-    let config = dir.join("tidewater.toml");
-    std::fs::write(&config, config_text).unwrap();
-    let config = config.to_string_lossy().into_owned();
-    let mut tw = Tidewater::start(&dir.join("docs"), &dir.join("data"), &["--config", &config]);
-    tw.wait_ready(Duration::from_secs(120));
-    tw
+    start_with_config(dir, config_text, write_docs)
 }
 
 fn add_customer(tw: &Tidewater) {

@@ -132,20 +132,7 @@ fn bad_files_are_dead_lettered_and_bad_requests_get_4xx_json() {
     tw.terminate();
 
     // The dead letters can be inspected, with their reasons.
-    let out = Command::new(bin())
-        .args(["dlq", "list", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dlq_list(&data, None);
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert!(
         letters

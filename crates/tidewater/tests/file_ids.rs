@@ -6,7 +6,6 @@ mod support;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -54,24 +53,39 @@ fn n6_file_ids_reach_the_api_and_unnameable_files_are_dead_lettered() {
     tw.terminate();
 
     // The file that cannot be named is in the dead letters, with its path and the reason.
-    let out = Command::new(bin())
-        .args(["dlq", "list", "--pipeline", "knowledge", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dlq_list(&data, Some("knowledge"));
     assert_eq!(letters.len(), 1, "{letters:?}");
     let reason = letters[0]["reason"].as_str().unwrap();
     assert!(
         reason.contains("bad\u{fffd}name.txt") && reason.contains("not valid UTF-8"),
         "{reason}"
+    );
+}
+
+/// A file too large to travel as one log record with its event header is skipped and
+/// reported, as an oversized file is: it neither wedges the source in endless retries
+/// nor keeps the files after it from being indexed.
+#[test]
+fn a_file_larger_than_a_log_record_is_skipped_not_retried_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    // Over 64 KiB minus the header room, under `max_file_bytes`' default.
+    std::fs::write(docs.join("big.txt"), "walrus ".repeat(9_000)).unwrap();
+    std::fs::write(docs.join("small.txt"), "A small file about narwhals.").unwrap();
+    let config = dir.path().join("tidewater.toml");
+    std::fs::write(&config, "[log]\nmax_record_bytes = 65536\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let mut tw = Tidewater::start(&docs, &dir.path().join("data"), &["--config", &config]);
+    tw.wait_ready(Duration::from_secs(120));
+    let (status, _) = tw.request("GET", "/v1/documents/big.txt", None);
+    assert_eq!(status, 404);
+    let (status, _) = tw.request("GET", "/v1/documents/small.txt", None);
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(&tw.stderr).unwrap();
+    assert!(
+        log.contains("exceeds max_file_bytes") && log.contains("big.txt"),
+        "{}",
+        tw.log_tail()
     );
 }

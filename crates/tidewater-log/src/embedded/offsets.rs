@@ -91,25 +91,24 @@ impl OffsetStore {
     /// The lowest next offset any group has committed for a partition: records from
     /// there on are still to be consumed by someone. `None` when no group consumes it.
     pub(crate) fn lowest(&self, topic: &str, partition: u32) -> Option<u64> {
-        let groups: Vec<Arc<Mutex<GroupOffsets>>> =
-            self.groups.lock().values().map(Arc::clone).collect();
-        let key = (topic.to_owned(), partition);
-        groups
-            .iter()
-            .filter_map(|offsets| offsets.lock().get(&key).copied())
-            .min()
+        self.all_committed(topic, partition).into_iter().min()
     }
 
     /// The highest next offset any group has committed for a partition: records below
     /// it existed.
     pub(crate) fn highest(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.all_committed(topic, partition).into_iter().max()
+    }
+
+    /// Every group's committed next offset for a partition.
+    fn all_committed(&self, topic: &str, partition: u32) -> Vec<u64> {
         let groups: Vec<Arc<Mutex<GroupOffsets>>> =
             self.groups.lock().values().map(Arc::clone).collect();
         let key = (topic.to_owned(), partition);
         groups
             .iter()
             .filter_map(|offsets| offsets.lock().get(&key).copied())
-            .max()
+            .collect()
     }
 
     /// A group's stored next offset for a partition.

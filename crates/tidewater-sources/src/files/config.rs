@@ -83,9 +83,8 @@ fn default_debounce() -> Duration {
     Duration::from_millis(50)
 }
 
-/// 15 MiB: the file and its event header fit the log's default 16 MiB record limit.
 fn default_max_file_bytes() -> u64 {
-    15 * 1024 * 1024
+    16 * 1024 * 1024
 }
 
 #[cfg(test)]

@@ -224,7 +224,8 @@ pub fn http(
     Ok((status, body))
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a chunked HTTP/1.1 response, without the chunk framing.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
@@ -400,4 +401,36 @@ pub fn sse_events(body: &str) -> Vec<(String, Value)> {
         }
     }
     events
+}
+
+/// Starts `tidewater run` on `dir/docs` (filled by `write_docs`) and `dir/data` with
+/// `config_text` as its configuration file, and waits until it is ready.
+pub fn start_with_config(dir: &Path, config_text: &str, write_docs: impl FnOnce(&Path)) -> Tidewater {
+    write_docs(&dir.join("docs"));
+    let config = dir.join("tidewater.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let mut tw = Tidewater::start(&dir.join("docs"), &dir.join("data"), &["--config", &config]);
+    tw.wait_ready(Duration::from_secs(120));
+    tw
+}
+
+/// `tidewater dlq list [--pipeline P] --data-dir DATA` on a stopped Tidewater: the dead
+/// letters, one JSON value each.
+pub fn dlq_list(data: &Path, pipeline: Option<&str>) -> Vec<Value> {
+    let mut command = Command::new(bin());
+    command.args(["dlq", "list"]);
+    if let Some(pipeline) = pipeline {
+        command.args(["--pipeline", pipeline]);
+    }
+    let out = command.arg("--data-dir").arg(data).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
