@@ -2,9 +2,11 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use tidewater_config::Config;
 use tidewater_engine::DeadLetterRecord;
 use tidewater_log::{EmbeddedLog, Log, NewRecord};
 
@@ -14,22 +16,50 @@ use tidewater_log::{EmbeddedLog, Log, NewRecord};
 pub enum DlqCommand {
     /// Print each dead letter (one JSON object a line), without duplicates.
     List {
-        /// Tidewater's data directory.
-        #[arg(long, default_value = "./tidewater-data")]
-        data_dir: PathBuf,
+        /// Where Tidewater keeps its data.
+        #[command(flatten)]
+        store: Store,
         /// Pipeline whose dead letters to read.
         #[arg(long, default_value = "knowledge")]
         pipeline: String,
     },
     /// Append each dead letter's original event to its topic again (after fixing the cause).
     Replay {
-        /// Tidewater's data directory.
-        #[arg(long, default_value = "./tidewater-data")]
-        data_dir: PathBuf,
+        /// Where Tidewater keeps its data.
+        #[command(flatten)]
+        store: Store,
         /// Pipeline whose dead letters to replay.
         #[arg(long, default_value = "knowledge")]
         pipeline: String,
     },
+}
+
+/// The data directory and log settings: from `--config` (as `tidewater run` reads them),
+/// with `--data-dir` overriding the file's.
+#[derive(clap::Args)]
+pub struct Store {
+    /// Configuration file (TOML) of the Tidewater whose data to use.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tidewater's data directory (overrides the file; default `./tidewater-data`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens the log of the configured data directory.
+    fn open_log(&self) -> Result<Arc<EmbeddedLog>> {
+        let config = Config::load(self.config.as_deref())?;
+        let data_dir = self.data_dir.clone().unwrap_or(config.data_dir);
+        let dir = data_dir.join("log");
+        anyhow::ensure!(
+            dir.is_dir(),
+            "no log in {}: is this Tidewater's data directory?",
+            data_dir.display()
+        );
+        EmbeddedLog::open(&dir, config.log)
+            .with_context(|| format!("cannot open the log in {}", dir.display()))
+    }
 }
 
 fn read_letters(log: &dyn Log, pipeline: &str) -> Result<Vec<DeadLetterRecord>> {
@@ -67,15 +97,15 @@ fn read_letters(log: &dyn Log, pipeline: &str) -> Result<Vec<DeadLetterRecord>> 
 /// Runs a dead-letter command.
 pub fn run(command: DlqCommand) -> Result<()> {
     match command {
-        DlqCommand::List { data_dir, pipeline } => {
-            let log = EmbeddedLog::open(data_dir.join("log"), Default::default())?;
+        DlqCommand::List { store, pipeline } => {
+            let log = store.open_log()?;
             for letter in read_letters(log.as_ref(), &pipeline)? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
-        DlqCommand::Replay { data_dir, pipeline } => {
-            let log = EmbeddedLog::open(data_dir.join("log"), Default::default())?;
+        DlqCommand::Replay { store, pipeline } => {
+            let log = store.open_log()?;
             let letters = read_letters(log.as_ref(), &pipeline)?;
             let mut replayed = 0;
             for letter in &letters {

@@ -1,6 +1,5 @@
 //! The `tidewater` command: CLI parsing and wiring only.
 
-mod app;
 mod bench;
 mod dlq;
 mod events;
@@ -116,7 +115,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run(args) => app::run_until_signal(|| args.load()),
+        Command::Run(args) => Ok(tidewater_runtime::run_until_signal(|| args.load())?),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             config.validate()?;

@@ -196,3 +196,42 @@ fn configuration_mistakes_are_one_line_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tidewater dlq` reads the data directory the configuration file names, as `run` does.
+#[test]
+fn dlq_honours_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("binary.txt"), b"a\0b").unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("tidewater.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.to_string_lossy()),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let mut tw = Tidewater::start(&docs, &data, &["--config", &config]);
+    tw.wait_ready(Duration::from_secs(120));
+    tw.terminate();
+
+    let out = Command::new(bin())
+        .args(["dlq", "list", "--config", &config])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("binary.txt"), "{listed}");
+
+    // Without the file, the default data directory is not this one.
+    let out = Command::new(bin())
+        .args(["dlq", "list"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("no log in"), "{error}");
+}

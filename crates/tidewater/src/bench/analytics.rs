@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tidewater_core::{FeedbackEvent, Rating};
 
 use super::shared::{quantile, write_json};
-use crate::app::App;
+use tidewater_runtime::App;
 
 /// Options of `bench analytics`.
 #[derive(clap::Args)]

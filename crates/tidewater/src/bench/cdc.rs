@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
-use crate::app::App;
+use tidewater_runtime::App;
 
 /// Options of `bench cdc`.
 #[derive(clap::Args)]

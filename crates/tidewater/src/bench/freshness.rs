@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use rand::Rng;
 use serde_json::json;
 
-use crate::app::App;
+use tidewater_runtime::App;
 
 /// Options of `bench freshness`.
 #[derive(clap::Args)]

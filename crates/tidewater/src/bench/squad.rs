@@ -10,7 +10,7 @@ use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
 use tidewater_index::VectorIndex;
 use tidewater_knowledge::SearchHit;
 
-use crate::app::App;
+use tidewater_runtime::App;
 
 /// Options of `bench squad`.
 #[derive(clap::Args)]

@@ -1,12 +1,12 @@
-//! Wiring: a running Tidewater (log, model, knowledge pipeline, file sources, reconcile,
-//! HTTP API) built from a [`Config`]. Used by `tidewater run` and by the benchmarks.
+//! [`App`]: a running Tidewater — log, model, pipelines, file and PostgreSQL sources,
+//! reconcile and retention — built from a [`Config`]. Used by `tidewater run` and by the
+//! benchmarks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use tidewater_analytics::Analytics;
 use tidewater_answer::ChatClient;
 use tidewater_cdc::PostgresSource;
@@ -21,8 +21,10 @@ use tidewater_server::{Answering, AppState};
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
-/// Least time sources and pipelines get to stop, whatever the HTTP drain took.
-const MIN_PIPELINE_DRAIN: Duration = Duration::from_secs(1);
+use crate::RuntimeError;
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
 /// How often log retention is enforced.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -58,18 +60,23 @@ impl App {
     pub fn start(config: Config) -> Result<Self> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let metrics = Arc::new(Metrics::new(&config.health));
         let log = EmbeddedLog::open_with_metrics(
             data_dir.join("log"),
             config.log.clone(),
             Arc::clone(&metrics),
         )
-        .with_context(|| format!("cannot open the log in {}", data_dir.join("log").display()))?;
+        .map_err(|source| RuntimeError::Log {
+            path: data_dir.join("log"),
+            source,
+        })?;
         let shared_log: Arc<dyn Log> = Arc::clone(&log) as Arc<dyn Log>;
-        let embedder = tidewater_embed::build_embedder(&config.embedding)
-            .context("cannot load the embedding model")?;
+        let embedder =
+            tidewater_embed::build_embedder(&config.embedding).map_err(RuntimeError::Embedder)?;
         let knowledge = Knowledge::open(
             &data_dir.join("knowledge"),
             config.knowledge.clone(),
@@ -100,11 +107,9 @@ impl App {
         )?;
         analytics.start(config.engine.clone())?;
         let client = match &config.answer.llm {
-            Some(llm) => Some(ChatClient::new(llm).with_context(|| {
-                format!(
-                    "cannot set up the language model client for {}",
-                    tidewater_core::redact::redact(&llm.base_url)
-                )
+            Some(llm) => Some(ChatClient::new(llm).map_err(|source| RuntimeError::Llm {
+                url: tidewater_core::redact::redact(&llm.base_url).into_owned(),
+                source,
             })?),
             None => None,
         };
@@ -121,8 +126,8 @@ impl App {
                 Arc::clone(&log) as Arc<dyn Log>,
                 Arc::clone(&metrics),
             )
-            .with_context(|| format!("cannot open the lake in {}", dir.display()))?;
-            lake.start()?;
+            .and_then(|lake| lake.start().map(|()| lake))
+            .map_err(|source| RuntimeError::Lake { path: dir, source })?;
             Some(lake)
         } else {
             None
@@ -149,12 +154,10 @@ impl App {
                 .watchdog
                 .register(format!("source {}", files.source_name()));
             let source = FileSource::new(files.clone(), state, knowledge.writer(), heartbeat)
-                .with_context(|| {
-                    format!(
-                        "cannot start the file source '{}' on {}",
-                        files.name,
-                        files.root.display()
-                    )
+                .map_err(|source| RuntimeError::FileSource {
+                    name: files.name.clone(),
+                    root: files.root.clone(),
+                    source,
                 })?;
             sources.push(Arc::new(source));
         }
@@ -236,7 +239,7 @@ impl App {
             for t in watch_threads {
                 let _ = t.join();
             }
-        })?;
+        }).map_err(RuntimeError::setup("the start-up thread"))?;
         self.threads.push(startup);
         Ok(())
     }
@@ -255,8 +258,9 @@ impl App {
                 .join("sources")
                 .join(format!("postgres-{}.json", pg.slot));
             let source = PostgresSource::new(pg.clone(), state)
-                .with_context(|| {
-                    format!("cannot start the PostgreSQL source with slot '{}'", pg.slot)
+                .map_err(|source| RuntimeError::Postgres {
+                    slot: pg.slot.clone(),
+                    source,
                 })?
                 .watched(&self.metrics.watchdog);
             let (profiles, metrics, stop, slot) = (
@@ -271,7 +275,7 @@ impl App {
                     Err(e) => return warn!(slot, error = %e, "cannot start the PostgreSQL source's runtime"),
                 };
                 runtime.block_on(run_postgres(&source, &profiles, &metrics, &stop, &slot));
-            })?;
+            }).map_err(RuntimeError::setup("a PostgreSQL source thread"))?;
             self.threads.push(thread);
         }
         Ok(())
@@ -378,116 +382,3 @@ async fn run_postgres(
     tokio::join!(watch_stop, run);
 }
 
-/// Loads the configuration, starts the app and serves its API on `listen` until SIGINT
-/// (ctrl-c) or SIGTERM, then shuts down. The signal handlers are installed first, so a
-/// signal that arrives during start-up (model and index load) is not fatal: the app
-/// stops cleanly as soon as it has started.
-pub fn run_until_signal(load_config: impl FnOnce() -> Result<Config>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let signals = {
-        let _context = runtime.enter();
-        ShutdownSignals::install()?
-    };
-    let config = load_config()?;
-    let listen = config.listen;
-    let server = config.server.clone();
-    let drain_timeout = server.drain_timeout;
-    let app = App::start(config)?;
-    let state = app.api_state();
-    // One drain budget from the signal on: in-flight requests first, then the rest.
-    let signalled = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let shutdown = {
-        let signalled = Arc::clone(&signalled);
-        async move {
-            signals.received().await;
-            let _ = signalled.set(Instant::now());
-        }
-    };
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        info!(%listen, "serving the API");
-        tidewater_server::serve(listener, state, &server, shutdown).await?;
-        anyhow::Ok(())
-    })?;
-    info!("shutting down");
-    let spent = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
-    // A floor, so that a slow HTTP drain does not leave the pipelines no time at all.
-    shutdown_within(app, drain_timeout.saturating_sub(spent).max(MIN_PIPELINE_DRAIN))
-}
-
-/// Stops the app, giving sources and pipelines at most `drain_timeout` (what is left of
-/// `[server] drain_timeout` after the HTTP drain) to finish their current work. Past that, gives up with an error naming what is still busy (the
-/// process then exits; everything committed so far is safe, and the rest is redone at
-/// the next start).
-fn shutdown_within(app: App, drain_timeout: Duration) -> Result<()> {
-    let watchdog = app.metrics.watchdog.clone();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("shutdown".into())
-        .spawn(move || {
-            app.shutdown();
-            let _ = done_tx.send(());
-        })
-        .context("cannot start the shutdown thread")?;
-    if done_rx.recv_timeout(drain_timeout).is_ok() {
-        return Ok(());
-    }
-    let busy: Vec<String> = watchdog
-        .statuses()
-        .into_iter()
-        .filter(|status| status.condition != tidewater_metrics::Condition::Idle)
-        .map(|status| status.component)
-        .collect();
-    anyhow::bail!(
-        "shutdown did not finish within {} ([server] drain_timeout); still busy: {}; exiting anyway",
-        humantime::format_duration(drain_timeout),
-        if busy.is_empty() { "unknown".to_owned() } else { busy.join(", ") }
-    )
-}
-
-/// SIGINT and SIGTERM, registered up front: a signal that arrives before anyone waits for
-/// it is kept, not left to the default action (which ends the process at once).
-struct ShutdownSignals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    /// Registers the handlers; needs a Tokio runtime context.
-    fn install() -> Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// Resolves at the first signal (including one received before this is awaited).
-    async fn received(self) {
-        #[cfg(unix)]
-        {
-            let Self {
-                mut interrupt,
-                mut terminate,
-            } = self;
-            tokio::select! {
-                _ = interrupt.recv() => {},
-                _ = terminate.recv() => {},
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}

@@ -1,0 +1,13 @@
+//! Tidewater's runtime as a library: [`App`] builds a running Tidewater (log, pipelines,
+//! sources, retention, reconcile) from a configuration, and [`run_until_signal`] serves its
+//! HTTP API until SIGINT or SIGTERM and drains it. The `tidewater` binary parses the
+//! command line and calls these; benchmarks and tests start an [`App`] directly.
+#![warn(missing_docs)]
+
+mod app;
+mod error;
+mod run;
+
+pub use app::App;
+pub use error::RuntimeError;
+pub use run::run_until_signal;
