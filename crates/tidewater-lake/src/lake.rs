@@ -404,7 +404,11 @@ impl TopicWorker {
         if p.pending.next < range.end {
             // Offsets need not be dense (the log leaves a gap after a crash): start the
             // batch at the first record, so a batch never spans only a gap.
-            match self.shared.log.read(&self.topic, partition, p.pending.next, 1) {
+            match self
+                .shared
+                .log
+                .read(&self.topic, partition, p.pending.next, 1)
+            {
                 Ok(first) => {
                     if let Some(record) = first.first() {
                         p.pending.next = p.pending.next.max(record.offset);

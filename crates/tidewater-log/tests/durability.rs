@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tidewater_log::{Durability, EmbeddedLog, EmbeddedLogConfig, Log, NewRecord, Record, TopicConfig};
+use tidewater_log::{
+    Durability, EmbeddedLog, EmbeddedLogConfig, Log, NewRecord, Record, TopicConfig,
+};
 use tidewater_metrics::Metrics;
 
 const TOPIC: &str = "t";
@@ -147,10 +149,15 @@ fn h04_torn_tail_never_reuses_a_committed_offset() {
 
         let original = tempfile::tempdir().expect("tempdir");
         let crashed = tempfile::tempdir().expect("tempdir");
-        let dir = if clean { original.path() } else { crashed.path() };
+        let dir = if clean {
+            original.path()
+        } else {
+            crashed.path()
+        };
         {
             let log = EmbeddedLog::open(original.path(), config(segment_bytes)).expect("open");
-            log.ensure_topic(TOPIC, &one_partition(None)).expect("topic");
+            log.ensure_topic(TOPIC, &one_partition(None))
+                .expect("topic");
             append_many(&log, &mut rng, "before", written);
             log.commit_offset(GROUP, TOPIC, 0, committed)
                 .expect("commit");
@@ -174,9 +181,8 @@ fn h04_torn_tail_never_reuses_a_committed_offset() {
         cases += 1;
 
         let metrics = Arc::new(Metrics::default());
-        let log =
-            EmbeddedLog::open_with_metrics(dir, config(segment_bytes), Arc::clone(&metrics))
-                .expect("a damaged tail is recovered");
+        let log = EmbeddedLog::open_with_metrics(dir, config(segment_bytes), Arc::clone(&metrics))
+            .expect("a damaged tail is recovered");
         let survivors = log.range(TOPIC, 0).expect("range").end;
         assert!(survivors < written as u64 || matches!(damage, TailDamage::Truncate(_)));
         // The consumer starts: it tells the log where it stands.
@@ -222,15 +228,17 @@ fn h04_torn_tail_never_reuses_a_committed_offset() {
         // A second clean restart changes nothing: no new loss, no reuse.
         drop(log);
         let metrics = Arc::new(Metrics::default());
-        let log =
-            EmbeddedLog::open_with_metrics(dir, config(segment_bytes), Arc::clone(&metrics))
-                .expect("reopen");
+        let log = EmbeddedLog::open_with_metrics(dir, config(segment_bytes), Arc::clone(&metrics))
+            .expect("reopen");
         assert_eq!(lost(&metrics), 0, "seed {seed}: loss reported once");
         let end = log.range(TOPIC, 0).expect("range").end;
         let next = log
             .append(TOPIC, vec![record("last".into())])
             .expect("append")[0];
-        assert_eq!(next.offset, end, "seed {seed}: a clean restart leaves no gap");
+        assert_eq!(
+            next.offset, end,
+            "seed {seed}: a clean restart leaves no gap"
+        );
     }
     assert!(cases >= 100, "only {cases} damage cases ran");
 }
@@ -245,9 +253,10 @@ fn a_crash_leaves_a_gap_only_where_acknowledged_records_may_be_lost() {
         let original = tempfile::tempdir().expect("tempdir");
         let crashed = tempfile::tempdir().expect("tempdir");
         {
-            let log = EmbeddedLog::open(original.path(), config_with(400, durability))
-                .expect("open");
-            log.ensure_topic(TOPIC, &one_partition(None)).expect("topic");
+            let log =
+                EmbeddedLog::open(original.path(), config_with(400, durability)).expect("open");
+            log.ensure_topic(TOPIC, &one_partition(None))
+                .expect("topic");
             append_many(&log, &mut rng, "before", 30);
             copy_dir(original.path(), crashed.path());
         }
@@ -268,7 +277,11 @@ fn a_crash_leaves_a_gap_only_where_acknowledged_records_may_be_lost() {
             Durability::Os => assert!(next > 30, "resumes after the reserved offsets"),
         }
         let read = read_from(&log, 29);
-        assert_eq!(read.len(), 2, "{durability:?}: the last old record, then the new one");
+        assert_eq!(
+            read.len(),
+            2,
+            "{durability:?}: the last old record, then the new one"
+        );
         assert_eq!(read[1].offset, next);
     }
 }
@@ -287,12 +300,9 @@ fn n3_retention_never_deletes_records_a_consumer_has_not_committed() {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(Metrics::default());
-        let log = EmbeddedLog::open_with_metrics(
-            dir.path(),
-            config(segment_bytes),
-            Arc::clone(&metrics),
-        )
-        .expect("open");
+        let log =
+            EmbeddedLog::open_with_metrics(dir.path(), config(segment_bytes), Arc::clone(&metrics))
+                .expect("open");
         log.ensure_topic(TOPIC, &one_partition(Some(retention)))
             .expect("topic");
         let values = append_many(&log, &mut rng, "r", written);
@@ -317,10 +327,7 @@ fn n3_retention_never_deletes_records_a_consumer_has_not_committed() {
             values[committed as usize..],
             "seed {seed}: records not yet committed are all still there"
         );
-        let held = metrics
-            .log_retention_held_bytes
-            .with(&[TOPIC, "0"])
-            .get();
+        let held = metrics.log_retention_held_bytes.with(&[TOPIC, "0"]).get();
         assert_eq!(held as u64, report.bytes_held, "seed {seed}");
         let bytes = log.partition_bytes(TOPIC, 0).expect("bytes");
         if report.bytes_held == 0 {
@@ -341,10 +348,7 @@ fn n3_retention_never_deletes_records_a_consumer_has_not_committed() {
             "seed {seed}: {bytes} bytes kept, limit {retention}"
         );
         assert_eq!(
-            metrics
-                .log_retention_held_bytes
-                .with(&[TOPIC, "0"])
-                .get(),
+            metrics.log_retention_held_bytes.with(&[TOPIC, "0"]).get(),
             0
         );
         assert_eq!(lost(&metrics), 0, "retention is not a loss");
@@ -364,7 +368,8 @@ fn l8_missing_oldest_segments_are_reported_as_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let log = EmbeddedLog::open(dir.path(), config(segment_bytes)).expect("open");
-            log.ensure_topic(TOPIC, &one_partition(None)).expect("topic");
+            log.ensure_topic(TOPIC, &one_partition(None))
+                .expect("topic");
             append_many(&log, &mut rng, "r", written);
         }
         let files = segment_files(dir.path());
@@ -378,12 +383,9 @@ fn l8_missing_oldest_segments_are_reported_as_lost() {
         cases += 1;
 
         let metrics = Arc::new(Metrics::default());
-        let log = EmbeddedLog::open_with_metrics(
-            dir.path(),
-            config(segment_bytes),
-            Arc::clone(&metrics),
-        )
-        .expect("open");
+        let log =
+            EmbeddedLog::open_with_metrics(dir.path(), config(segment_bytes), Arc::clone(&metrics))
+                .expect("open");
         let range = log.range(TOPIC, 0).expect("range");
         assert!(range.start > 0);
         assert_eq!(lost(&metrics), range.start, "seed {seed}");

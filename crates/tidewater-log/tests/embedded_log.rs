@@ -765,12 +765,7 @@ fn write_and_close(dir: &Path, config: EmbeddedLogConfig, count: usize) -> Vec<N
 /// Reopens the log and checks that exactly `records` survived and that the next append
 /// gets offset `resume_at`: the old end, even when damage cut acknowledged records off,
 /// because an offset is never handed out twice.
-fn assert_recovered(
-    dir: &Path,
-    config: EmbeddedLogConfig,
-    records: &[NewRecord],
-    resume_at: u64,
-) {
+fn assert_recovered(dir: &Path, config: EmbeddedLogConfig, records: &[NewRecord], resume_at: u64) {
     let log = open(dir, config.clone());
     let read = read_all(log.as_ref(), "t", 0);
     assert_eq!(read.len(), records.len());
@@ -788,7 +783,10 @@ fn assert_recovered(
     let log = open(dir, config);
     let after = log.read("t", 0, records.len() as u64, 10).expect("read");
     assert_eq!(after[0].value, b"after recovery");
-    assert_eq!(after[0].offset, resume_at, "a read in the gap skips to the record after it");
+    assert_eq!(
+        after[0].offset, resume_at,
+        "a read in the gap skips to the record after it"
+    );
 }
 
 #[test]

@@ -143,8 +143,11 @@ impl App {
                 .saturating_sub(tidewater_core::document::EVENT_HEADER_ROOM)
                 as u64;
             if files.max_file_bytes > fits {
-                tracing::debug!(source = files.source_name(), max_file_bytes = fits,
-                    "files larger than one log record (minus its header) are skipped");
+                tracing::debug!(
+                    source = files.source_name(),
+                    max_file_bytes = fits,
+                    "files larger than one log record (minus its header) are skipped"
+                );
                 files.max_file_bytes = fits;
             }
             let state = data_dir
@@ -381,4 +384,3 @@ async fn run_postgres(
     };
     tokio::join!(watch_stop, run);
 }
-

@@ -17,7 +17,9 @@ const MIN_PIPELINE_DRAIN: Duration = Duration::from_secs(1);
 /// (ctrl-c) or SIGTERM, then shuts down. The signal handlers are installed first, so a
 /// signal that arrives during start-up (model and index load) is not fatal: the app
 /// stops cleanly as soon as it has started.
-pub fn run_until_signal<E>(load_config: impl FnOnce() -> Result<Config, E>) -> Result<(), RuntimeError>
+pub fn run_until_signal<E>(
+    load_config: impl FnOnce() -> Result<Config, E>,
+) -> Result<(), RuntimeError>
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -60,7 +62,10 @@ where
     info!("shutting down");
     let spent = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
     // A floor, so that a slow HTTP drain does not leave the pipelines no time at all.
-    shutdown_within(app, drain_timeout.saturating_sub(spent).max(MIN_PIPELINE_DRAIN))
+    shutdown_within(
+        app,
+        drain_timeout.saturating_sub(spent).max(MIN_PIPELINE_DRAIN),
+    )
 }
 
 /// Stops the app, giving sources and pipelines at most `drain_timeout` (what is left of

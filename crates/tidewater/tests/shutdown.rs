@@ -101,24 +101,28 @@ fn h03_a_stuck_pipeline_shows_in_readyz_and_sigterm_exits_within_the_drain_time(
     let mut tw = Tidewater::start(&docs, &dir.path().join("data"), &["--config", &config]);
 
     let mut stuck = String::new();
-    eventually(Duration::from_secs(60), "the knowledge pipeline reported stalled", || {
-        let Ok((_, body)) = tw.try_request("GET", "/v1/stats", None) else {
-            return false;
-        };
-        let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let found = stats["components"].as_array().and_then(|components| {
-            components.iter().find(|c| {
-                c["condition"] == "stalled"
-                    && c["component"]
-                        .as_str()
-                        .is_some_and(|name| name.starts_with("pipeline knowledge documents/"))
-            })
-        });
-        if let Some(component) = found {
-            stuck = component["component"].as_str().unwrap().to_owned();
-        }
-        found.is_some()
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the knowledge pipeline reported stalled",
+        || {
+            let Ok((_, body)) = tw.try_request("GET", "/v1/stats", None) else {
+                return false;
+            };
+            let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let found = stats["components"].as_array().and_then(|components| {
+                components.iter().find(|c| {
+                    c["condition"] == "stalled"
+                        && c["component"]
+                            .as_str()
+                            .is_some_and(|name| name.starts_with("pipeline knowledge documents/"))
+                })
+            });
+            if let Some(component) = found {
+                stuck = component["component"].as_str().unwrap().to_owned();
+            }
+            found.is_some()
+        },
+    );
     // Every source and pipeline reports to the one watchdog.
     let (_, stats) = tw.json("GET", "/v1/stats", None);
     let names: Vec<&str> = stats["components"]
@@ -127,7 +131,11 @@ fn h03_a_stuck_pipeline_shows_in_readyz_and_sigterm_exits_within_the_drain_time(
         .iter()
         .filter_map(|c| c["component"].as_str())
         .collect();
-    for expected in ["source files:", "pipeline analytics", "outbox knowledge.dead-letters"] {
+    for expected in [
+        "source files:",
+        "pipeline analytics",
+        "outbox knowledge.dead-letters",
+    ] {
         assert!(
             names.iter().any(|name| name.starts_with(expected)),
             "{expected} missing from {names:?}"
@@ -144,7 +152,9 @@ fn h03_a_stuck_pipeline_shows_in_readyz_and_sigterm_exits_within_the_drain_time(
         "{readyz}"
     );
     assert_eq!(
-        tw.metric(&format!("tidewater_component_stalled{{component=\"{stuck}\"}}")),
+        tw.metric(&format!(
+            "tidewater_component_stalled{{component=\"{stuck}\"}}"
+        )),
         1.0
     );
 
@@ -165,7 +175,10 @@ fn h03_a_stuck_pipeline_shows_in_readyz_and_sigterm_exits_within_the_drain_time(
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(!status.success(), "gave up on a stuck pipeline: not a clean exit");
+    assert!(
+        !status.success(),
+        "gave up on a stuck pipeline: not a clean exit"
+    );
     let log = std::fs::read_to_string(&tw.stderr).unwrap();
     assert!(
         log.contains("shutdown did not finish within") && log.contains(&stuck),

@@ -112,7 +112,8 @@ impl Runner {
             match self.consume() {
                 Ok(()) => break,
                 Err(e) => {
-                    self.heartbeat.fail(format!("resuming from the committed state after: {e}"));
+                    self.heartbeat
+                        .fail(format!("resuming from the committed state after: {e}"));
                     self.metrics.pipeline_retries.with(&[PIPELINE]).inc();
                     warn!(pipeline = PIPELINE, error = %e, retry_in = ?backoff,
                         "analytics failed; resuming from the committed state");

@@ -40,9 +40,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tidewater_metrics::{Heartbeat, Watchdog};
 use tokio::sync::{watch, Mutex};
 use tokio_postgres::Client;
-use tidewater_metrics::{Heartbeat, Watchdog};
 
 use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use super::config::Durability;
-use super::fsutil::{decode_checked_text, encode_checked_text, read_full_at, write_all_at};
 use super::fsutil::write_atomically;
+use super::fsutil::{decode_checked_text, encode_checked_text, read_full_at, write_all_at};
 use crate::LogError;
 
 /// Name of the bounds file in a partition directory.
@@ -129,7 +129,9 @@ impl AckedEnd {
         let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         // A torn or damaged value is no evidence either way.
         Ok((crc32fast::hash(end) == crc).then(|| {
-            u64::from_le_bytes([end[0], end[1], end[2], end[3], end[4], end[5], end[6], end[7]])
+            u64::from_le_bytes([
+                end[0], end[1], end[2], end[3], end[4], end[5], end[6], end[7],
+            ])
         }))
     }
 
@@ -242,7 +244,10 @@ mod tests {
             reserved: 70_000,
             closed_end: None,
             durability: Durability::Os,
-            gaps: vec![Gap { from: 40, to: 65_536 }],
+            gaps: vec![Gap {
+                from: 40,
+                to: 65_536,
+            }],
         };
         let mut file = BoundsFile::create(dir.path(), bounds.clone()).expect("create");
         assert_eq!(BoundsFile::read(dir.path()).expect("read"), Some(bounds));

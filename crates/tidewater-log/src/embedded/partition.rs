@@ -182,7 +182,8 @@ impl Partition {
                     });
                 }
                 gaps.push(gap);
-            }            let recovered = Segment::recover(&path, base, i + 1 == bases.len())?;
+            }
+            let recovered = Segment::recover(&path, base, i + 1 == bases.len())?;
             if recovered.truncated_bytes > 0 {
                 tracing::warn!(
                     topic,
@@ -709,7 +710,9 @@ impl Partition {
         if next_offset <= recovered_end || next_offset > resume_at {
             return None;
         }
-        let reported = self.reported_lost_to.fetch_max(next_offset, Ordering::AcqRel);
+        let reported = self
+            .reported_lost_to
+            .fetch_max(next_offset, Ordering::AcqRel);
         let from = reported.max(recovered_end);
         (next_offset > from).then_some(Lost {
             from,
@@ -726,13 +729,7 @@ impl Partition {
 
 /// Evidence on open that records up to `to` existed although the partition ends at `end`:
 /// adds what is not reported yet to `lost`, and keeps appends from reusing those offsets.
-fn note_missing(
-    lost: &mut Vec<Lost>,
-    resume_at: &mut u64,
-    end: u64,
-    to: u64,
-    cause: &'static str,
-) {
+fn note_missing(lost: &mut Vec<Lost>, resume_at: &mut u64, end: u64, to: u64, cause: &'static str) {
     let from = lost
         .iter()
         .map(|l| l.to)

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use super::config::EmbeddedLogConfig;
 use super::fsutil::{
     decode_checked_text, encode_checked_text, sync_dir, write_atomically, TMP_SUFFIX,
 };
-use super::config::EmbeddedLogConfig;
 use super::partition::{Lost, Partition};
 use crate::{partition_for_key, LogError, TopicConfig};
 

@@ -405,7 +405,11 @@ pub fn sse_events(body: &str) -> Vec<(String, Value)> {
 
 /// Starts `tidewater run` on `dir/docs` (filled by `write_docs`) and `dir/data` with
 /// `config_text` as its configuration file, and waits until it is ready.
-pub fn start_with_config(dir: &Path, config_text: &str, write_docs: impl FnOnce(&Path)) -> Tidewater {
+pub fn start_with_config(
+    dir: &Path,
+    config_text: &str,
+    write_docs: impl FnOnce(&Path),
+) -> Tidewater {
     write_docs(&dir.join("docs"));
     let config = dir.join("tidewater.toml");
     std::fs::write(&config, config_text).unwrap();
