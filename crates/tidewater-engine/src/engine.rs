@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rand::Rng;
 use redb::Database;
-use tidewater_log::{Log, LogError, TopicConfig};
+use tidewater_log::{Consumer, Log, LogError, TopicConfig, TopicPartition};
 use tidewater_metrics::Metrics;
 use tracing::{error, info, warn};
 
@@ -202,52 +202,50 @@ impl<P: Pipeline> Worker<P> {
         let mut next = self.progress.committed.lock()[partition as usize];
         let mut told_log = Instant::now();
         let mut backoff = self.config.retry_backoff_initial;
-        while !self.stop.load(Ordering::SeqCst) {
-            if let Ok(range) = self.log.range(&self.topic, partition) {
-                lag.set(range.end.saturating_sub(next) as i64);
-                if next < range.start {
-                    // Retention never deletes what this pipeline has not committed, so
-                    // these records were lost (the log reported it when it found out).
-                    error!(pipeline = %name, topic = %self.topic, partition, from = next, to = range.start,
-                        "records this pipeline had not consumed are gone from the log; continuing after them");
-                    next = range.start;
-                }
-                if range.end > next {
-                    beat.working();
+        let assigned = TopicPartition::new(self.topic.as_str(), partition);
+        let mut consumer = loop {
+            match self.consumer(&assigned, next) {
+                Ok(consumer) => break consumer,
+                Err(e) => {
+                    error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the log");
+                    beat.fail(format!("cannot read the log: {e}"));
+                    self.pause(self.config.retry_backoff_max);
+                    if self.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
                 }
             }
-            let records =
-                match self
-                    .log
-                    .read(&self.topic, partition, next, self.config.batch_max_records)
-                {
-                    Ok(records) => records,
-                    Err(LogError::OffsetOutOfRange { start, .. }) if next < start => continue,
-                    Err(LogError::OffsetOutOfRange { .. }) => {
-                        // Committed past the partition's end: records were lost, and new
-                        // ones resume after the offsets they had (never below `next`).
-                        beat.idle();
-                        let _ = self.log.wait_for(
-                            &self.topic,
-                            partition,
-                            next,
-                            self.config.poll_interval,
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        error!(topic = %self.topic, partition, error = %e, "cannot read the log");
-                        self.pause(self.config.retry_backoff_max);
-                        continue;
-                    }
-                };
+        };
+        while !self.stop.load(Ordering::SeqCst) {
+            let fetched = match consumer
+                .poll(self.config.batch_max_records, self.config.poll_interval)
+                .map(|mut polled| polled.pop())
+            {
+                Ok(Some(fetched)) => fetched,
+                Ok(None) => {
+                    self.pause(self.config.poll_interval);
+                    continue;
+                }
+                Err(e) => {
+                    error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the log");
+                    beat.fail(format!("cannot read the log: {e}"));
+                    self.pause(self.config.retry_backoff_max);
+                    continue;
+                }
+            };
+            if let Some((from, to)) = fetched.skipped {
+                // Retention never deletes what this pipeline has not committed, so these
+                // records were lost (the log reported it when it found out).
+                error!(pipeline = %name, partition = %assigned, from, to,
+                    "records this pipeline had not consumed are gone from the log; continuing after them");
+            }
+            lag.set(fetched.high_watermark.saturating_sub(next) as i64);
+            let records = fetched.records;
             if records.is_empty() {
                 beat.idle();
-                let _ = self
-                    .log
-                    .wait_for(&self.topic, partition, next, self.config.poll_interval);
                 continue;
             }
+            beat.working();
             match self.process(partition, &records) {
                 Ok(new_next) => {
                     next = new_next;
@@ -269,6 +267,10 @@ impl<P: Pipeline> Worker<P> {
                     };
                     warn!(pipeline = %name, topic = %self.topic, partition, offset = next, error = %e,
                         retry_in = ?wait, "batch failed; it will be retried");
+                    // The same batch again: back to the committed position.
+                    if let Err(e) = consumer.seek(&assigned, next) {
+                        error!(pipeline = %name, partition = %assigned, error = %e, "cannot seek back to retry");
+                    }
                     self.pause(jitter(wait));
                     backoff = (backoff * 2).min(self.config.retry_backoff_max);
                 }
@@ -276,6 +278,17 @@ impl<P: Pipeline> Worker<P> {
         }
         self.tell_log(partition, next);
         info!(pipeline = %name, partition, "worker stopped");
+    }
+
+    /// A consumer of `partition` positioned at `next`.
+    fn consumer(
+        &self,
+        partition: &TopicPartition,
+        next: u64,
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let mut consumer = Arc::clone(&self.log).consumer()?;
+        consumer.assign(vec![(partition.clone(), next)])?;
+        Ok(consumer)
     }
 
     /// Stores the committed position in the log's consumer offsets too, so retention

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::LogError;
+use std::sync::Arc;
+
+use crate::{Consumer, LogError};
 
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,9 @@ impl Default for TopicConfig {
 /// the records after it; retention never deletes records a consumer group has not
 /// committed; records found lost to damage are reported, never skipped in silence.
 pub trait Log: Send + Sync + 'static {
+    /// A new consumer of this log, with nothing assigned yet.
+    fn consumer(self: Arc<Self>) -> Result<Box<dyn Consumer>, LogError>;
+
     /// Creates the topic if it does not exist. An existing topic keeps its partition count.
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError>;
 

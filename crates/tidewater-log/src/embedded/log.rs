@@ -9,13 +9,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 use tidewater_metrics::Metrics;
 
+use super::appended::Appended;
 use super::config::{Durability, EmbeddedLogConfig};
+use super::consumer::EmbeddedConsumer;
 use super::frame::{frame_len, MAX_FRAME_LEN};
 use super::fsutil::sync_dir;
 use super::offsets::OffsetStore;
 use super::partition::{Lost, Partition};
 use super::topic::{validate_topic_name, Topic, TOPIC_TMP_SUFFIX};
-use crate::{Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig};
+use crate::{Consumer, Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig};
 
 /// Directory holding one subdirectory per topic.
 const TOPICS_DIR: &str = "topics";
@@ -36,6 +38,8 @@ pub struct EmbeddedLog {
     offsets: OffsetStore,
     /// Where lost records and retention held back by consumers are counted.
     metrics: Arc<Metrics>,
+    /// Raised whenever a partition publishes records.
+    appended: Arc<Appended>,
     /// Holds the directory's lock for as long as the log is open.
     _lock: std::fs::File,
 }
@@ -98,6 +102,7 @@ impl EmbeddedLog {
         }
         // Consumer offsets first: where a group had committed proves records existed.
         let offsets = OffsetStore::open(dir.join(OFFSETS_DIR))?;
+        let appended = Arc::new(Appended::default());
         let mut topics = BTreeMap::new();
         for entry in fs_err::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -114,9 +119,13 @@ impl EmbeddedLog {
                 );
                 continue;
             }
-            let (topic, lost) = Topic::open(entry.path(), &name, &config, |partition| {
-                offsets.highest(&name, partition)
-            })?;
+            let (topic, lost) = Topic::open(
+                entry.path(),
+                &name,
+                &config,
+                |partition| offsets.highest(&name, partition),
+                &appended,
+            )?;
             for (partition, lost) in lost {
                 report_lost(&metrics, &name, partition, lost);
             }
@@ -130,6 +139,7 @@ impl EmbeddedLog {
             topics: RwLock::new(topics),
             offsets,
             metrics,
+            appended,
             _lock: lock,
         }))
     }
@@ -219,6 +229,11 @@ impl EmbeddedLog {
         Ok(())
     }
 
+    /// The notice every publication raises (for consumers waiting on several partitions).
+    pub(crate) fn appended(&self) -> &Appended {
+        &self.appended
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         self.topics
             .read()
@@ -259,6 +274,10 @@ impl EmbeddedLog {
 }
 
 impl Log for EmbeddedLog {
+    fn consumer(self: Arc<Self>) -> Result<Box<dyn Consumer>, LogError> {
+        Ok(Box::new(EmbeddedConsumer::new(self)))
+    }
+
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {
         validate_topic_name(topic)?;
         if config.partitions == 0 {
@@ -278,7 +297,13 @@ impl Log for EmbeddedLog {
         }
         let topics_dir = self.dir.join(TOPICS_DIR);
         Topic::create(&topics_dir, topic, config)?;
-        let (opened, _) = Topic::open(topics_dir.join(topic), topic, &self.config, |_| None)?;
+        let (opened, _) = Topic::open(
+            topics_dir.join(topic),
+            topic,
+            &self.config,
+            |_| None,
+            &self.appended,
+        )?;
         topics.insert(topic.to_owned(), Arc::new(opened));
         tracing::info!(topic, partitions = config.partitions, "created topic");
         Ok(())

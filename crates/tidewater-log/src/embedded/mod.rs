@@ -2,8 +2,10 @@
 //! record frames, group-commit fsync, recovery on open, retention and consumer offsets.
 //! `docs/log-format.md` specifies every byte this module writes.
 
+mod appended;
 mod bounds;
 mod config;
+mod consumer;
 mod frame;
 mod fsutil;
 mod log;
@@ -13,4 +15,5 @@ mod segment;
 mod topic;
 
 pub use config::{Durability, EmbeddedLogConfig};
+pub use consumer::EmbeddedConsumer;
 pub use log::{EmbeddedLog, RetentionReport};

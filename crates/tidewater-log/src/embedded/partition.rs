@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::appended::Appended;
 use super::bounds::{AckedEnd, Bounds, BoundsFile, Gap, ACKED_FILE, BOUNDS_FILE};
 use super::config::Durability;
 use super::frame::{encode_frame, frame_len};
@@ -104,6 +105,8 @@ pub(crate) struct Partition {
     published_end: AtomicU64,
     end_lock: Mutex<()>,
     end_changed: Condvar,
+    /// The log-wide notification every publication raises.
+    appended: Arc<Appended>,
     /// Set after a failed fsync or an unrepairable failed write: the state of the file is
     /// unknown, so the partition refuses appends until the log is reopened and recovered.
     poisoned: AtomicBool,
@@ -125,6 +128,7 @@ impl Partition {
         retention_configured: bool,
         durability: Durability,
         consumed_to: Option<u64>,
+        appended: Arc<Appended>,
     ) -> Result<(Self, Vec<Lost>), LogError> {
         let stored = BoundsFile::read(&dir)?;
         let acked_before = AckedEnd::read(&dir)?;
@@ -325,6 +329,7 @@ impl Partition {
             published_end: AtomicU64::new(end),
             end_lock: Mutex::new(()),
             end_changed: Condvar::new(),
+            appended,
             poisoned: AtomicBool::new(false),
             opened: Opened {
                 recovered_end: end,
@@ -513,7 +518,10 @@ impl Partition {
     }
 
     fn publish(&self, end: u64) {
-        self.published_end.fetch_max(end, Ordering::AcqRel);
+        let before = self.published_end.fetch_max(end, Ordering::AcqRel);
+        if end > before {
+            self.appended.notify();
+        }
         // Taking the lock orders this notification after a waiter's check of the end, so
         // no wake-up is lost.
         let _guard = self.end_lock.lock();

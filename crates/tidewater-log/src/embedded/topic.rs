@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use super::appended::Appended;
 use super::config::EmbeddedLogConfig;
 use super::fsutil::{
     decode_checked_text, encode_checked_text, sync_dir, write_atomically, TMP_SUFFIX,
@@ -83,6 +85,7 @@ impl Topic {
         name: &str,
         log_config: &EmbeddedLogConfig,
         consumed_to: impl Fn(u32) -> Option<u64>,
+        appended: &Arc<Appended>,
     ) -> Result<(Self, Vec<(u32, Lost)>), LogError> {
         let meta = dir.join(TOPIC_META_FILE);
         // A retention update a crash interrupted; the previous file is still in place.
@@ -104,6 +107,7 @@ impl Topic {
                 retention_configured,
                 log_config.durability,
                 consumed_to(id),
+                Arc::clone(appended),
             )?;
             partitions.push(partition);
             lost.extend(found.into_iter().map(|l| (id, l)));
