@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 use tidewater_engine::EngineError;
-use tidewater_log::{Log, LogError};
+use tidewater_log::{Consumer, Log, LogError, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics};
 use tracing::{debug, error, info, info_span, warn};
 
@@ -216,6 +216,7 @@ impl Shared {
     /// redo whether or not its intent reached the database.
     fn write_batch(
         &self,
+        consumer: &mut dyn Consumer,
         topic: &str,
         partition: u32,
         batch: Batch,
@@ -235,7 +236,7 @@ impl Shared {
         if crash == Some(CrashPoint::AfterIntent) {
             return Err(LakeError::InjectedCrash);
         }
-        let files = stage_files(self.log.as_ref(), &self.dir, topic, partition, batch)?;
+        let files = stage_files(consumer, &self.dir, topic, partition, batch)?;
         publish(&files, crash)?;
         if crash == Some(CrashPoint::BeforeOffsetCommit) {
             return Err(LakeError::InjectedCrash);
@@ -253,8 +254,9 @@ impl Shared {
 }
 
 /// One partition as its topic thread sees it.
-#[derive(Debug)]
 struct PartitionState {
+    /// Reads the partition: to learn its end and first record, and to stage batches.
+    consumer: Box<dyn Consumer>,
     /// Next offset to put in a batch, and since when records are pending.
     pending: Pending,
     /// A batch recorded but not completed: written (again) before anything else.
@@ -321,7 +323,13 @@ impl TopicWorker {
                     },
                 };
                 self.heartbeat.working();
-                match self.shared.write_batch(&self.topic, partition, batch, redo) {
+                match self.shared.write_batch(
+                    p.consumer.as_mut(),
+                    &self.topic,
+                    partition,
+                    batch,
+                    redo,
+                ) {
                     Ok(_) => {
                         wrote = true;
                         self.heartbeat.progress();
@@ -387,40 +395,33 @@ impl TopicWorker {
         policy: &BatchPolicy,
         now: Instant,
     ) -> Option<Batch> {
-        let range = match self.shared.log.range(&self.topic, partition) {
-            Ok(range) => range,
+        // One record tells the partition's end, and where the next record is (offsets
+        // need not be dense: a batch must not start in a gap). Nothing is kept: the batch
+        // reads its records again when it is written.
+        let assigned = TopicPartition::new(self.topic.as_str(), partition);
+        let peeked = p
+            .consumer
+            .seek(&assigned, p.pending.next)
+            .and_then(|()| p.consumer.poll(1, Duration::ZERO));
+        let fetched = match peeked.map(|mut polled| polled.pop()) {
+            Ok(Some(fetched)) => fetched,
+            Ok(None) => return None,
             Err(e) => {
-                warn!(topic = %self.topic, partition, error = %e, "cannot read the partition's range");
+                warn!(topic = %self.topic, partition, error = %e, "cannot read the partition");
                 return None;
             }
         };
-        if p.pending.next < range.start {
+        if let Some((from, to)) = fetched.skipped {
             // Retention never deletes what the lake has not committed: these were lost
             // (the log reported it when it found out).
-            error!(topic = %self.topic, partition, from = p.pending.next, to = range.start,
+            error!(topic = %self.topic, partition, from, to,
                 "records the lake had not written are gone from the log; continuing after them");
-            p.pending.next = range.start;
         }
-        if p.pending.next < range.end {
-            // Offsets need not be dense (the log leaves a gap after a crash): start the
-            // batch at the first record, so a batch never spans only a gap.
-            match self
-                .shared
-                .log
-                .read(&self.topic, partition, p.pending.next, 1)
-            {
-                Ok(first) => {
-                    if let Some(record) = first.first() {
-                        p.pending.next = p.pending.next.max(record.offset);
-                    }
-                }
-                Err(e) => {
-                    warn!(topic = %self.topic, partition, error = %e, "cannot read the partition");
-                    return None;
-                }
-            }
+        if let Some(record) = fetched.records.first() {
+            p.pending.next = p.pending.next.max(record.offset);
         }
-        policy.decide(&mut p.pending, range.end, now)
+        let end = fetched.high_watermark;
+        policy.decide(&mut p.pending, end, now)
     }
 
     /// Waits for the topic to exist, then loads each partition's committed offset and
@@ -452,9 +453,25 @@ impl TopicWorker {
             }
         };
         let committed = state::committed(&self.shared.db, &self.topic, count)?;
-        let mut partitions: Vec<PartitionState> = committed
+        let log_error = |source| LakeError::Log {
+            topic: self.topic.clone(),
+            source,
+        };
+        let mut partitions = Vec::with_capacity(committed.len());
+        for (partition, next) in (0u32..).zip(committed) {
+            let mut consumer = Arc::clone(&self.shared.log).consumer().map_err(log_error)?;
+            consumer
+                .assign(vec![(
+                    TopicPartition::new(self.topic.as_str(), partition),
+                    next,
+                )])
+                .map_err(log_error)?;
+            partitions.push((consumer, next));
+        }
+        let mut partitions: Vec<PartitionState> = partitions
             .into_iter()
-            .map(|next| PartitionState {
+            .map(|(consumer, next)| PartitionState {
+                consumer,
                 pending: Pending { next, since: None },
                 intent: None,
                 retry_at: None,

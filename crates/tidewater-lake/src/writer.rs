@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
@@ -21,7 +22,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use tidewater_core::time::utc_date;
-use tidewater_log::{Log, LogError};
+use tidewater_log::{Consumer, LogError, TopicPartition};
 use tracing::warn;
 
 use crate::files::{date_dir, ensure_dir, file_name, sync_dir, temp_path};
@@ -71,17 +72,18 @@ pub(crate) struct StagedFile {
     pub rows: u64,
 }
 
-/// Writes the files of `batch` of `topic`/`partition` (step 2) and returns them, in date
-/// order, still under their temporary names.
+/// Writes the files of `batch` of `topic`/`partition` (step 2), reading its records
+/// through `consumer` (assigned that partition; left positioned after the batch), and
+/// returns them, in date order, still under their temporary names.
 pub(crate) fn stage_files(
-    log: &dyn Log,
+    consumer: &mut dyn Consumer,
     lake: &Path,
     topic: &str,
     partition: u32,
     batch: Batch,
 ) -> Result<Vec<StagedFile>, LakeError> {
-    let source = Source {
-        log,
+    let mut source = Source {
+        consumer,
         lake,
         topic,
         partition,
@@ -118,7 +120,7 @@ pub(crate) fn publish(files: &[StagedFile], crash: Option<CrashPoint>) -> Result
 
 /// The records of one batch.
 struct Source<'a> {
-    log: &'a dyn Log,
+    consumer: &'a mut dyn Consumer,
     lake: &'a Path,
     topic: &'a str,
     partition: u32,
@@ -126,45 +128,50 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn stage<T: Table>(&self) -> Result<Vec<StagedFile>, LakeError> {
+    fn stage<T: Table>(&mut self) -> Result<Vec<StagedFile>, LakeError> {
         let schema = schema::<T>();
         let mut files: BTreeMap<String, DateFile<T>> = BTreeMap::new();
+        let assigned = TopicPartition::new(self.topic, self.partition);
+        self.consumer
+            .seek(&assigned, self.batch.first)
+            .map_err(|source| self.log_error(source))?;
         let mut next = self.batch.first;
         while next <= self.batch.last {
             let want = (self.batch.last - next + 1).min(READ_CHUNK as u64) as usize;
-            let records = match self.log.read(self.topic, self.partition, next, want) {
-                Ok(records) => records,
-                Err(LogError::OffsetOutOfRange { start, .. }) if next < start => {
-                    // Records the lake never wrote are gone (damage; retention keeps what
-                    // the lake has not committed): nothing can bring them back, so the
-                    // batch goes on with what remains.
-                    warn!(
-                        topic = self.topic,
-                        partition = self.partition,
-                        from = next,
-                        start,
-                        "records were deleted from the log before the lake wrote them"
-                    );
-                    next = start;
-                    continue;
-                }
-                Err(source) => return Err(self.log_error(source)),
-            };
+            let fetched = self
+                .consumer
+                .poll(want, Duration::ZERO)
+                .map_err(|source| self.log_error(source))?
+                .pop()
+                .ok_or_else(|| {
+                    self.log_error(LogError::UnknownPartition {
+                        topic: self.topic.to_owned(),
+                        partition: self.partition,
+                    })
+                })?;
+            if let Some((from, to)) = fetched.skipped {
+                // Records the lake never wrote are gone (damage; retention keeps what the
+                // lake has not committed): nothing can bring them back, so the batch goes
+                // on with what remains.
+                warn!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    from,
+                    to,
+                    "records were deleted from the log before the lake wrote them"
+                );
+            }
+            let records = fetched.records;
             if records.first().is_some_and(|r| r.offset > self.batch.last) {
                 // The rest of the batch lies in a gap of the partition's offsets.
                 break;
             }
             if records.is_empty() {
-                let end = self
-                    .log
-                    .range(self.topic, self.partition)
-                    .map_err(|source| self.log_error(source))?
-                    .end;
                 return Err(LakeError::MissingRecords {
                     topic: self.topic.to_owned(),
                     partition: self.partition,
                     last: self.batch.last,
-                    end,
+                    end: fetched.high_watermark,
                 });
             }
             for record in records.iter().take_while(|r| r.offset <= self.batch.last) {

@@ -23,7 +23,7 @@ use redb::{Database, WriteTransaction};
 use serde_json::json;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
 use tidewater_engine::{DeadLetterRecord, EngineConfig, Outbox, OutboxEntry, OFFSETS};
-use tidewater_log::{Log, Record};
+use tidewater_log::{Consumer, Log, Record, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
 use tracing::{error, info, warn};
 
@@ -56,8 +56,8 @@ struct Input {
     partition: u32,
     /// The operator's partition id: topics are told apart by the high bits.
     watermark_id: u32,
-    /// Next offset to read from the log.
-    fetched: u64,
+    /// Reads this partition; its position is the next offset to fetch.
+    consumer: Box<dyn Consumer>,
     /// Next offset not yet processed.
     consumed: u64,
     buffer: VecDeque<Record>,
@@ -140,12 +140,14 @@ impl Runner {
                 // Where analytics resumes: retention keeps what it has not committed, and
                 // records it had committed that are gone are reported.
                 self.log.commit_offset(PIPELINE, topic, partition, next)?;
+                let mut consumer = Arc::clone(&self.log).consumer()?;
+                consumer.assign(vec![(TopicPartition::new(topic.as_str(), partition), next)])?;
                 inputs.push(Input {
                     topic: topic.clone(),
                     kind,
                     partition,
                     watermark_id: id_base + partition,
-                    fetched: next,
+                    consumer,
                     consumed: next,
                     buffer: VecDeque::new(),
                 });
@@ -206,34 +208,26 @@ impl Runner {
     }
 
     fn refill(&self, input: &mut Input) -> Result<(), Error> {
-        let range = self.log.range(&input.topic, input.partition)?;
-        if input.fetched < range.start {
+        let Some(fetched) = input
+            .consumer
+            .poll(self.engine.batch_max_records.max(1), Duration::ZERO)?
+            .pop()
+        else {
+            return Ok(());
+        };
+        if let Some((from, to)) = fetched.skipped {
             // Retention never deletes what analytics has not committed: these were lost
             // (the log reported it when it found out).
-            error!(topic = %input.topic, partition = input.partition, from = input.fetched,
-                to = range.start, "records analytics had not consumed are gone from the log; continuing after them");
-            input.fetched = range.start;
-            input.consumed = input.consumed.max(range.start);
+            error!(topic = %input.topic, partition = input.partition, from, to,
+                "records analytics had not consumed are gone from the log; continuing after them");
+            input.consumed = input.consumed.max(to);
         }
-        let lag = range.end.saturating_sub(input.consumed);
+        let lag = fetched.high_watermark.saturating_sub(input.consumed);
         self.metrics
             .pipeline_lag
             .with(&[PIPELINE, &input.topic, &input.partition.to_string()])
             .set(lag as i64);
-        if input.fetched >= range.end {
-            // Caught up — or committed past records a loss took: new ones come after.
-            return Ok(());
-        }
-        let records = self.log.read(
-            &input.topic,
-            input.partition,
-            input.fetched,
-            self.engine.batch_max_records.max(1),
-        )?;
-        if let Some(last) = records.last() {
-            input.fetched = last.offset + 1;
-        }
-        input.buffer.extend(records);
+        input.buffer.extend(fetched.records);
         Ok(())
     }
 
