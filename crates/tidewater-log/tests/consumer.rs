@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidewater_log::{
-    Consumer, EmbeddedLog, EmbeddedLogConfig, Log, NewRecord, TopicConfig, TopicPartition,
-};
+use tidewater_log::{EmbeddedLog, EmbeddedLogConfig, Log, NewRecord, TopicConfig, TopicPartition};
 
 fn record(key: &str, value: &str) -> NewRecord {
     NewRecord {

@@ -72,11 +72,11 @@ impl App {
         )
         .map_err(|source| RuntimeError::Log {
             path: data_dir.join("log"),
-            source,
+            source: Box::new(source),
         })?;
         let shared_log: Arc<dyn Log> = Arc::clone(&log) as Arc<dyn Log>;
-        let embedder =
-            tidewater_embed::build_embedder(&config.embedding).map_err(RuntimeError::Embedder)?;
+        let embedder = tidewater_embed::build_embedder(&config.embedding)
+            .map_err(|e| RuntimeError::Embedder(Box::new(e)))?;
         let knowledge = Knowledge::open(
             &data_dir.join("knowledge"),
             config.knowledge.clone(),
@@ -109,7 +109,7 @@ impl App {
         let client = match &config.answer.llm {
             Some(llm) => Some(ChatClient::new(llm).map_err(|source| RuntimeError::Llm {
                 url: tidewater_core::redact::redact(&llm.base_url).into_owned(),
-                source,
+                source: Box::new(source),
             })?),
             None => None,
         };
@@ -127,7 +127,10 @@ impl App {
                 Arc::clone(&metrics),
             )
             .and_then(|lake| lake.start().map(|()| lake))
-            .map_err(|source| RuntimeError::Lake { path: dir, source })?;
+            .map_err(|source| RuntimeError::Lake {
+                path: dir,
+                source: Box::new(source),
+            })?;
             Some(lake)
         } else {
             None
@@ -160,7 +163,7 @@ impl App {
                 .map_err(|source| RuntimeError::FileSource {
                     name: files.name.clone(),
                     root: files.root.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             sources.push(Arc::new(source));
         }
@@ -263,7 +266,7 @@ impl App {
             let source = PostgresSource::new(pg.clone(), state)
                 .map_err(|source| RuntimeError::Postgres {
                     slot: pg.slot.clone(),
-                    source,
+                    source: Box::new(source),
                 })?
                 .watched(&self.metrics.watchdog);
             let (profiles, metrics, stop, slot) = (

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// An error starting, serving or stopping a Tidewater.
+/// An error starting, serving or stopping a Tidewater. Causes from other crates are boxed
+/// so that every result stays small.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
@@ -31,20 +32,20 @@ pub enum RuntimeError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: tidewater_log::LogError,
+        source: Box<tidewater_log::LogError>,
     },
     /// The embedding model cannot be loaded.
     #[error("cannot load the embedding model")]
-    Embedder(#[source] tidewater_embed::EmbedError),
+    Embedder(#[source] Box<tidewater_embed::EmbedError>),
     /// The knowledge pipeline failed to open or start.
     #[error(transparent)]
-    Knowledge(#[from] tidewater_knowledge::KnowledgeError),
+    Knowledge(Box<tidewater_knowledge::KnowledgeError>),
     /// The profiles pipeline failed to open or start.
     #[error(transparent)]
-    Profiles(#[from] tidewater_profiles::ProfilesError),
+    Profiles(Box<tidewater_profiles::ProfilesError>),
     /// The analytics pipeline failed to open or start.
     #[error(transparent)]
-    Analytics(#[from] tidewater_analytics::Error),
+    Analytics(Box<tidewater_analytics::Error>),
     /// The language model client cannot be set up.
     #[error("cannot set up the language model client for {url}")]
     Llm {
@@ -52,16 +53,16 @@ pub enum RuntimeError {
         url: String,
         /// The cause.
         #[source]
-        source: tidewater_answer::LlmError,
+        source: Box<tidewater_answer::LlmError>,
     },
     /// The lake cannot be opened or started.
     #[error("cannot open the lake in {}", path.display())]
     Lake {
         /// The lake directory.
         path: PathBuf,
-        /// The cause.
+        /// The cause (boxed: it is large).
         #[source]
-        source: tidewater_lake::LakeError,
+        source: Box<tidewater_lake::LakeError>,
     },
     /// A file source cannot be started.
     #[error("cannot start the file source '{name}' on {}", root.display())]
@@ -72,7 +73,7 @@ pub enum RuntimeError {
         root: PathBuf,
         /// The cause.
         #[source]
-        source: tidewater_sources::SourceError,
+        source: Box<tidewater_sources::SourceError>,
     },
     /// A PostgreSQL source cannot be started.
     #[error("cannot start the PostgreSQL source with slot '{slot}'")]
@@ -81,7 +82,7 @@ pub enum RuntimeError {
         slot: String,
         /// The cause.
         #[source]
-        source: tidewater_cdc::postgres::PostgresError,
+        source: Box<tidewater_cdc::postgres::PostgresError>,
     },
     /// The HTTP API cannot listen.
     #[error("cannot listen on {addr}")]
@@ -117,6 +118,23 @@ pub enum RuntimeError {
         busy: String,
     },
 }
+
+/// The pipelines' errors are large; they are boxed so every result stays small.
+macro_rules! boxed_from {
+    ($($variant:ident: $source:ty),*) => {$(
+        impl From<$source> for RuntimeError {
+            fn from(e: $source) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Knowledge: tidewater_knowledge::KnowledgeError,
+    Profiles: tidewater_profiles::ProfilesError,
+    Analytics: tidewater_analytics::Error
+);
 
 impl RuntimeError {
     /// A setup failure of `what`.

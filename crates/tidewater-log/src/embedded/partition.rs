@@ -52,6 +52,20 @@ pub(crate) struct Lost {
     pub(crate) cause: &'static str,
 }
 
+/// How a partition is opened: the log's settings and what the caller knows about it.
+pub(crate) struct OpenOptions {
+    /// Roll to a new segment past this size.
+    pub(crate) segment_bytes: u64,
+    /// Whether the topic has a retention setting (a start above 0 is then expected).
+    pub(crate) retention_configured: bool,
+    /// This session's durability policy.
+    pub(crate) durability: Durability,
+    /// The highest offset a consumer group committed for the partition, if any.
+    pub(crate) consumed_to: Option<u64>,
+    /// The log-wide publication notice.
+    pub(crate) appended: Arc<Appended>,
+}
+
 /// What the partition looked like when it was opened.
 #[derive(Debug, Clone, Copy)]
 struct Opened {
@@ -124,12 +138,15 @@ impl Partition {
         topic: &str,
         id: u32,
         dir: PathBuf,
-        segment_bytes: u64,
-        retention_configured: bool,
-        durability: Durability,
-        consumed_to: Option<u64>,
-        appended: Arc<Appended>,
+        options: OpenOptions,
     ) -> Result<(Self, Vec<Lost>), LogError> {
+        let OpenOptions {
+            segment_bytes,
+            retention_configured,
+            durability,
+            consumed_to,
+            appended,
+        } = options;
         let stored = BoundsFile::read(&dir)?;
         let acked_before = AckedEnd::read(&dir)?;
         let mut bases = Vec::new();

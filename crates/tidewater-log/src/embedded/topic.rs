@@ -13,7 +13,7 @@ use super::config::EmbeddedLogConfig;
 use super::fsutil::{
     decode_checked_text, encode_checked_text, sync_dir, write_atomically, TMP_SUFFIX,
 };
-use super::partition::{Lost, Partition};
+use super::partition::{Lost, OpenOptions, Partition};
 use crate::{partition_for_key, LogError, TopicConfig};
 
 /// Name of the metadata file in a topic directory.
@@ -103,11 +103,13 @@ impl Topic {
                 name,
                 id,
                 dir.join(id.to_string()),
-                log_config.segment_bytes,
-                retention_configured,
-                log_config.durability,
-                consumed_to(id),
-                Arc::clone(appended),
+                OpenOptions {
+                    segment_bytes: log_config.segment_bytes,
+                    retention_configured,
+                    durability: log_config.durability,
+                    consumed_to: consumed_to(id),
+                    appended: Arc::clone(appended),
+                },
             )?;
             partitions.push(partition);
             lost.extend(found.into_iter().map(|l| (id, l)));
