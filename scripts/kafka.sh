@@ -5,11 +5,12 @@
 #   scripts/kafka.sh stop DIR
 #   scripts/kafka.sh install          # only the broker binary
 #
-# `install` builds Tansu from crates.io with `cargo install` into ~/.cache/tansu (about
-# 9 minutes once, on two cores) unless ~/.cache/tansu/bin/tansu is already there. It builds
-# with `--features dynostore,libsql`: without `libsql` the broker keeps data only in memory,
-# loses it on a restart and reports watermarks and seeks wrongly
-# (../shared/notes/kafka-broker.md has what was measured).
+# `install` builds Tansu from crates.io with `cargo install` into ~/.cache/tansu unless
+# ~/.cache/tansu/bin/tansu is already there: 9 minutes once on two idle cores, 20 beside
+# another build. It builds with `--features dynostore,libsql`: without `libsql` the broker
+# keeps data only in memory, loses it on a restart and reports watermarks and seeks wrongly
+# (../shared/notes/kafka-broker.md has what was measured). Tansu does not create topics on
+# first use: create them (AdminClient) before producing.
 # `start` installs when needed, then starts a broker in DIR (its data in DIR/tansu.db, its
 # log in DIR/broker.log, its pid in DIR/broker.pid) listening on 127.0.0.1:PORT, detached
 # from the calling shell, and waits until the port accepts connections. `stop` sends
@@ -41,7 +42,7 @@ install_missing() {
     flock 9
     if [[ ! -x "$tansu_bin" ]]; then
         command -v cargo >/dev/null || { echo "cargo is needed to build Tansu" >&2; exit 1; }
-        echo "building Tansu $tansu_version into $tansu_root (about 9 minutes, once)" >&2
+        echo "building Tansu $tansu_version into $tansu_root (9 to 20 minutes, once)" >&2
         local t0=$SECONDS
         CARGO_TARGET_DIR="$tansu_target" cargo install tansu --version "$tansu_version" \
             --locked --features dynostore,libsql --root "$tansu_root" >&2
@@ -105,7 +106,8 @@ start() {
         # exec'ing the broker, so the pid file names the broker itself.
         (
             cd "$dir"
-            setsid bash -c 'echo $$ >broker.pid; exec "$@"' tansu "$tansu_bin" broker \
+            # NO_COLOR: plain text in broker.log (its tail is shown when a start fails).
+            NO_COLOR=1 setsid bash -c 'echo $$ >broker.pid; exec "$@"' tansu "$tansu_bin" broker \
                 --listener-url "tcp://$address" --advertised-listener-url "tcp://$address" \
                 --storage-engine sqlite://tansu.db \
                 </dev/null >>broker.log 2>&1 &
