@@ -16,7 +16,7 @@ use tidewater_embed::EmbedderConfig;
 use tidewater_engine::EngineConfig;
 use tidewater_knowledge::KnowledgeConfig;
 use tidewater_lake::LakeConfig;
-use tidewater_log::EmbeddedLogConfig;
+use tidewater_log::LogConfig;
 use tidewater_metrics::HealthConfig;
 use tidewater_profiles::ProfilesConfig;
 use tidewater_sources::FilesConfig;
@@ -34,7 +34,7 @@ pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
     /// The embedded log.
-    pub log: EmbeddedLogConfig,
+    pub log: LogConfig,
     /// How pipelines consume their topics.
     pub engine: EngineConfig,
     /// The knowledge pipeline (chunking, index).
@@ -66,7 +66,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./tidewater-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            log: EmbeddedLogConfig::default(),
+            log: LogConfig::default(),
             engine: EngineConfig::default(),
             knowledge: KnowledgeConfig::default(),
             embedding: EmbedderConfig::default(),
@@ -265,6 +265,7 @@ impl Config {
         };
         at_least_one("log.segment_bytes", self.log.segment_bytes)?;
         at_least_one("log.max_record_bytes", self.log.max_record_bytes as u64)?;
+        self.log.validate().map_err(ConfigError::Invalid)?;
         let topic_configs = [
             ("knowledge", Some(&self.knowledge.topic_config)),
             ("analytics", Some(&self.analytics.topic_config)),

@@ -154,6 +154,18 @@ pub trait Log: Send + Sync + 'static {
 
     /// Names of all topics.
     fn topics(&self) -> Result<Vec<String>, LogError>;
+
+    /// Applies the topics' retention settings, where the backend leaves that to its user
+    /// (the embedded log); a broker enforces its own. Called regularly.
+    fn enforce_retention(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Makes everything appended durable and records that the log was closed cleanly,
+    /// where the backend keeps such a record. Called once at shutdown.
+    fn close(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// The partition a key maps to. Stable across versions and platforms (the on-disk

@@ -75,6 +75,9 @@ pub enum LogError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The configured backend or operation is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
     /// The log was closed or its writer died after an earlier I/O failure.
     #[error("the log is closed")]
     Closed,

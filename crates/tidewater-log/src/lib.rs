@@ -6,11 +6,13 @@
 #![deny(clippy::unwrap_used)]
 
 mod api;
+mod config;
 mod consumer;
 pub mod embedded;
 mod error;
 
 pub use api::{partition_for_key, Log, NewRecord, PartitionRange, Position, Record, TopicConfig};
+pub use config::{open_log, KafkaConfig, LogBackend, LogConfig};
 pub use consumer::{Consumer, Fetched, TopicPartition};
 pub use embedded::{Durability, EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig, RetentionReport};
 pub use error::LogError;

@@ -14,7 +14,7 @@ use tidewater_config::Config;
 use tidewater_core::RetryHint;
 use tidewater_knowledge::Knowledge;
 use tidewater_lake::Lake;
-use tidewater_log::{EmbeddedLog, Log};
+use tidewater_log::Log;
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
 use tidewater_server::{Answering, AppState};
@@ -35,7 +35,7 @@ pub struct App {
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// The log.
-    pub log: Arc<EmbeddedLog>,
+    pub log: Arc<dyn Log>,
     /// The knowledge pipeline.
     pub knowledge: Arc<Knowledge>,
     /// The profiles pipeline, when configured.
@@ -65,23 +65,19 @@ impl App {
             source,
         })?;
         let metrics = Arc::new(Metrics::new(&config.health));
-        let log = EmbeddedLog::open_with_metrics(
-            data_dir.join("log"),
-            config.log.clone(),
-            Arc::clone(&metrics),
-        )
-        .map_err(|source| RuntimeError::Log {
-            path: data_dir.join("log"),
-            source: Box::new(source),
-        })?;
-        let shared_log: Arc<dyn Log> = Arc::clone(&log) as Arc<dyn Log>;
+        let log = tidewater_log::open_log(&config.log, &data_dir, Arc::clone(&metrics)).map_err(
+            |source| RuntimeError::Log {
+                path: data_dir.join("log"),
+                source: Box::new(source),
+            },
+        )?;
         let embedder = tidewater_embed::build_embedder(&config.embedding)
             .map_err(|e| RuntimeError::Embedder(Box::new(e)))?;
         let knowledge = Knowledge::open(
             &data_dir.join("knowledge"),
             config.knowledge.clone(),
             embedder,
-            shared_log,
+            Arc::clone(&log),
             Arc::clone(&metrics),
         )?;
         knowledge.start(config.engine.clone())?;
@@ -90,7 +86,7 @@ impl App {
                 let profiles = Profiles::open(
                     &data_dir.join("profiles"),
                     profiles_config.clone(),
-                    Arc::clone(&log) as Arc<dyn Log>,
+                    Arc::clone(&log),
                     Arc::clone(&metrics),
                 )?;
                 profiles.start(config.engine.clone())?;
@@ -102,7 +98,7 @@ impl App {
             &data_dir.join("analytics"),
             config.analytics.clone(),
             config.event_time.clone(),
-            Arc::clone(&log) as Arc<dyn Log>,
+            Arc::clone(&log),
             Arc::clone(&metrics),
         )?;
         analytics.start(config.engine.clone())?;
@@ -123,7 +119,7 @@ impl App {
                 &data_dir.join("lake-state").join("lake.redb"),
                 &dir,
                 config.lake.clone(),
-                Arc::clone(&log) as Arc<dyn Log>,
+                Arc::clone(&log),
                 Arc::clone(&metrics),
             )
             .and_then(|lake| lake.start().map(|()| lake))

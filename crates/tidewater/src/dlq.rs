@@ -57,7 +57,7 @@ impl Store {
             "no log in {}: is this Tidewater's data directory?",
             data_dir.display()
         );
-        EmbeddedLog::open(&dir, config.log)
+        EmbeddedLog::open(&dir, config.log.embedded())
             .with_context(|| format!("cannot open the log in {}", dir.display()))
     }
 }

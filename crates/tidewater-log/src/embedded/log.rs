@@ -412,6 +412,14 @@ impl Log for EmbeddedLog {
     fn topics(&self) -> Result<Vec<String>, LogError> {
         Ok(self.topics.read().keys().cloned().collect())
     }
+
+    fn enforce_retention(&self) -> Result<(), LogError> {
+        EmbeddedLog::enforce_retention(self).map(|_| ())
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        EmbeddedLog::close(self)
+    }
 }
 
 impl Drop for EmbeddedLog {
