@@ -174,6 +174,7 @@ impl Analytics {
                 key: Some(id.into_bytes()),
                 value: event.to_string().into_bytes(),
                 timestamp_ms: log_time_ms,
+                headers: Vec::new(),
             });
         }
         self.append(topic, records)
@@ -207,6 +208,7 @@ impl Analytics {
             key: Some(key.as_bytes().to_vec()),
             value: value.map_err(|e| Error::Corrupt(e.to_string()))?,
             timestamp_ms: tidewater_core::time::now_ms(),
+            headers: Vec::new(),
         };
         let positions = self.append(topic, vec![record])?;
         positions

@@ -164,6 +164,7 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
             key: None,
             value: b"{not json".to_vec(),
             timestamp_ms: tidewater_core::time::now_ms(),
+            headers: Vec::new(),
         }],
     )
     .unwrap();
@@ -317,6 +318,7 @@ fn h02_a_far_future_event_is_dead_lettered_and_later_events_count_in_their_windo
                 .to_string()
                 .into_bytes(),
             timestamp_ms: now,
+            headers: Vec::new(),
         }],
     )
     .unwrap();

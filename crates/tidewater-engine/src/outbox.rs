@@ -245,6 +245,7 @@ impl Outbox {
                     key: k.map(<[u8]>::to_vec),
                     value: v.to_vec(),
                     timestamp_ms: ts,
+                    headers: Vec::new(),
                 },
             ));
         }
@@ -487,6 +488,7 @@ mod tests {
                 key: e.key.clone(),
                 value: e.value.clone(),
                 timestamp_ms: e.timestamp_ms,
+                headers: Vec::new(),
             })
             .collect();
         log.append("out", first_two).unwrap();
@@ -584,6 +586,7 @@ mod tests {
             key: entries[0].key.clone(),
             value: entries[0].value.clone(),
             timestamp_ms: 7,
+            headers: Vec::new(),
         };
         log.append("out", vec![first]).unwrap();
         assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 2);

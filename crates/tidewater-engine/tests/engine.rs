@@ -131,6 +131,7 @@ fn append(log: &dyn Log, values: &[(&str, &str)]) -> Vec<(u32, u64)> {
             key: Some(k.as_bytes().to_vec()),
             value: v.as_bytes().to_vec(),
             timestamp_ms: 0,
+            headers: Vec::new(),
         })
         .collect();
     log.append("numbers", records)

@@ -36,6 +36,7 @@ impl DocumentWriter {
                 key: Some(e.doc_id.as_bytes().to_vec()),
                 value: e.encode(),
                 timestamp_ms: e.observed_at_ms,
+                headers: Vec::new(),
             })
             .collect();
         let positions = self.log.append(&self.topic, records)?;

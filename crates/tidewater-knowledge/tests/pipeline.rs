@@ -158,6 +158,7 @@ fn bad_events_are_dead_lettered_and_the_pipeline_keeps_going() {
                 key: Some(b"junk".to_vec()),
                 value: b"{not an event".to_vec(),
                 timestamp_ms: 0,
+                headers: Vec::new(),
             }],
         )
         .unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::{Consumer, LogError};
 
 /// A record to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewRecord {
     /// Routing key; records with equal keys keep their relative order. `None` spreads
     /// records round-robin.
@@ -23,10 +23,31 @@ pub struct NewRecord {
     pub value: Vec<u8>,
     /// Event time, ms since the Unix epoch.
     pub timestamp_ms: i64,
+    /// Headers, in order; names may repeat (Kafka's record headers).
+    pub headers: Vec<Header>,
+}
+
+/// One record header: a name and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Name (UTF-8, at most 65 535 bytes).
+    pub name: String,
+    /// Value; `None` is a null value, distinct from an empty one.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// A header with a value.
+    pub fn new(name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            value: Some(value.into()),
+        }
+    }
 }
 
 /// A record read back from a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     /// Partition it was read from.
     pub partition: u32,
@@ -38,6 +59,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Payload.
     pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
 }
 
 /// Where an appended record now lives.

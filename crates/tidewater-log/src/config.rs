@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(config.backend, LogBackend::Embedded);
         assert!(config.validate().is_ok());
         let config: LogConfig = toml_like(r#"{"backend": "kafka"}"#);
-        assert!(config.validate().expect_err("refused").contains("[log.kafka]"));
+        assert!(config
+            .validate()
+            .expect_err("refused")
+            .contains("[log.kafka]"));
         let config: LogConfig =
             toml_like(r#"{"backend": "kafka", "kafka": {"brokers": "127.0.0.1:9092"}}"#);
         assert_eq!(
@@ -156,7 +159,10 @@ mod tests {
             Some("tidewater")
         );
         if !cfg!(feature = "kafka") {
-            assert!(config.validate().expect_err("refused").contains("--features kafka"));
+            assert!(config
+                .validate()
+                .expect_err("refused")
+                .contains("--features kafka"));
         }
         assert!(serde_json::from_str::<LogConfig>(r#"{"backend": "redis"}"#).is_err());
     }

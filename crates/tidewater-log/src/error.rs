@@ -56,6 +56,9 @@ pub enum LogError {
         /// Configured maximum.
         max: usize,
     },
+    /// A record that cannot be stored as it is (e.g. a header name that is too long).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     /// Stored data failed its checksum in a place recovery cannot repair (not a torn tail).
     #[error("corrupt log data in {path} at byte {position}: {reason}")]
     Corrupt {

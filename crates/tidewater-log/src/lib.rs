@@ -11,7 +11,9 @@ mod consumer;
 pub mod embedded;
 mod error;
 
-pub use api::{partition_for_key, Log, NewRecord, PartitionRange, Position, Record, TopicConfig};
+pub use api::{
+    partition_for_key, Header, Log, NewRecord, PartitionRange, Position, Record, TopicConfig,
+};
 pub use config::{open_log, KafkaConfig, LogBackend, LogConfig};
 pub use consumer::{Consumer, Fetched, TopicPartition};
 pub use embedded::{Durability, EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig, RetentionReport};

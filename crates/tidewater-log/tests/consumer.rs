@@ -11,6 +11,7 @@ fn record(key: &str, value: &str) -> NewRecord {
         key: Some(key.as_bytes().to_vec()),
         value: value.as_bytes().to_vec(),
         timestamp_ms: 0,
+        headers: Vec::new(),
     }
 }
 

@@ -87,6 +87,7 @@ fn record_for(seq: u64) -> NewRecord {
         key,
         value,
         timestamp_ms: seq as i64,
+        headers: Vec::new(),
     }
 }
 

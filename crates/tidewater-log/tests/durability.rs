@@ -45,6 +45,7 @@ fn record(value: String) -> NewRecord {
         key: Some(b"k".to_vec()),
         value: value.into_bytes(),
         timestamp_ms: 0,
+        headers: Vec::new(),
     }
 }
 

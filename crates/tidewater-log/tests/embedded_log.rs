@@ -39,6 +39,7 @@ fn record(key: Option<&str>, value: &str, timestamp_ms: i64) -> NewRecord {
         key: key.map(|key| key.as_bytes().to_vec()),
         value: value.as_bytes().to_vec(),
         timestamp_ms,
+        headers: Vec::new(),
     }
 }
 
@@ -409,6 +410,7 @@ fn invalid_input_is_rejected() {
         key: None,
         value: vec![0; 101],
         timestamp_ms: 0,
+        headers: Vec::new(),
     };
     assert!(matches!(
         log.append("t", vec![record(None, "ok", 0), too_big]),
@@ -933,4 +935,43 @@ fn a_second_open_of_the_same_directory_is_refused_until_the_first_closes() {
     );
     drop(first);
     tidewater_log::EmbeddedLog::open(dir.path(), Default::default()).unwrap();
+}
+
+#[test]
+fn headers_survive_a_reopen_and_oversized_names_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), config());
+    log.ensure_topic("t", &topic_config(1)).expect("topic");
+    let headers = vec![
+        tidewater_log::Header::new("content-type", "application/json"),
+        tidewater_log::Header {
+            name: "tombstone".into(),
+            value: None,
+        },
+    ];
+    let position = log
+        .append(
+            "t",
+            vec![NewRecord {
+                headers: headers.clone(),
+                ..record(Some("k"), "v", 1)
+            }],
+        )
+        .expect("append")[0];
+    let refused = log.append(
+        "t",
+        vec![NewRecord {
+            headers: vec![tidewater_log::Header::new("n".repeat(70_000), "v")],
+            ..record(Some("k"), "w", 2)
+        }],
+    );
+    assert!(
+        matches!(refused, Err(LogError::InvalidRecord(_))),
+        "{refused:?}"
+    );
+    drop(log);
+    let log = open(dir.path(), config());
+    let read = log.read("t", 0, position.offset, 10).expect("read");
+    assert_eq!(read.len(), 1, "the refused record was not written");
+    assert_eq!(read[0].headers, headers);
 }

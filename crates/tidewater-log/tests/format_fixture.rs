@@ -1,9 +1,10 @@
 //! On-disk format fixtures: a small log directory committed under
-//! `tests/fixtures/log-v2/` must still open and decode, and writing the same records
+//! `tests/fixtures/log-v3/` must still open and decode, and writing the same records
 //! today must produce the same bytes. A failure here means the format changed: bump the
 //! format version, keep reading the old one, and update `docs/log-format.md`. The same
-//! records as written by format 1 (`tests/fixtures/log-v1/`, before partitions had a
-//! bounds file) must still open too.
+//! records as older formats wrote them must still open too: format 2
+//! (`tests/fixtures/log-v2/`, before records had headers) and format 1
+//! (`tests/fixtures/log-v1/`, before partitions had bounds files).
 //!
 //! To regenerate the fixture after a deliberate format change, run this test with
 //! `TIDEWATER_LOG_BLESS=1`.
@@ -11,12 +12,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tidewater_log::{EmbeddedLog, EmbeddedLogConfig, Log, NewRecord, Position, TopicConfig};
+use tidewater_log::{
+    EmbeddedLog, EmbeddedLogConfig, Header, Log, NewRecord, Position, TopicConfig,
+};
 
 const TOPIC: &str = "fixture";
 const GROUP: &str = "readers";
 
 fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v3")
+}
+
+fn v2_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/log-v2")
 }
 
@@ -33,38 +40,51 @@ fn topic_config() -> TopicConfig {
 }
 
 /// The fixture's records: keyed and keyless, empty key and value, negative timestamp,
-/// non-UTF-8 bytes.
+/// non-UTF-8 bytes, and headers (repeated names, an empty and a null value) on two.
 fn records() -> Vec<NewRecord> {
     vec![
         NewRecord {
             key: Some(b"doc-1".to_vec()),
             value: b"{\"text\":\"hello\"}".to_vec(),
             timestamp_ms: 1_700_000_000_000,
+            headers: Vec::new(),
         },
         NewRecord {
             key: None,
             value: b"keyless".to_vec(),
             timestamp_ms: 1_700_000_000_001,
+            headers: vec![
+                Header::new("source", "fixture"),
+                Header::new("source", ""),
+                Header {
+                    name: "trace".into(),
+                    value: None,
+                },
+            ],
         },
         NewRecord {
             key: Some(Vec::new()),
             value: Vec::new(),
             timestamp_ms: -1,
+            headers: Vec::new(),
         },
         NewRecord {
             key: Some(b"doc-2".to_vec()),
             value: vec![0, 255, 128, 10],
             timestamp_ms: 0,
+            headers: Vec::new(),
         },
         NewRecord {
             key: Some(b"doc-1".to_vec()),
             value: b"{\"text\":\"updated\"}".to_vec(),
             timestamp_ms: i64::MAX,
+            headers: Vec::new(),
         },
         NewRecord {
             key: None,
             value: b"second keyless".to_vec(),
             timestamp_ms: 42,
+            headers: Vec::new(),
         },
     ]
 }
@@ -124,8 +144,9 @@ fn copy_of(fixture: &Path) -> tempfile::TempDir {
     copy
 }
 
-/// Opens the log in `dir` and checks it holds the fixture's records and offsets.
-fn assert_decodes(dir: &Path) {
+/// Opens the log in `dir` and checks it holds the fixture's records and offsets (with
+/// their headers, when the format has them).
+fn assert_decodes(dir: &Path, with_headers: bool) {
     let log = EmbeddedLog::open(dir, EmbeddedLogConfig::default()).expect("fixture opens");
     assert_eq!(log.topics().expect("topics"), [TOPIC]);
     assert_eq!(log.topic_config(TOPIC).expect("config"), topic_config());
@@ -143,6 +164,11 @@ fn assert_decodes(dir: &Path) {
             (&got.key, &got.value, got.timestamp_ms),
             (&record.key, &record.value, record.timestamp_ms)
         );
+        if with_headers {
+            assert_eq!(got.headers, record.headers);
+        } else {
+            assert!(got.headers.is_empty());
+        }
     }
     assert_eq!(log.range(TOPIC, 0).expect("range").end, 2);
     assert_eq!(log.range(TOPIC, 1).expect("range").end, 4);
@@ -164,7 +190,7 @@ fn assert_decodes(dir: &Path) {
 #[test]
 fn fixture_log_still_decodes() {
     let copy = copy_of(&fixture_dir());
-    assert_decodes(copy.path());
+    assert_decodes(copy.path(), true);
     assert_eq!(
         files(copy.path()),
         files(&fixture_dir()),
@@ -173,11 +199,38 @@ fn fixture_log_still_decodes() {
 }
 
 #[test]
+fn v2_log_without_headers_still_opens_and_appends_in_the_new_format() {
+    let copy = copy_of(&v2_fixture_dir());
+    assert_decodes(copy.path(), false);
+    // New records go to a segment of the current format, after the old one.
+    let log = EmbeddedLog::open(copy.path(), EmbeddedLogConfig::default()).expect("open");
+    let record = NewRecord {
+        key: Some(b"doc-3".to_vec()),
+        value: b"new".to_vec(),
+        timestamp_ms: 5,
+        headers: vec![Header::new("h", "v")],
+    };
+    let position = log.append(TOPIC, vec![record.clone()]).expect("append")[0];
+    drop(log);
+    let log = EmbeddedLog::open(copy.path(), EmbeddedLogConfig::default()).expect("reopen");
+    let read = log
+        .read(TOPIC, position.partition, position.offset, 1)
+        .expect("read");
+    assert_eq!(
+        (&read[0].value, &read[0].headers),
+        (&record.value, &record.headers)
+    );
+    // The old segment still reads as before.
+    let first = log.read(TOPIC, 1, 0, 1).expect("read");
+    assert_eq!(first[0].value, records()[0].value);
+}
+
+#[test]
 fn v1_log_without_bounds_files_still_opens() {
     let copy = copy_of(&v1_fixture_dir());
-    assert_decodes(copy.path());
+    assert_decodes(copy.path(), false);
     // Opening gave each partition the bounds file a log written today has.
-    assert_eq!(files(copy.path()), files(&fixture_dir()));
+    assert_eq!(files(copy.path()), files(&v2_fixture_dir()));
 }
 
 #[test]

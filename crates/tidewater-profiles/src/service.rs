@@ -129,6 +129,7 @@ impl tidewater_cdc::postgres::ChangeSink for Profiles {
                     key: Some(event.key_string().into_bytes()),
                     value: value.to_string().into_bytes(),
                     timestamp_ms: event.event_time_ms.unwrap_or(now),
+                    headers: Vec::new(),
                 }
             })
             .collect();
@@ -181,5 +182,6 @@ fn to_record(event: Value, now: i64) -> NewRecord {
         key,
         value,
         timestamp_ms: now,
+        headers: Vec::new(),
     }
 }

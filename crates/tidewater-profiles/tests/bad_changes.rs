@@ -135,6 +135,7 @@ impl Harness {
                 key: Some(key),
                 value,
                 timestamp_ms: 0,
+                headers: Vec::new(),
             })
             .collect();
         let positions: Vec<(u32, u64)> = self
@@ -450,6 +451,7 @@ fn run_refusing_batches(batches: &[Vec<Op>]) {
                     timestamp_ms: 0,
                     key: Some(key),
                     value,
+                    headers: Vec::new(),
                 }
             })
             .collect();

@@ -166,6 +166,7 @@ impl Harness {
                 key: Some(key),
                 value,
                 timestamp_ms: 0,
+                headers: Vec::new(),
             })
             .collect();
         let positions: Vec<(u32, u64)> = self
@@ -457,6 +458,7 @@ fn run_batches(batches: &[Vec<Op>]) {
                 timestamp_ms: 0,
                 key: Some(k),
                 value: v,
+                headers: Vec::new(),
             });
             offset += 1;
         }

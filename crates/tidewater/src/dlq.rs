@@ -113,6 +113,7 @@ pub fn run(command: DlqCommand) -> Result<()> {
                     key: letter.key()?,
                     value: letter.value()?,
                     timestamp_ms: letter.timestamp_ms,
+                    headers: Vec::new(),
                 };
                 log.append(&letter.topic, vec![record])?;
                 replayed += 1;

@@ -135,6 +135,7 @@ fn prepare(data: &Path, events: &[(&'static str, String, Value)]) {
                 key: Some(key.clone().into_bytes()),
                 value: value.to_string().into_bytes(),
                 timestamp_ms: (T0 + i as u64) as i64,
+                headers: Vec::new(),
             })
             .collect();
         for chunk in records.chunks(2_000) {

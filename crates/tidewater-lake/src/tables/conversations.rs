@@ -117,6 +117,7 @@ mod tests {
             timestamp_ms,
             key: None,
             value: value.as_bytes().to_vec(),
+            headers: Vec::new(),
         }
     }
 

@@ -71,6 +71,7 @@ mod tests {
             timestamp_ms: 7,
             key: None,
             value: value.as_bytes().to_vec(),
+            headers: Vec::new(),
         };
         let mut rows = FeedbackRow::parse(&record);
         assert_eq!(rows.len(), 1);

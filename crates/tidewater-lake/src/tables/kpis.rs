@@ -162,6 +162,7 @@ mod tests {
             timestamp_ms: 5,
             key: None,
             value: value.as_bytes().to_vec(),
+            headers: Vec::new(),
         };
         let rows = KpiRow::parse(&record);
         let models: Vec<_> = rows.iter().map(|(_, r)| r.model.as_deref()).collect();
@@ -188,6 +189,7 @@ mod tests {
             timestamp_ms: 5,
             key: None,
             value: br#"{"window_start_ms":1}"#.to_vec(),
+            headers: Vec::new(),
         };
         assert_eq!(KpiRow::parse(&record), vec![(5, KpiRow::default())]);
     }

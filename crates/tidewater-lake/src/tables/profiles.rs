@@ -72,6 +72,7 @@ mod tests {
             timestamp_ms: 1,
             key: key.map(|k| k.as_bytes().to_vec()),
             value: value.as_bytes().to_vec(),
+            headers: Vec::new(),
         };
         let mut rows = ProfileRow::parse(&record);
         assert_eq!(rows.len(), 1);

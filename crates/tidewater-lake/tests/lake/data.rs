@@ -13,6 +13,7 @@ fn record(key: Option<String>, value: Value, timestamp_ms: i64) -> NewRecord {
         key: key.map(String::into_bytes),
         value: value.to_string().into_bytes(),
         timestamp_ms,
+        headers: Vec::new(),
     }
 }
 
@@ -123,6 +124,7 @@ pub fn other_event(i: u64) -> NewRecord {
             json!({"n": i}).to_string().into_bytes()
         },
         timestamp_ms: log_time(i) + (i % 2) as i64 * DAY,
+        headers: Vec::new(),
     }
 }
 

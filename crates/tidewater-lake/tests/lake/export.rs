@@ -22,6 +22,7 @@ fn event(id: &str, value: Value) -> NewRecord {
         key: Some(id.as_bytes().to_vec()),
         value: value.to_string().into_bytes(),
         timestamp_ms: BASE + 100 * 86_400_000,
+        headers: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ fn bad(value: &[u8], i: u64) -> NewRecord {
         key: Some(b"bad".to_vec()),
         value: value.to_vec(),
         timestamp_ms: log_time(i),
+        headers: Vec::new(),
     }
 }
 

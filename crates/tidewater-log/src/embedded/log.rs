@@ -12,7 +12,7 @@ use tidewater_metrics::Metrics;
 use super::appended::Appended;
 use super::config::{Durability, EmbeddedLogConfig};
 use super::consumer::EmbeddedConsumer;
-use super::frame::{frame_len, MAX_FRAME_LEN};
+use super::frame::{check_headers, frame_len, MAX_FRAME_LEN};
 use super::fsutil::sync_dir;
 use super::offsets::OffsetStore;
 use super::partition::{Lost, Partition};
@@ -262,7 +262,8 @@ impl EmbeddedLog {
                 max,
             });
         }
-        if frame_len(record.key.as_deref(), &record.value) > MAX_FRAME_LEN {
+        check_headers(&record.headers).map_err(LogError::InvalidRecord)?;
+        if frame_len(record.key.as_deref(), &record.headers, &record.value) > MAX_FRAME_LEN {
             let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len);
             return Err(LogError::RecordTooLarge {
                 size,

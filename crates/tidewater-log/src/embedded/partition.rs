@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::appended::Appended;
 use super::bounds::{AckedEnd, Bounds, BoundsFile, Gap, ACKED_FILE, BOUNDS_FILE};
 use super::config::Durability;
-use super::frame::{encode_frame, frame_len};
+use super::frame::{encode_frame, frame_len, FORMAT_VERSION};
 use super::fsutil::{sync_dir, TMP_SUFFIX};
 use super::segment::{
     parse_segment_file_name, segment_file_name, IndexEntry, Segment, INDEX_INTERVAL_BYTES,
@@ -388,11 +388,18 @@ impl Partition {
         if writer.next_offset != writer.active.end() {
             // The first append after a restart that left reserved offsets unused.
             self.roll(&mut writer)?;
+        } else if writer.active.version() != FORMAT_VERSION {
+            // A segment of an older layout takes no frames of the current one.
+            if writer.active.is_empty() {
+                writer.active.upgrade_empty()?;
+            } else {
+                self.roll(&mut writer)?;
+            }
         }
         let first = writer.next_offset;
         let mut batch = Batch::default();
         for record in records {
-            let size = frame_len(record.key.as_deref(), &record.value) as u64;
+            let size = frame_len(record.key.as_deref(), &record.headers, &record.value) as u64;
             let active_size = writer.active.size() + batch.frames.len() as u64;
             let has_records = !writer.active.is_empty() || !batch.frames.is_empty();
             if has_records && active_size + size > self.segment_bytes {
@@ -413,6 +420,7 @@ impl Partition {
                 offset,
                 record.timestamp_ms,
                 record.key.as_deref(),
+                &record.headers,
                 &record.value,
             );
             batch.records += 1;

@@ -2,13 +2,13 @@
 //! detection), the sparse offset index, and reading records back.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
 use super::frame::{
     decode_frame, decode_segment_header, encode_segment_header, frame_body_len, FrameView,
-    FRAME_FIXED_BODY_LEN, FRAME_PREFIX_LEN, SEGMENT_HEADER_LEN,
+    FORMAT_VERSION, FRAME_FIXED_BODY_LEN, FRAME_PREFIX_LEN, SEGMENT_HEADER_LEN,
 };
 use super::fsutil::{read_full_at, sync_dir, write_all_at};
 use crate::{LogError, Record};
@@ -53,6 +53,8 @@ pub(crate) struct IndexEntry {
 pub(crate) struct Segment {
     /// Offset of the first record the segment holds (or will hold).
     pub(crate) base: u64,
+    /// The layout of its frames (its header's format version).
+    version: AtomicU32,
     /// The segment file.
     pub(crate) path: PathBuf,
     file: fs_err::File,
@@ -96,12 +98,19 @@ impl Segment {
             return Err(error.into());
         }
         sync_dir(dir)?;
-        Ok(Self::new(base, path, file, SEGMENT_HEADER_LEN))
+        Ok(Self::new(
+            base,
+            FORMAT_VERSION,
+            path,
+            file,
+            SEGMENT_HEADER_LEN,
+        ))
     }
 
-    fn new(base: u64, path: PathBuf, file: fs_err::File, size: u64) -> Self {
+    fn new(base: u64, version: u32, path: PathBuf, file: fs_err::File, size: u64) -> Self {
         Self {
             base,
+            version: AtomicU32::new(version),
             path,
             file,
             size: AtomicU64::new(size),
@@ -140,7 +149,13 @@ impl Segment {
             file.set_len(0)?;
             write_all_at(&file, &encode_segment_header(base), 0)?;
             file.sync_all()?;
-            let segment = Self::new(base, path.to_owned(), file, SEGMENT_HEADER_LEN);
+            let segment = Self::new(
+                base,
+                FORMAT_VERSION,
+                path.to_owned(),
+                file,
+                SEGMENT_HEADER_LEN,
+            );
             return Ok(RecoveredSegment {
                 segment,
                 next_offset: base,
@@ -149,7 +164,8 @@ impl Segment {
         }
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         read_full_at(&file, &mut header, 0)?;
-        let header_base = decode_segment_header(&header).map_err(|reason| corrupt(0, reason))?;
+        let (header_base, version) =
+            decode_segment_header(&header).map_err(|reason| corrupt(0, reason))?;
         if header_base != base {
             return Err(corrupt(
                 0,
@@ -157,7 +173,7 @@ impl Segment {
             ));
         }
 
-        let segment = Self::new(base, path.to_owned(), file, SEGMENT_HEADER_LEN);
+        let segment = Self::new(base, version, path.to_owned(), file, SEGMENT_HEADER_LEN);
         let mut reader = FrameReader::new(
             &segment.file,
             SEGMENT_HEADER_LEN,
@@ -173,7 +189,7 @@ impl Segment {
             let frame_size = match reader.next_frame()? {
                 NextFrame::End => break None,
                 NextFrame::Torn(reason) => break Some((position, reason.to_owned())),
-                NextFrame::Frame(frame) => match decode_frame(frame) {
+                NextFrame::Frame(frame) => match decode_frame(frame, version) {
                     Err(reason) => break Some((position, reason.to_owned())),
                     Ok(view) if view.offset != expected => {
                         // A checksummed frame with the wrong offset is not a torn write.
@@ -204,7 +220,7 @@ impl Segment {
             if !is_last {
                 return Err(corrupt(position, reason));
             }
-            if intact_frame_follows(&segment.file, position, file_len, expected)? {
+            if intact_frame_follows(&segment.file, version, position, file_len, expected)? {
                 return Err(corrupt(
                     position,
                     format!("{reason}, and intact records follow it"),
@@ -227,6 +243,21 @@ impl Segment {
             next_offset: expected,
             truncated_bytes,
         })
+    }
+
+    /// The layout of its frames.
+    pub(crate) fn version(&self) -> u32 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Rewrites the header of a segment that holds no records in the current format, so
+    /// records of the current layout can be appended to it. Only the writer calls this.
+    pub(crate) fn upgrade_empty(&self) -> Result<(), LogError> {
+        debug_assert!(self.is_empty());
+        write_all_at(&self.file, &encode_segment_header(self.base), 0)?;
+        self.file.sync_data()?;
+        self.version.store(FORMAT_VERSION, Ordering::Release);
+        Ok(())
     }
 
     /// Bytes written to the file, header included.
@@ -328,8 +359,8 @@ impl Segment {
                 }
                 NextFrame::Torn(reason) => return Err(corrupt(position, reason.into())),
             };
-            let view: FrameView<'_> =
-                decode_frame(frame).map_err(|reason| corrupt(position, reason.into()))?;
+            let view: FrameView<'_> = decode_frame(frame, self.version())
+                .map_err(|reason| corrupt(position, reason.into()))?;
             if view.offset != expected {
                 return Err(corrupt(
                     position,
@@ -344,6 +375,7 @@ impl Segment {
                     timestamp_ms: view.timestamp_ms,
                     key: view.key.map(<[u8]>::to_vec),
                     value: view.value.to_vec(),
+                    headers: view.headers(),
                 });
             }
             expected += 1;
@@ -357,6 +389,7 @@ impl Segment {
 /// at `position` (whose length field, if plausible, says where the next one starts).
 fn intact_frame_follows(
     file: &fs_err::File,
+    version: u32,
     position: u64,
     file_len: u64,
     next_offset: u64,
@@ -372,7 +405,7 @@ fn intact_frame_follows(
     let mut reader = FrameReader::new(file, next, file_len, READ_CHUNK_BYTES);
     Ok(match reader.next_frame()? {
         NextFrame::Frame(frame) => {
-            decode_frame(frame).is_ok_and(|view| view.offset == next_offset + 1)
+            decode_frame(frame, version).is_ok_and(|view| view.offset == next_offset + 1)
         }
         NextFrame::End | NextFrame::Torn(_) => false,
     })
