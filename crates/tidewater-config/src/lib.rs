@@ -263,8 +263,6 @@ impl Config {
             true => invalid(format!("{key} must be longer than 0s")),
             false => Ok(()),
         };
-        at_least_one("log.segment_bytes", self.log.segment_bytes)?;
-        at_least_one("log.max_record_bytes", self.log.max_record_bytes as u64)?;
         self.log.validate().map_err(ConfigError::Invalid)?;
         let topic_configs = [
             ("knowledge", Some(&self.knowledge.topic_config)),

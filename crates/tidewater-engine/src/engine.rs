@@ -14,11 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::dead_letter::DeadLetterRecord;
 use crate::state::OFFSETS;
-use crate::{EngineConfig, EngineError, Outbox, Pipeline, PipelineError};
-
-/// How often a worker copies its committed position into the log's consumer offsets (a
-/// durable file write): often enough for retention, rarely enough to cost nothing.
-const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+use crate::{EngineConfig, EngineError, LogPositions, Outbox, Pipeline, PipelineError};
 
 /// Runs a pipeline over every partition of its topic.
 pub struct Engine<P: Pipeline> {
@@ -83,10 +79,11 @@ impl<P: Pipeline> Engine<P> {
             crate::committed_offsets(&self.db, self.pipeline.name(), &topic, partitions)?;
         // Tell the log where this pipeline resumes: retention keeps what it has not
         // committed, and records it had committed that are gone are reported.
-        for (partition, &next) in (0..partitions).zip(&committed) {
-            self.log
-                .commit_offset(self.pipeline.name(), &topic, partition, next)?;
-        }
+        let resume: Vec<(TopicPartition, u64)> = (0..partitions)
+            .zip(&committed)
+            .map(|(partition, &next)| (TopicPartition::new(topic.as_str(), partition), next))
+            .collect();
+        self.log.commit_offsets(self.pipeline.name(), &resume)?;
         let progress = Arc::new(Progress {
             committed: Mutex::new(committed),
             changed: Condvar::new(),
@@ -200,7 +197,7 @@ impl<P: Pipeline> Worker<P> {
             .watchdog
             .register(format!("pipeline {name} {}/{partition}", self.topic));
         let mut next = self.progress.committed.lock()[partition as usize];
-        let mut told_log = Instant::now();
+        let mut positions = LogPositions::new(Arc::clone(&self.log), name.as_str());
         let mut backoff = self.config.retry_backoff_initial;
         let assigned = TopicPartition::new(self.topic.as_str(), partition);
         let mut consumer = loop {
@@ -243,6 +240,7 @@ impl<P: Pipeline> Worker<P> {
             let records = fetched.records;
             if records.is_empty() {
                 beat.idle();
+                positions.tick();
                 continue;
             }
             beat.working();
@@ -251,10 +249,7 @@ impl<P: Pipeline> Worker<P> {
                     next = new_next;
                     beat.progress();
                     backoff = self.config.retry_backoff_initial;
-                    if told_log.elapsed() >= LOG_COMMIT_INTERVAL {
-                        self.tell_log(partition, next);
-                        told_log = Instant::now();
-                    }
+                    positions.committed(assigned.clone(), next);
                 }
                 Err(e) => {
                     self.metrics.pipeline_retries.with(&[&name]).inc();
@@ -276,7 +271,7 @@ impl<P: Pipeline> Worker<P> {
                 }
             }
         }
-        self.tell_log(partition, next);
+        positions.flush();
         info!(pipeline = %name, partition, "worker stopped");
     }
 
@@ -289,18 +284,6 @@ impl<P: Pipeline> Worker<P> {
         let mut consumer = Arc::clone(&self.log).consumer()?;
         consumer.assign(vec![(partition.clone(), next)])?;
         Ok(consumer)
-    }
-
-    /// Stores the committed position in the log's consumer offsets too, so retention
-    /// keeps what is not consumed yet (the state database stays the truth for resuming).
-    fn tell_log(&self, partition: u32, next: u64) {
-        if let Err(e) = self
-            .log
-            .commit_offset(self.pipeline.name(), &self.topic, partition, next)
-        {
-            warn!(pipeline = self.pipeline.name(), topic = %self.topic, partition, error = %e,
-                "cannot store the consumer offset in the log; retention keeps more until it can");
-        }
     }
 
     /// One batch: prepare, then apply + offsets + dead letters in one transaction.

@@ -13,6 +13,7 @@ mod engine;
 mod error;
 mod outbox;
 mod pipeline;
+mod positions;
 mod state;
 
 pub use config::EngineConfig;
@@ -21,4 +22,5 @@ pub use engine::{Engine, EngineHandle, ProgressWatcher};
 pub use error::{EngineError, PipelineError};
 pub use outbox::{Outbox, OutboxEntry};
 pub use pipeline::{Pipeline, Prepared};
+pub use positions::LogPositions;
 pub use state::{committed_offsets, open_state_db, OFFSETS};

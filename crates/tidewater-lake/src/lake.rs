@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::Database;
-use tidewater_engine::EngineError;
+use tidewater_engine::{EngineError, LogPositions};
 use tidewater_log::{Consumer, Log, LogError, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics};
 use tracing::{debug, error, info, info_span, warn};
@@ -29,8 +29,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest pause between retries of a failing batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// How often a partition's committed offset is copied into the log's consumer offsets.
-const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The Parquet lake: writes the configured topics to date-partitioned files, exactly once.
 pub struct Lake {
@@ -264,8 +262,6 @@ struct PartitionState {
     /// After a failure: no retry before this.
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// When the committed offset was last copied into the log's consumer offsets.
-    told_log: Instant,
 }
 
 /// The loop of one topic's thread.
@@ -274,6 +270,8 @@ struct TopicWorker {
     topic: String,
     /// Where the topic's writer reports its progress (`pipeline lake <topic>`).
     heartbeat: Heartbeat,
+    /// The committed positions, copied into the log's consumer offsets.
+    positions: LogPositions,
 }
 
 impl TopicWorker {
@@ -282,14 +280,16 @@ impl TopicWorker {
             .metrics
             .watchdog
             .register(format!("pipeline lake {topic}"));
+        let positions = LogPositions::new(Arc::clone(&shared.log), state::PIPELINE);
         Self {
             shared,
             topic,
             heartbeat,
+            positions,
         }
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let Some(mut partitions) = self.wait_for_topic() else {
             return;
         };
@@ -337,10 +337,10 @@ impl TopicWorker {
                         p.intent = None;
                         p.retry_at = None;
                         p.backoff = INITIAL_BACKOFF;
-                        if p.told_log.elapsed() >= LOG_COMMIT_INTERVAL {
-                            self.tell_log(partition, p.pending.next);
-                            p.told_log = Instant::now();
-                        }
+                        self.positions.committed(
+                            TopicPartition::new(self.topic.as_str(), partition),
+                            p.pending.next,
+                        );
                     }
                     Err(LakeError::InjectedCrash) => {
                         self.shared.crashed.store(true, Ordering::SeqCst);
@@ -361,6 +361,7 @@ impl TopicWorker {
             if !wrote && partitions.iter().all(|p| p.intent.is_none()) {
                 // Nothing written and nothing failed waiting for a retry.
                 self.heartbeat.idle();
+                self.positions.tick();
             }
             if !wrote {
                 let timeout = wake_at.saturating_duration_since(Instant::now());
@@ -369,22 +370,7 @@ impl TopicWorker {
                 }
             }
         }
-        for (partition, p) in (0u32..).zip(&partitions) {
-            self.tell_log(partition, p.pending.next);
-        }
-    }
-
-    /// Stores the lake's position in the log's consumer offsets, so retention keeps what
-    /// the lake has not written yet (the lake's state database stays the truth).
-    fn tell_log(&self, partition: u32, next: u64) {
-        if let Err(e) = self
-            .shared
-            .log
-            .commit_offset(state::PIPELINE, &self.topic, partition, next)
-        {
-            warn!(topic = %self.topic, partition, error = %e,
-                "cannot store the lake's offset in the log; retention keeps more until it can");
-        }
+        self.positions.flush();
     }
 
     /// The batch partition `p` should write now, if any.
@@ -426,7 +412,7 @@ impl TopicWorker {
 
     /// Waits for the topic to exist, then loads each partition's committed offset and
     /// intent. `None` when the lake stopped first.
-    fn wait_for_topic(&self) -> Option<Vec<PartitionState>> {
+    fn wait_for_topic(&mut self) -> Option<Vec<PartitionState>> {
         loop {
             match self.load() {
                 Ok(Some(partitions)) => return Some(partitions),
@@ -441,7 +427,7 @@ impl TopicWorker {
         }
     }
 
-    fn load(&self) -> Result<Option<Vec<PartitionState>>, LakeError> {
+    fn load(&mut self) -> Result<Option<Vec<PartitionState>>, LakeError> {
         let count = match self.shared.log.partitions(&self.topic) {
             Ok(n) => n,
             Err(LogError::UnknownTopic { .. }) => return Ok(None),
@@ -458,36 +444,25 @@ impl TopicWorker {
             source,
         };
         let mut partitions = Vec::with_capacity(committed.len());
+        let mut resume = Vec::with_capacity(committed.len());
         for (partition, next) in (0u32..).zip(committed) {
+            let at = TopicPartition::new(self.topic.as_str(), partition);
             let mut consumer = Arc::clone(&self.shared.log).consumer().map_err(log_error)?;
             consumer
-                .assign(vec![(
-                    TopicPartition::new(self.topic.as_str(), partition),
-                    next,
-                )])
+                .assign(vec![(at.clone(), next)])
                 .map_err(log_error)?;
-            partitions.push((consumer, next));
-        }
-        let mut partitions: Vec<PartitionState> = partitions
-            .into_iter()
-            .map(|(consumer, next)| PartitionState {
+            resume.push((at, next));
+            partitions.push(PartitionState {
                 consumer,
                 pending: Pending { next, since: None },
                 intent: None,
                 retry_at: None,
                 backoff: INITIAL_BACKOFF,
-                told_log: Instant::now(),
-            })
-            .collect();
-        for (partition, p) in (0u32..).zip(&partitions) {
-            self.shared
-                .log
-                .commit_offset(state::PIPELINE, &self.topic, partition, p.pending.next)
-                .map_err(|source| LakeError::Log {
-                    topic: self.topic.clone(),
-                    source,
-                })?;
+            });
         }
+        // Where the lake resumes: retention keeps what it has not written, and records it
+        // had committed that are gone are reported.
+        self.positions.resume(&resume).map_err(log_error)?;
         for (partition, batch) in state::intents(&self.shared.db, &self.topic)? {
             if let Some(p) = partitions.get_mut(partition as usize) {
                 if batch.first != p.pending.next {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::{Consumer, LogError};
+use crate::{Consumer, LogError, TopicPartition};
 
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -152,20 +152,33 @@ pub trait Log: Send + Sync + 'static {
     /// The readable range of a partition.
     fn range(&self, topic: &str, partition: u32) -> Result<PartitionRange, LogError>;
 
-    /// Stores a consumer group's next offset for a partition (durable when it returns).
+    /// Stores a consumer group's next offsets for some partitions (durable when it
+    /// returns; one write for all of them).
     ///
     /// This is also how the log knows its consumers: retention keeps every record at or
     /// above the lowest offset any group committed for the partition, and a committed
     /// offset beyond what survived the last recovery is reported as lost records. A
     /// consumer therefore commits when it starts (its resume position) and regularly as
     /// it goes; the log's copy may lag the consumer's own state, never lead it.
+    fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), LogError>;
+
+    /// [`Self::commit_offsets`] for one partition.
     fn commit_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
         next_offset: u64,
-    ) -> Result<(), LogError>;
+    ) -> Result<(), LogError> {
+        self.commit_offsets(
+            group,
+            &[(TopicPartition::new(topic, partition), next_offset)],
+        )
+    }
 
     /// A consumer group's stored next offset, if it ever committed one.
     fn committed_offset(

@@ -22,7 +22,9 @@ use parking_lot::Mutex;
 use redb::{Database, WriteTransaction};
 use serde_json::json;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
-use tidewater_engine::{DeadLetterRecord, EngineConfig, Outbox, OutboxEntry, OFFSETS};
+use tidewater_engine::{
+    DeadLetterRecord, EngineConfig, LogPositions, Outbox, OutboxEntry, OFFSETS,
+};
 use tidewater_log::{Consumer, Log, Record, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
 use tracing::{error, info, warn};
@@ -40,8 +42,6 @@ const IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// How often, when caught up, wall time is allowed to close windows.
 const IDLE_TICK: Duration = Duration::from_millis(200);
-/// How often the committed positions are copied into the log's consumer offsets.
-const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -61,6 +61,13 @@ struct Input {
     /// Next offset not yet processed.
     consumed: u64,
     buffer: VecDeque<Record>,
+}
+
+impl Input {
+    /// The partition this input reads.
+    fn at(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.as_str(), self.partition)
+    }
 }
 
 /// The outboxes of the pipeline.
@@ -125,7 +132,9 @@ impl Runner {
         info!(pipeline = PIPELINE, "analytics stopped");
     }
 
-    fn inputs(&self) -> Result<Vec<Input>, Error> {
+    /// Every input partition, each with a consumer at the committed position; the log is
+    /// told where analytics resumes.
+    fn inputs(&self, positions: &mut LogPositions) -> Result<Vec<Input>, Error> {
         let mut inputs = Vec::new();
         let topics = [
             (&self.config.conversations_topic, Kind::Conversation, 0u32),
@@ -137,9 +146,6 @@ impl Runner {
                 tidewater_engine::committed_offsets(&self.db, PIPELINE, topic, partitions)?;
             for (partition, next) in committed.into_iter().enumerate() {
                 let partition = partition as u32;
-                // Where analytics resumes: retention keeps what it has not committed, and
-                // records it had committed that are gone are reported.
-                self.log.commit_offset(PIPELINE, topic, partition, next)?;
                 let mut consumer = Arc::clone(&self.log).consumer()?;
                 consumer.assign(vec![(TopicPartition::new(topic.as_str(), partition), next)])?;
                 inputs.push(Input {
@@ -153,6 +159,9 @@ impl Runner {
                 });
             }
         }
+        let resume: Vec<(TopicPartition, u64)> =
+            inputs.iter().map(|i| (i.at(), i.consumed)).collect();
+        positions.resume(&resume)?;
         Ok(inputs)
     }
 
@@ -163,19 +172,16 @@ impl Runner {
             WindowedKpis::restore(&self.config.window, crate::LexiconScorer, state)?;
         self.outputs
             .publish(&self.db, self.log.as_ref(), &self.metrics)?;
-        let mut inputs = self.inputs()?;
+        let mut positions = LogPositions::new(Arc::clone(&self.log), PIPELINE);
+        let mut inputs = self.inputs(&mut positions)?;
         let mut last_tick = Instant::now();
-        let mut told_log = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            if told_log.elapsed() >= LOG_COMMIT_INTERVAL {
-                self.tell_log(&inputs);
-                told_log = Instant::now();
-            }
             for input in inputs.iter_mut().filter(|i| i.buffer.is_empty()) {
                 self.refill(input)?;
             }
             if inputs.iter().all(|i| i.buffer.is_empty()) {
                 self.heartbeat.idle();
+                positions.tick();
                 if last_tick.elapsed() >= IDLE_TICK {
                     self.close_idle_windows()?;
                     last_tick = Instant::now();
@@ -187,24 +193,12 @@ impl Runner {
             let batch = self.take_batch(&mut inputs);
             self.process(&mut inputs, batch)?;
             self.heartbeat.progress();
-        }
-        self.tell_log(&inputs);
-        Ok(())
-    }
-
-    /// Copies the committed positions into the log's consumer offsets, so retention keeps
-    /// what analytics has not consumed (the state database stays the truth). Only offsets
-    /// of records already committed: `consumed` advances with each committed batch.
-    fn tell_log(&self, inputs: &[Input]) {
-        for input in inputs {
-            if let Err(e) =
-                self.log
-                    .commit_offset(PIPELINE, &input.topic, input.partition, input.consumed)
-            {
-                warn!(topic = %input.topic, partition = input.partition, error = %e,
-                    "cannot store the analytics offset in the log; retention keeps more until it can");
+            for input in &inputs {
+                positions.committed(input.at(), input.consumed);
             }
         }
+        positions.flush();
+        Ok(())
     }
 
     fn refill(&self, input: &mut Input) -> Result<(), Error> {

@@ -17,7 +17,10 @@ use super::fsutil::sync_dir;
 use super::offsets::OffsetStore;
 use super::partition::{Lost, Partition};
 use super::topic::{validate_topic_name, Topic, TOPIC_TMP_SUFFIX};
-use crate::{Consumer, Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig};
+use crate::{
+    Consumer, Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig,
+    TopicPartition,
+};
 
 /// Directory holding one subdirectory per topic.
 const TOPICS_DIR: &str = "topics";
@@ -384,19 +387,21 @@ impl Log for EmbeddedLog {
         Ok(Self::partition(&topic, partition)?.range())
     }
 
-    fn commit_offset(
+    fn commit_offsets(
         &self,
         group: &str,
-        topic: &str,
-        partition: u32,
-        next_offset: u64,
+        offsets: &[(TopicPartition, u64)],
     ) -> Result<(), LogError> {
-        let topic_ref = self.topic(topic)?;
-        let stored = Self::partition(&topic_ref, partition)?;
-        if let Some(lost) = stored.check_committed(next_offset) {
-            report_lost(&self.metrics, topic, partition, lost);
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (at, next_offset) in offsets {
+            let topic = self.topic(&at.topic)?;
+            let stored = Self::partition(&topic, at.partition)?;
+            if let Some(lost) = stored.check_committed(*next_offset) {
+                report_lost(&self.metrics, &at.topic, at.partition, lost);
+            }
+            entries.push((at.topic.as_str(), at.partition, *next_offset));
         }
-        self.offsets.commit(group, topic, partition, next_offset)
+        self.offsets.commit(group, &entries)
     }
 
     fn committed_offset(

@@ -59,30 +59,24 @@ impl OffsetStore {
         })
     }
 
-    /// Stores a group's next offset for a partition; durable when it returns.
-    pub(crate) fn commit(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-        next_offset: u64,
-    ) -> Result<(), LogError> {
+    /// Stores a group's next offsets for some partitions (topic, partition, next offset);
+    /// durable when it returns. One file write, whatever the number of partitions.
+    pub(crate) fn commit(&self, group: &str, entries: &[(&str, u32, u64)]) -> Result<(), LogError> {
         let file_name = format!("{}{OFFSETS_EXTENSION}", encode_group_name(group)?);
         let offsets = Arc::clone(self.groups.lock().entry(group.to_owned()).or_default());
         let mut offsets = offsets.lock();
-        let key = (topic.to_owned(), partition);
-        let previous = offsets.insert(key.clone(), next_offset);
-        if previous == Some(next_offset) {
+        let before = offsets.clone();
+        for &(topic, partition, next_offset) in entries {
+            offsets.insert((topic.to_owned(), partition), next_offset);
+        }
+        if *offsets == before {
             return Ok(());
         }
         if let Err(error) =
             write_atomically(&self.dir.join(file_name), encode_group(&offsets).as_bytes())
         {
             // Keep memory equal to what is on disk.
-            match previous {
-                Some(previous) => offsets.insert(key, previous),
-                None => offsets.remove(&key),
-            };
+            *offsets = before;
             return Err(error);
         }
         Ok(())
