@@ -12,7 +12,7 @@ use tidewater_log::{Consumer, Log, LogError, TopicConfig, TopicPartition};
 use tidewater_metrics::Metrics;
 use tracing::{error, info, warn};
 
-use crate::dead_letter::DeadLetterRecord;
+use crate::dead_letter::{DeadLetter, DeadLetterRecord};
 use crate::state::OFFSETS;
 use crate::{EngineConfig, EngineError, LogPositions, Outbox, Pipeline, PipelineError};
 
@@ -295,16 +295,25 @@ impl<P: Pipeline> Worker<P> {
         let name = self.pipeline.name();
         let prepared = self.pipeline.prepare(&self.db, records)?;
         let next = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        let letters: Vec<DeadLetterRecord> = prepared
-            .dead_letters
-            .into_iter()
-            .filter_map(|d| {
-                let record = records.iter().find(|r| r.offset == d.offset)?;
-                Some(DeadLetterRecord::new(name, &self.topic, record, d.reason))
-            })
-            .collect();
+        let letter = |d: &DeadLetter| {
+            let record = records.iter().find(|r| r.offset == d.offset)?;
+            Some(DeadLetterRecord::new(
+                name,
+                &self.topic,
+                record,
+                d.reason.clone(),
+            ))
+        };
+        let mut letters: Vec<DeadLetterRecord> =
+            prepared.dead_letters.iter().filter_map(letter).collect();
         let txn = self.db.begin_write()?;
         let effects = self.pipeline.apply(&txn, prepared.batch)?;
+        letters.extend(
+            self.pipeline
+                .rejected_on_apply(&effects)
+                .iter()
+                .filter_map(letter),
+        );
         txn.open_table(OFFSETS)?
             .insert((name, self.topic.as_str(), partition), next)?;
         self.dead_letters

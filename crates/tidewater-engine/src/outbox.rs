@@ -23,7 +23,6 @@
 //! watchdog (`/readyz`, `/v1/stats`) until a publication succeeds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -76,19 +75,10 @@ struct Intent {
 pub struct Outbox {
     name: String,
     topic: String,
-    /// Serialises publication so entries go out in sequence order. Shared by every handle
-    /// on the topic in this process (an outbox is its topic's only writer), so two handles
-    /// on one outbox — the engine's and a pipeline's — never publish at once.
-    lock: Arc<Mutex<()>>,
+    /// Serialises publication so entries go out in sequence order.
+    lock: Mutex<()>,
     /// Where publication is reported, when watched.
     heartbeat: Option<Heartbeat>,
-}
-
-/// The publication lock of `topic`, one per topic in the process.
-fn topic_lock(topic: &str) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Mutex::default).lock();
-    Arc::clone(locks.entry(topic.to_owned()).or_default())
 }
 
 /// Whether the log refuses `error`'s record for good, whatever is retried: the entry
@@ -104,7 +94,7 @@ impl Outbox {
         let topic = topic.into();
         Self {
             name: name.into(),
-            lock: topic_lock(&topic),
+            lock: Mutex::new(()),
             topic,
             heartbeat: None,
         }

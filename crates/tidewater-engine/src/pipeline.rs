@@ -46,6 +46,13 @@ pub trait Pipeline: Send + Sync + 'static {
         batch: Self::Batch,
     ) -> Result<Self::Effects, PipelineError>;
 
+    /// Events `apply` found it cannot process (only known once applied against the state,
+    /// e.g. a change that would make a profile too large), with the reason. The engine
+    /// records them in the same transaction as those from `prepare`, and publishes them.
+    fn rejected_on_apply<'a>(&self, _effects: &'a Self::Effects) -> &'a [DeadLetter] {
+        &[]
+    }
+
     /// Runs after the transaction committed: update derived stores and metrics. Must be
     /// idempotent with respect to the committed state (it may be skipped by a crash and is
     /// then recovered from that state on start).

@@ -17,7 +17,7 @@ use redb::{
     Database, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use serde_json::Map;
-use tidewater_engine::{DeadLetter, DeadLetterRecord, Outbox, Pipeline, PipelineError, Prepared};
+use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
 use tidewater_metrics::Metrics;
 use tracing::warn;
@@ -40,9 +40,6 @@ pub struct ProfilesPipeline {
     config: ProfilesConfig,
     /// Where profile changes are published, when set.
     output: Option<Output>,
-    /// The pipeline's dead-letter outbox (the engine's too), for the changes refused
-    /// while applying a batch: recorded in its transaction, published after it.
-    dead_letters: Outbox,
 }
 
 /// Where profile changes are published, and what counts them.
@@ -78,7 +75,6 @@ impl ProfilesPipeline {
         create_profile_tables(db)?;
         let name = name.into();
         Ok(Self {
-            dead_letters: Outbox::new("dead-letters", DeadLetterRecord::topic_for(&name)),
             name,
             topic: topic.into(),
             config,
@@ -507,7 +503,7 @@ fn to_pipeline_error(e: ProfilesError) -> PipelineError {
 impl Pipeline for ProfilesPipeline {
     /// The changes, and the records they came from (for the dead letters of changes
     /// refused while applying).
-    type Batch = (Vec<RowChange>, Vec<Record>);
+    type Batch = Vec<RowChange>;
     type Effects = Applied;
 
     fn name(&self) -> &str {
@@ -524,7 +520,6 @@ impl Pipeline for ProfilesPipeline {
         records: &[Record],
     ) -> Result<Prepared<Self::Batch>, PipelineError> {
         let mut changes = Vec::new();
-        let mut sources = Vec::new();
         let mut dead_letters = Vec::new();
         for record in records {
             match decode_record(&self.config, record) {
@@ -533,10 +528,7 @@ impl Pipeline for ProfilesPipeline {
                         offset: record.offset,
                         reason: defect.to_string(),
                     }),
-                    None => {
-                        changes.push(change);
-                        sources.push(record.clone());
-                    }
+                    None => changes.push(change),
                 },
                 Decoded::Skip => {}
                 Decoded::Reject(reason) => dead_letters.push(DeadLetter {
@@ -546,7 +538,7 @@ impl Pipeline for ProfilesPipeline {
             }
         }
         Ok(Prepared {
-            batch: (changes, sources),
+            batch: changes,
             dead_letters,
         })
     }
@@ -554,7 +546,7 @@ impl Pipeline for ProfilesPipeline {
     fn apply(
         &self,
         txn: &WriteTransaction,
-        (changes, sources): Self::Batch,
+        changes: Self::Batch,
     ) -> Result<Self::Effects, PipelineError> {
         let applied = self
             .apply_changes(txn, changes)
@@ -564,14 +556,11 @@ impl Pipeline for ProfilesPipeline {
                 .map_err(to_pipeline_error)?;
             output.outbox.record(txn, entries)?;
         }
-        let letters = applied.rejected.iter().filter_map(|rejected| {
-            let record = sources.iter().find(|r| r.offset == rejected.offset)?;
-            let letter =
-                DeadLetterRecord::new(&self.name, &self.topic, record, rejected.reason.clone());
-            Some(letter.to_entry())
-        });
-        self.dead_letters.record(txn, letters)?;
         Ok(applied)
+    }
+
+    fn rejected_on_apply<'a>(&self, effects: &'a Self::Effects) -> &'a [DeadLetter] {
+        &effects.rejected
     }
 
     fn after_commit(&self, db: &Database, effects: Self::Effects) {
@@ -585,27 +574,6 @@ impl Pipeline for ProfilesPipeline {
                 would_be_size = report.would_be_size, limit = report.limit,
                 "link refused: the customer would exceed the maximum cluster size"
             );
-        }
-        if effects.rejected.is_empty() {
-            return;
-        }
-        for letter in &effects.rejected {
-            warn!(pipeline = %self.name, topic = %self.topic, offset = letter.offset,
-                reason = %letter.reason, "event dead-lettered");
-        }
-        if let Some(output) = &self.output {
-            output
-                .metrics
-                .dead_letters
-                .with(&[&self.name, &self.topic])
-                .add(effects.rejected.len() as u64);
-            if let Err(e) = self
-                .dead_letters
-                .publish(db, output.log.as_ref(), &output.metrics)
-            {
-                // They stay recorded and go out with the next dead letter or at the next start.
-                warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet");
-            }
         }
     }
 }
