@@ -10,6 +10,8 @@ scripts/fetch-model.sh
 # The CDC tests start their own PostgreSQL clusters; install the packages once, up front,
 # so parallel tests never race for the package manager.
 scripts/postgres.sh install
+# The Kafka backend's tests start Tansu brokers: build the broker once, up front.
+scripts/kafka.sh install
 # The dashboard test drives headless Chromium; the lake tests read Parquet with pyarrow
 # and DuckDB from a virtual environment outside the clone.
 scripts/chromium.sh install
@@ -18,7 +20,9 @@ export TIDEWATER_PYTHON
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+# The Kafka backend is a feature: test it with everything else (the embedded tests run the
+# same either way).
+cargo test --workspace --locked --no-fail-fast --features tidewater/kafka 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')

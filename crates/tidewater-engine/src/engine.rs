@@ -1,5 +1,12 @@
-//! Worker threads, one per partition, and the handle that observes and stops them.
+//! The engine joins its pipeline's consumer group and runs one worker thread per
+//! partition the group gives this process; a handle observes and stops it.
+//!
+//! On the embedded log the one process owns every partition. On Kafka the members of the
+//! group share them: a partition revoked by a rebalance has its worker stopped after its
+//! current batch (before the revocation returns, so the next owner starts from what was
+//! committed), and an assigned one gets a worker that resumes from the state store.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -8,7 +15,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rand::Rng;
 use redb::Database;
-use tidewater_log::{Consumer, Log, LogError, TopicConfig, TopicPartition};
+use tidewater_log::{
+    AssignmentListener, Consumer, Log, LogError, Membership, TopicConfig, TopicPartition,
+};
 use tidewater_metrics::Metrics;
 use tracing::{error, info, warn};
 
@@ -36,7 +45,7 @@ struct Progress {
 pub struct EngineHandle {
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
-    threads: Vec<JoinHandle<()>>,
+    member: JoinHandle<()>,
 }
 
 /// Watches an engine's committed offsets; cheap to clone, usable while the engine stops.
@@ -77,13 +86,6 @@ impl<P: Pipeline> Engine<P> {
         let partitions = self.log.partitions(&topic)?;
         let committed =
             crate::committed_offsets(&self.db, self.pipeline.name(), &topic, partitions)?;
-        // Tell the log where this pipeline resumes: retention keeps what it has not
-        // committed, and records it had committed that are gone are reported.
-        let resume: Vec<(TopicPartition, u64)> = (0..partitions)
-            .zip(&committed)
-            .map(|(partition, &next)| (TopicPartition::new(topic.as_str(), partition), next))
-            .collect();
-        self.log.commit_offsets(self.pipeline.name(), &resume)?;
         let progress = Arc::new(Progress {
             committed: Mutex::new(committed),
             changed: Condvar::new(),
@@ -91,34 +93,101 @@ impl<P: Pipeline> Engine<P> {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let dead_letters = Outbox::new("dead-letters", dlq_topic).watched(&self.metrics.watchdog);
+        let group = self.pipeline.name().to_owned();
         let shared = Arc::new(Worker {
-            log: self.log,
+            log: Arc::clone(&self.log),
             db: self.db,
             pipeline: self.pipeline,
             config: self.config,
             metrics: self.metrics,
-            topic,
+            topic: topic.clone(),
             dead_letters,
             progress: Arc::clone(&progress),
-            stop: Arc::clone(&stop),
         });
         // Letters committed before a crash but not yet published.
         shared.publish_dead_letters();
-        let mut threads = Vec::new();
-        for partition in 0..partitions {
-            let worker = Arc::clone(&shared);
-            let name = format!("{}-p{partition}", worker.pipeline.name());
-            let thread = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker.run(partition))
-                .map_err(EngineError::Spawn)?;
-            threads.push(thread);
-        }
+        let workers = Workers {
+            shared,
+            running: HashMap::new(),
+        };
+        let mut membership = Arc::clone(&self.log).join_group(
+            &group,
+            std::slice::from_ref(&topic),
+            Box::new(workers),
+        )?;
+        // The embedded log assigns everything on the first poll: the workers run when
+        // `start` returns.
+        membership.poll(Duration::ZERO)?;
+        let member_stop = Arc::clone(&stop);
+        let member = std::thread::Builder::new()
+            .name(format!("{group}-member"))
+            .spawn(move || serve_group(membership, &group, &member_stop))
+            .map_err(EngineError::Spawn)?;
         Ok(EngineHandle {
             stop,
             progress,
-            threads,
+            member,
         })
+    }
+}
+
+/// Serves the group until the engine stops, then leaves it (stopping every worker).
+fn serve_group(mut membership: Box<dyn Membership>, group: &str, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = membership.poll(Duration::from_millis(100)) {
+            warn!(group, error = %e, "consumer group poll failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if let Err(e) = membership.leave() {
+        warn!(group, error = %e, "cannot leave the consumer group cleanly");
+    }
+}
+
+/// The worker threads of the partitions this process owns, started and stopped as the
+/// group assigns and revokes them.
+struct Workers<P: Pipeline> {
+    shared: Arc<Worker<P>>,
+    running: HashMap<u32, (Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl<P: Pipeline> AssignmentListener for Workers<P> {
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            if tp.topic != self.shared.topic || self.running.contains_key(&tp.partition) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let worker = Arc::clone(&self.shared);
+            let worker_stop = Arc::clone(&stop);
+            let partition = tp.partition;
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-p{partition}", worker.pipeline.name()))
+                .spawn(move || worker.run(partition, &worker_stop));
+            match spawned {
+                Ok(thread) => {
+                    self.running.insert(partition, (stop, thread));
+                }
+                Err(e) => {
+                    error!(pipeline = %self.shared.pipeline.name(), partition, error = %e,
+                        "cannot start a worker thread");
+                }
+            }
+        }
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        let stopping: Vec<_> = partitions
+            .iter()
+            .filter(|tp| tp.topic == self.shared.topic)
+            .filter_map(|tp| self.running.remove(&tp.partition))
+            .collect();
+        for (stop, _) in &stopping {
+            stop.store(true, Ordering::SeqCst);
+        }
+        for (_, thread) in stopping {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -128,13 +197,11 @@ impl EngineHandle {
         ProgressWatcher(Arc::clone(&self.progress))
     }
 
-    /// Asks the workers to stop after their current batch, and waits for them. Wakes
-    /// everyone waiting on the engine's progress.
+    /// Asks the workers to stop after their current batch, and waits for them (leaving
+    /// the consumer group). Wakes everyone waiting on the engine's progress.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
-        }
+        let _ = self.member.join();
         self.progress.stopped.store(true, Ordering::SeqCst);
         let _guard = self.progress.committed.lock();
         self.progress.changed.notify_all();
@@ -181,11 +248,11 @@ struct Worker<P: Pipeline> {
     topic: String,
     dead_letters: Outbox,
     progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
 }
 
 impl<P: Pipeline> Worker<P> {
-    fn run(&self, partition: u32) {
+    /// Works on `partition` until `stop` is set.
+    fn run(&self, partition: u32, stop: &AtomicBool) {
         let name = self.pipeline.name().to_owned();
         let partition_label = partition.to_string();
         let lag = self
@@ -196,37 +263,55 @@ impl<P: Pipeline> Worker<P> {
             .metrics
             .watchdog
             .register(format!("pipeline {name} {}/{partition}", self.topic));
-        let mut next = self.progress.committed.lock()[partition as usize];
         let mut positions = LogPositions::new(Arc::clone(&self.log), name.as_str());
-        let mut backoff = self.config.retry_backoff_initial;
         let assigned = TopicPartition::new(self.topic.as_str(), partition);
+        // The state store is where the partition resumes (another member may have
+        // moved it on since this process last owned it).
+        let mut next = loop {
+            match self.resume_position(partition) {
+                Ok(next) => break next,
+                Err(e) => {
+                    error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the committed position");
+                    beat.fail(format!("cannot read the committed position: {e}"));
+                    pause(stop, self.config.retry_backoff_max);
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+            }
+        };
+        // Tell the log where this pipeline resumes: retention keeps what it has not
+        // committed, and records it had committed that are gone are reported.
+        positions.committed(assigned.clone(), next);
+        positions.flush();
+        let mut backoff = self.config.retry_backoff_initial;
         let mut consumer = loop {
             match self.consumer(&assigned, next) {
                 Ok(consumer) => break consumer,
                 Err(e) => {
                     error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the log");
                     beat.fail(format!("cannot read the log: {e}"));
-                    self.pause(self.config.retry_backoff_max);
-                    if self.stop.load(Ordering::SeqCst) {
+                    pause(stop, self.config.retry_backoff_max);
+                    if stop.load(Ordering::SeqCst) {
                         return;
                     }
                 }
             }
         };
-        while !self.stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) {
             let fetched = match consumer
                 .poll(self.config.batch_max_records, self.config.poll_interval)
                 .map(|mut polled| polled.pop())
             {
                 Ok(Some(fetched)) => fetched,
                 Ok(None) => {
-                    self.pause(self.config.poll_interval);
+                    pause(stop, self.config.poll_interval);
                     continue;
                 }
                 Err(e) => {
                     error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the log");
                     beat.fail(format!("cannot read the log: {e}"));
-                    self.pause(self.config.retry_backoff_max);
+                    pause(stop, self.config.retry_backoff_max);
                     continue;
                 }
             };
@@ -266,7 +351,7 @@ impl<P: Pipeline> Worker<P> {
                     if let Err(e) = consumer.seek(&assigned, next) {
                         error!(pipeline = %name, partition = %assigned, error = %e, "cannot seek back to retry");
                     }
-                    self.pause(jitter(wait));
+                    pause(stop, jitter(wait));
                     backoff = (backoff * 2).min(self.config.retry_backoff_max);
                 }
             }
@@ -353,11 +438,23 @@ impl<P: Pipeline> Worker<P> {
         }
     }
 
-    fn pause(&self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline && !self.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(20).min(wait));
+    /// The committed next offset of `partition`, mirrored into the progress.
+    fn resume_position(&self, partition: u32) -> Result<u64, EngineError> {
+        let next = crate::committed_offset(&self.db, self.pipeline.name(), &self.topic, partition)?;
+        let mut committed = self.progress.committed.lock();
+        if let Some(slot) = committed.get_mut(partition as usize) {
+            *slot = next;
         }
+        self.progress.changed.notify_all();
+        Ok(next)
+    }
+}
+
+/// Sleeps for `wait`, or less when `stop` is set meanwhile.
+fn pause(stop: &AtomicBool, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20).min(wait));
     }
 }
 

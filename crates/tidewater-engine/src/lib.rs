@@ -23,4 +23,4 @@ pub use error::{EngineError, PipelineError};
 pub use outbox::{Outbox, OutboxEntry};
 pub use pipeline::{Pipeline, Prepared};
 pub use positions::LogPositions;
-pub use state::{committed_offsets, open_state_db, OFFSETS};
+pub use state::{committed_offset, committed_offsets, open_state_db, OFFSETS};

@@ -134,13 +134,31 @@ pub fn committed_offsets(
     let txn = db.begin_read()?;
     let table = txn.open_table(OFFSETS)?;
     (0..partitions)
-        .map(|p| {
-            Ok(table
-                .get((pipeline, topic, p))?
-                .map(|v| v.value())
-                .unwrap_or(0))
-        })
+        .map(|p| stored_offset(&table, pipeline, topic, p))
         .collect()
+}
+
+/// The committed next offset of one partition (0 when none is).
+pub fn committed_offset(
+    db: &Database,
+    pipeline: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<u64, EngineError> {
+    let txn = db.begin_read()?;
+    stored_offset(&txn.open_table(OFFSETS)?, pipeline, topic, partition)
+}
+
+fn stored_offset(
+    table: &redb::ReadOnlyTable<(&str, &str, u32), u64>,
+    pipeline: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<u64, EngineError> {
+    Ok(table
+        .get((pipeline, topic, partition))?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
 #[cfg(test)]

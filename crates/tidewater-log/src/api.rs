@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::{Consumer, LogError, TopicPartition};
+use crate::{AssignmentListener, Consumer, LogError, Membership, TopicPartition};
 
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,6 +117,16 @@ impl Default for TopicConfig {
 pub trait Log: Send + Sync + 'static {
     /// A new consumer of this log, with nothing assigned yet.
     fn consumer(self: Arc<Self>) -> Result<Box<dyn Consumer>, LogError>;
+
+    /// Joins consumer group `group` for `topics`: the group shares their partitions
+    /// among its members and tells `listener` which are this process's. Nothing is
+    /// assigned until the membership is polled.
+    fn join_group(
+        self: Arc<Self>,
+        group: &str,
+        topics: &[String],
+        listener: Box<dyn AssignmentListener>,
+    ) -> Result<Box<dyn Membership>, LogError>;
 
     /// Creates the topic if it does not exist. An existing topic keeps its partition count.
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError>;

@@ -71,3 +71,33 @@ pub trait Consumer: Send {
     /// moves on to the record after it.
     fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Vec<Fetched>, LogError>;
 }
+
+/// Told which partitions this process owns as a consumer group's membership changes.
+/// Called on the thread that polls the [`Membership`].
+pub trait AssignmentListener: Send {
+    /// These partitions are now this member's: start working on them, from the positions
+    /// the state store committed.
+    fn assigned(&mut self, partitions: &[TopicPartition]);
+
+    /// These partitions are no longer this member's. Stop working on them before
+    /// returning: another member takes them over from what was committed.
+    fn revoked(&mut self, partitions: &[TopicPartition]);
+}
+
+/// This process's membership in a consumer group: which partitions of the group's topics
+/// it owns. The group, not this process, decides (on Kafka: the broker's group
+/// coordinator with cooperative-sticky assignment; on the embedded log: the only process
+/// owns everything). Reading is separate: the owner reads its partitions with assigned
+/// [`Consumer`]s, positioned from its own state.
+pub trait Membership: Send {
+    /// Serves the group: joins, heartbeats and rebalances, calling the listener. Call it
+    /// at least every few seconds, or the group counts this member as gone.
+    fn poll(&mut self, timeout: Duration) -> Result<(), LogError>;
+
+    /// The partitions held now.
+    fn assignment(&self) -> Vec<TopicPartition>;
+
+    /// Leaves the group: everything held is revoked (through the listener) and handed
+    /// to the other members.
+    fn leave(&mut self) -> Result<(), LogError>;
+}

@@ -84,4 +84,8 @@ pub enum LogError {
     /// The log was closed or its writer died after an earlier I/O failure.
     #[error("the log is closed")]
     Closed,
+
+    /// The broker refused a request or could not be reached in time (Kafka backend).
+    #[error("Kafka: {0}")]
+    Broker(String),
 }

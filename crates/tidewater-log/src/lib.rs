@@ -10,11 +10,13 @@ mod config;
 mod consumer;
 pub mod embedded;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use api::{
     partition_for_key, Header, Log, NewRecord, PartitionRange, Position, Record, TopicConfig,
 };
 pub use config::{open_log, KafkaConfig, LogBackend, LogConfig};
-pub use consumer::{Consumer, Fetched, TopicPartition};
+pub use consumer::{AssignmentListener, Consumer, Fetched, Membership, TopicPartition};
 pub use embedded::{Durability, EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig, RetentionReport};
 pub use error::LogError;

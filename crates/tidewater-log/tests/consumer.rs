@@ -153,3 +153,39 @@ fn a_position_past_the_end_waits_for_records_beyond_it() {
         "a poll never moves a position back"
     );
 }
+
+/// Records what a member was told it owns.
+struct Owned(Arc<std::sync::Mutex<Vec<TopicPartition>>>);
+
+impl tidewater_log::AssignmentListener for Owned {
+    fn assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().expect("lock").extend_from_slice(partitions);
+    }
+
+    fn revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().expect("lock").retain(|tp| !partitions.contains(tp));
+    }
+}
+
+#[test]
+fn the_only_process_on_an_embedded_log_owns_every_partition_until_it_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = log_with_topic(dir.path(), 3);
+    let owned = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut member = Arc::clone(&log)
+        .join_group("g", &["t".to_owned()], Box::new(Owned(Arc::clone(&owned))))
+        .expect("join");
+    assert!(owned.lock().expect("lock").is_empty(), "nothing before the first poll");
+    member.poll(Duration::ZERO).expect("poll");
+    let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    assert_eq!(*owned.lock().expect("lock"), all);
+    assert_eq!(member.assignment(), all);
+    member.poll(Duration::from_millis(1)).expect("poll");
+    assert_eq!(owned.lock().expect("lock").len(), 3, "assigned once");
+    member.leave().expect("leave");
+    assert!(owned.lock().expect("lock").is_empty());
+    assert!(member.assignment().is_empty());
+    assert!(Arc::clone(&log)
+        .join_group("g", &["missing".to_owned()], Box::new(Owned(owned)))
+        .is_err());
+}

@@ -14,12 +14,13 @@ use super::config::{Durability, EmbeddedLogConfig};
 use super::consumer::EmbeddedConsumer;
 use super::frame::{check_headers, frame_len, MAX_FRAME_LEN};
 use super::fsutil::sync_dir;
-use super::offsets::OffsetStore;
+use super::membership::SoleMembership;
+use super::offsets::{validate_group_name, OffsetStore};
 use super::partition::{Lost, Partition};
 use super::topic::{validate_topic_name, Topic, TOPIC_TMP_SUFFIX};
 use crate::{
-    Consumer, Log, LogError, NewRecord, PartitionRange, Position, Record, TopicConfig,
-    TopicPartition,
+    AssignmentListener, Consumer, Log, LogError, Membership, NewRecord, PartitionRange, Position,
+    Record, TopicConfig, TopicPartition,
 };
 
 /// Directory holding one subdirectory per topic.
@@ -280,6 +281,16 @@ impl EmbeddedLog {
 impl Log for EmbeddedLog {
     fn consumer(self: Arc<Self>) -> Result<Box<dyn Consumer>, LogError> {
         Ok(Box::new(EmbeddedConsumer::new(self)))
+    }
+
+    fn join_group(
+        self: Arc<Self>,
+        group: &str,
+        topics: &[String],
+        listener: Box<dyn AssignmentListener>,
+    ) -> Result<Box<dyn Membership>, LogError> {
+        validate_group_name(group)?;
+        Ok(Box::new(SoleMembership::new(&self, topics, listener)?))
     }
 
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {

@@ -9,6 +9,7 @@ mod consumer;
 mod frame;
 mod fsutil;
 mod log;
+mod membership;
 mod offsets;
 mod partition;
 mod segment;
@@ -17,3 +18,8 @@ mod topic;
 pub use config::{Durability, EmbeddedLogConfig};
 pub use consumer::EmbeddedConsumer;
 pub use log::{EmbeddedLog, RetentionReport};
+pub use membership::SoleMembership;
+#[cfg(feature = "kafka")]
+pub(crate) use offsets::validate_group_name;
+#[cfg(feature = "kafka")]
+pub(crate) use topic::validate_topic_name;

@@ -113,12 +113,18 @@ impl OffsetStore {
     }
 }
 
-/// Encodes a group name as a file name: `[A-Za-z0-9_-]` and non-leading `.` stay, every
-/// other byte becomes `%XX` (so any UTF-8 name maps to exactly one safe file name).
-fn encode_group_name(group: &str) -> Result<String, LogError> {
+/// Checks a consumer group's name: 1 to 80 bytes.
+pub(crate) fn validate_group_name(group: &str) -> Result<(), LogError> {
     if group.is_empty() || group.len() > MAX_GROUP_NAME_LEN {
         return Err(LogError::InvalidGroupName(group.to_owned()));
     }
+    Ok(())
+}
+
+/// Encodes a group name as a file name: `[A-Za-z0-9_-]` and non-leading `.` stay, every
+/// other byte becomes `%XX` (so any UTF-8 name maps to exactly one safe file name).
+fn encode_group_name(group: &str) -> Result<String, LogError> {
+    validate_group_name(group)?;
     let mut encoded = String::with_capacity(group.len());
     for (i, byte) in group.bytes().enumerate() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-') || (byte == b'.' && i > 0) {
