@@ -15,21 +15,32 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rand::Rng;
 use redb::Database;
+use tidewater_core::RetryHint;
 use tidewater_log::{
-    AssignmentListener, Consumer, Log, LogError, Membership, TopicConfig, TopicPartition,
+    AssignmentListener, Log, LogError, Membership, Record, TopicConfig, TopicPartition,
 };
-use tidewater_metrics::Metrics;
+use tidewater_metrics::{Heartbeat, Metrics};
 use tracing::{error, info, warn};
 
-use crate::dead_letter::{DeadLetter, DeadLetterRecord};
-use crate::state::OFFSETS;
-use crate::{EngineConfig, EngineError, LogPositions, Outbox, Pipeline, PipelineError};
+use crate::dead_letter::DeadLetterRecord;
+use crate::target::{PipelineTarget, SinkTarget, Target};
+use crate::{EngineConfig, EngineError, LogPositions, Pipeline, PipelineError, Sink};
 
-/// Runs a pipeline over every partition of its topic.
+/// Runs a pipeline over the partitions of its topic that its consumer group gives this
+/// process, with the pipeline's state and offsets in `db`.
 pub struct Engine<P: Pipeline> {
     log: Arc<dyn Log>,
     db: Arc<Database>,
     pipeline: Arc<P>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs a [`Sink`] over the partitions of its topic that its consumer group gives this
+/// process, with the offsets in the sink's target.
+pub struct SinkEngine<S: Sink> {
+    log: Arc<dyn Log>,
+    sink: Arc<S>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
 }
@@ -39,6 +50,16 @@ struct Progress {
     committed: Mutex<Vec<u64>>,
     changed: Condvar,
     stopped: AtomicBool,
+}
+
+impl Progress {
+    fn set(&self, partition: u32, next: u64) {
+        let mut committed = self.committed.lock();
+        if let Some(slot) = committed.get_mut(partition as usize) {
+            *slot = next;
+        }
+        self.changed.notify_all();
+    }
 }
 
 /// A running engine: observe its progress, stop it.
@@ -70,65 +91,119 @@ impl<P: Pipeline> Engine<P> {
         }
     }
 
-    /// Starts one worker thread per partition. The topic is created (with `topic_config`)
-    /// if it does not exist yet.
+    /// Joins the pipeline's consumer group and runs a worker for each partition it gets.
+    /// The topic is created (with `topic_config`) if it does not exist yet.
     pub fn start(self, topic_config: &TopicConfig) -> Result<EngineHandle, EngineError> {
-        let topic = self.pipeline.topic().to_owned();
-        self.log.ensure_topic(&topic, topic_config)?;
-        let dlq_topic = DeadLetterRecord::topic_for(self.pipeline.name());
-        self.log.ensure_topic(
-            &dlq_topic,
-            &TopicConfig {
-                partitions: 1,
-                ..TopicConfig::default()
-            },
+        ensure_topics(
+            self.log.as_ref(),
+            self.pipeline.as_ref().name(),
+            self.pipeline.topic(),
+            topic_config,
         )?;
-        let partitions = self.log.partitions(&topic)?;
-        let committed =
-            crate::committed_offsets(&self.db, self.pipeline.name(), &topic, partitions)?;
-        let progress = Arc::new(Progress {
-            committed: Mutex::new(committed),
-            changed: Condvar::new(),
-            stopped: AtomicBool::new(false),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let dead_letters = Outbox::new("dead-letters", dlq_topic).watched(&self.metrics.watchdog);
-        let group = self.pipeline.name().to_owned();
-        let shared = Arc::new(Worker {
-            log: Arc::clone(&self.log),
-            db: self.db,
-            pipeline: self.pipeline,
-            config: self.config,
-            metrics: self.metrics,
-            topic: topic.clone(),
-            dead_letters,
-            progress: Arc::clone(&progress),
-        });
-        // Letters committed before a crash but not yet published.
-        shared.publish_dead_letters();
-        let workers = Workers {
-            shared,
-            running: HashMap::new(),
-        };
-        let mut membership = Arc::clone(&self.log).join_group(
-            &group,
-            std::slice::from_ref(&topic),
-            Box::new(workers),
-        )?;
-        // The embedded log assigns everything on the first poll: the workers run when
-        // `start` returns.
-        membership.poll(Duration::ZERO)?;
-        let member_stop = Arc::clone(&stop);
-        let member = std::thread::Builder::new()
-            .name(format!("{group}-member"))
-            .spawn(move || serve_group(membership, &group, &member_stop))
-            .map_err(EngineError::Spawn)?;
-        Ok(EngineHandle {
-            stop,
-            progress,
-            member,
-        })
+        let target = PipelineTarget::new(
+            Arc::clone(&self.log),
+            self.db,
+            self.pipeline,
+            Arc::clone(&self.metrics),
+        );
+        launch(self.log, Arc::new(target), self.config, self.metrics)
     }
+}
+
+impl<S: Sink> SinkEngine<S> {
+    /// An engine for `sink`.
+    pub fn new(
+        log: Arc<dyn Log>,
+        sink: Arc<S>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            log,
+            sink,
+            config,
+            metrics,
+        }
+    }
+
+    /// Joins the sink's consumer group and runs a worker for each partition it gets. The
+    /// topic is created (with `topic_config`) if it does not exist yet.
+    pub fn start(self, topic_config: &TopicConfig) -> Result<EngineHandle, EngineError> {
+        ensure_topics(
+            self.log.as_ref(),
+            self.sink.name(),
+            self.sink.topic(),
+            topic_config,
+        )?;
+        let target = SinkTarget::new(Arc::clone(&self.log), self.sink);
+        launch(self.log, Arc::new(target), self.config, self.metrics)
+    }
+}
+
+/// Creates the consumed topic and the pipeline's dead-letter topic if missing.
+fn ensure_topics(
+    log: &dyn Log,
+    name: &str,
+    topic: &str,
+    topic_config: &TopicConfig,
+) -> Result<(), EngineError> {
+    log.ensure_topic(topic, topic_config)?;
+    let dead_letters = TopicConfig {
+        partitions: 1,
+        ..TopicConfig::default()
+    };
+    log.ensure_topic(&DeadLetterRecord::topic_for(name), &dead_letters)?;
+    Ok(())
+}
+
+/// Joins the target's group and serves it on a member thread.
+fn launch<T: Target>(
+    log: Arc<dyn Log>,
+    target: Arc<T>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+) -> Result<EngineHandle, EngineError> {
+    let topic = target.topic().to_owned();
+    let group = target.name().to_owned();
+    let partitions = log.partitions(&topic)?;
+    let mut committed = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let next = target
+            .committed(partition)
+            .map_err(|e| EngineError::Corrupt(format!("cannot read committed offsets: {e}")))?;
+        committed.push(next.unwrap_or(0));
+    }
+    let progress = Arc::new(Progress {
+        committed: Mutex::new(committed),
+        changed: Condvar::new(),
+        stopped: AtomicBool::new(false),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Worker {
+        log: Arc::clone(&log),
+        target,
+        config,
+        metrics,
+        progress: Arc::clone(&progress),
+    });
+    let workers = Workers {
+        shared,
+        running: HashMap::new(),
+    };
+    let mut membership = log.join_group(&group, std::slice::from_ref(&topic), Box::new(workers))?;
+    // The embedded log assigns everything on the first poll: the workers run when
+    // `start` returns.
+    membership.poll(Duration::ZERO)?;
+    let member_stop = Arc::clone(&stop);
+    let member = std::thread::Builder::new()
+        .name(format!("{group}-member"))
+        .spawn(move || serve_group(membership, &group, &member_stop))
+        .map_err(EngineError::Spawn)?;
+    Ok(EngineHandle {
+        stop,
+        progress,
+        member,
+    })
 }
 
 /// Serves the group until the engine stops, then leaves it (stopping every worker).
@@ -146,15 +221,15 @@ fn serve_group(mut membership: Box<dyn Membership>, group: &str, stop: &AtomicBo
 
 /// The worker threads of the partitions this process owns, started and stopped as the
 /// group assigns and revokes them.
-struct Workers<P: Pipeline> {
-    shared: Arc<Worker<P>>,
+struct Workers<T: Target> {
+    shared: Arc<Worker<T>>,
     running: HashMap<u32, (Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
-impl<P: Pipeline> AssignmentListener for Workers<P> {
+impl<T: Target> AssignmentListener for Workers<T> {
     fn assigned(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
-            if tp.topic != self.shared.topic || self.running.contains_key(&tp.partition) {
+            if tp.topic != self.shared.target.topic() || self.running.contains_key(&tp.partition) {
                 continue;
             }
             let stop = Arc::new(AtomicBool::new(false));
@@ -162,14 +237,14 @@ impl<P: Pipeline> AssignmentListener for Workers<P> {
             let worker_stop = Arc::clone(&stop);
             let partition = tp.partition;
             let spawned = std::thread::Builder::new()
-                .name(format!("{}-p{partition}", worker.pipeline.name()))
+                .name(format!("{}-p{partition}", worker.target.name()))
                 .spawn(move || worker.run(partition, &worker_stop));
             match spawned {
                 Ok(thread) => {
                     self.running.insert(partition, (stop, thread));
                 }
                 Err(e) => {
-                    error!(pipeline = %self.shared.pipeline.name(), partition, error = %e,
+                    error!(pipeline = %self.shared.target.name(), partition, error = %e,
                         "cannot start a worker thread");
                 }
             }
@@ -179,7 +254,7 @@ impl<P: Pipeline> AssignmentListener for Workers<P> {
     fn revoked(&mut self, partitions: &[TopicPartition]) {
         let stopping: Vec<_> = partitions
             .iter()
-            .filter(|tp| tp.topic == self.shared.topic)
+            .filter(|tp| tp.topic == self.shared.target.topic())
             .filter_map(|tp| self.running.remove(&tp.partition))
             .collect();
         for (stop, _) in &stopping {
@@ -239,65 +314,50 @@ impl ProgressWatcher {
     }
 }
 
-struct Worker<P: Pipeline> {
+struct Worker<T: Target> {
     log: Arc<dyn Log>,
-    db: Arc<Database>,
-    pipeline: Arc<P>,
+    target: Arc<T>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
-    topic: String,
-    dead_letters: Outbox,
     progress: Arc<Progress>,
 }
 
-impl<P: Pipeline> Worker<P> {
-    /// Works on `partition` until `stop` is set.
+impl<T: Target> Worker<T> {
+    /// Works on `partition` until `stop` is set, or until an error that retrying cannot
+    /// fix stops it (loudly: an ERROR line, `tidewater_pipeline_stopped`, `/readyz`).
     fn run(&self, partition: u32, stop: &AtomicBool) {
-        let name = self.pipeline.name().to_owned();
+        let name = self.target.name().to_owned();
+        let topic = self.target.topic().to_owned();
         let partition_label = partition.to_string();
-        let lag = self
-            .metrics
-            .pipeline_lag
-            .with(&[&name, &self.topic, &partition_label]);
+        let labels = [name.as_str(), topic.as_str(), partition_label.as_str()];
+        let lag = self.metrics.pipeline_lag.with(&labels);
         let beat = self
             .metrics
             .watchdog
-            .register(format!("pipeline {name} {}/{partition}", self.topic));
+            .register(format!("pipeline {name} {topic}/{partition}"));
         let mut positions = LogPositions::new(Arc::clone(&self.log), name.as_str());
-        let assigned = TopicPartition::new(self.topic.as_str(), partition);
-        // The state store is where the partition resumes (another member may have
-        // moved it on since this process last owned it).
-        let mut next = loop {
-            match self.resume_position(partition) {
-                Ok(next) => break next,
-                Err(e) => {
-                    error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the committed position");
-                    beat.fail(format!("cannot read the committed position: {e}"));
-                    pause(stop, self.config.retry_backoff_max);
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-            }
+        let assigned = TopicPartition::new(topic.as_str(), partition);
+        // The target is where the partition resumes (another member may have moved it
+        // on since this process last owned it).
+        let Some(mut stored) = self.retrying(stop, &beat, "read the committed position", || {
+            self.target.committed(partition).map_err(|e| e.to_string())
+        }) else {
+            return;
         };
+        let mut next = stored.unwrap_or(0);
+        self.progress.set(partition, next);
         // Tell the log where this pipeline resumes: retention keeps what it has not
         // committed, and records it had committed that are gone are reported.
         positions.committed(assigned.clone(), next);
         positions.flush();
-        let mut backoff = self.config.retry_backoff_initial;
-        let mut consumer = loop {
-            match self.consumer(&assigned, next) {
-                Ok(consumer) => break consumer,
-                Err(e) => {
-                    error!(pipeline = %name, partition = %assigned, error = %e, "cannot read the log");
-                    beat.fail(format!("cannot read the log: {e}"));
-                    pause(stop, self.config.retry_backoff_max);
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-            }
+        let Some(mut consumer) = self.retrying(stop, &beat, "read the log", || {
+            let mut consumer = Arc::clone(&self.log).consumer()?;
+            consumer.assign(vec![(assigned.clone(), next)])?;
+            Ok::<_, LogError>(consumer)
+        }) else {
+            return;
         };
+        let mut backoff = self.config.retry_backoff_initial;
         while !stop.load(Ordering::SeqCst) {
             let fetched = match consumer
                 .poll(self.config.batch_max_records, self.config.poll_interval)
@@ -329,12 +389,38 @@ impl<P: Pipeline> Worker<P> {
                 continue;
             }
             beat.working();
-            match self.process(partition, &records) {
-                Ok(new_next) => {
-                    next = new_next;
+            let outcome = self.target.process(partition, stored, &records);
+            let retry_at = match outcome {
+                Ok(letters) => {
+                    next = records.last().map_or(next, |r| r.offset + 1);
+                    stored = Some(next);
+                    self.committed(partition, &records, &letters);
                     beat.progress();
                     backoff = self.config.retry_backoff_initial;
                     positions.committed(assigned.clone(), next);
+                    continue;
+                }
+                Err(PipelineError::Fenced { stored: moved, .. }) => {
+                    // Another process committed this partition meanwhile: go on from
+                    // what it stored, without waiting (nothing failed).
+                    info!(pipeline = %name, partition = %assigned, expected = ?stored, stored = ?moved,
+                        "the partition moved on elsewhere; continuing from its committed offset");
+                    stored = moved;
+                    next = moved.unwrap_or(0);
+                    self.progress.set(partition, next);
+                    Duration::ZERO
+                }
+                Err(e) if e.retry_hint() == RetryHint::Fatal => {
+                    // Retrying cannot fix it: stop this partition loudly instead of
+                    // retrying a poison pill for ever.
+                    error!(pipeline = %name, topic = %topic, partition, offset = next, error = %e,
+                        "batch failed and cannot succeed by retrying; this partition stops until restart");
+                    beat.fail(format!("stopped at offset {next}: {e}"));
+                    self.metrics.pipeline_stopped.with(&labels).set(1);
+                    while !stop.load(Ordering::SeqCst) {
+                        pause(stop, Duration::from_secs(1));
+                    }
+                    break;
                 }
                 Err(e) => {
                     self.metrics.pipeline_retries.with(&[&name]).inc();
@@ -345,108 +431,68 @@ impl<P: Pipeline> Worker<P> {
                             self.config.retry_backoff_max
                         }
                     };
-                    warn!(pipeline = %name, topic = %self.topic, partition, offset = next, error = %e,
+                    warn!(pipeline = %name, topic = %topic, partition, offset = next, error = %e,
                         retry_in = ?wait, "batch failed; it will be retried");
-                    // The same batch again: back to the committed position.
-                    if let Err(e) = consumer.seek(&assigned, next) {
-                        error!(pipeline = %name, partition = %assigned, error = %e, "cannot seek back to retry");
-                    }
-                    pause(stop, jitter(wait));
                     backoff = (backoff * 2).min(self.config.retry_backoff_max);
+                    jitter(wait)
                 }
+            };
+            // The same batch again (or what follows another member's): back to the
+            // committed position.
+            if let Err(e) = consumer.seek(&assigned, next) {
+                error!(pipeline = %name, partition = %assigned, error = %e, "cannot seek back to retry");
             }
+            pause(stop, retry_at);
         }
         positions.flush();
         info!(pipeline = %name, partition, "worker stopped");
     }
 
-    /// A consumer of `partition` positioned at `next`.
-    fn consumer(
+    /// Calls `attempt` until it succeeds (`Some`) or the worker stops (`None`), reporting
+    /// each failure.
+    fn retrying<R, E: std::fmt::Display>(
         &self,
-        partition: &TopicPartition,
-        next: u64,
-    ) -> Result<Box<dyn Consumer>, LogError> {
-        let mut consumer = Arc::clone(&self.log).consumer()?;
-        consumer.assign(vec![(partition.clone(), next)])?;
-        Ok(consumer)
+        stop: &AtomicBool,
+        beat: &Heartbeat,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<R, E>,
+    ) -> Option<R> {
+        loop {
+            match attempt() {
+                Ok(value) => return Some(value),
+                Err(e) => {
+                    error!(pipeline = %self.target.name(), error = %e, "cannot {what}");
+                    beat.fail(format!("cannot {what}: {e}"));
+                    pause(stop, self.config.retry_backoff_max);
+                    if stop.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
-    /// One batch: prepare, then apply + offsets + dead letters in one transaction.
-    fn process(
-        &self,
-        partition: u32,
-        records: &[tidewater_log::Record],
-    ) -> Result<u64, PipelineError> {
-        let name = self.pipeline.name();
-        let prepared = self.pipeline.prepare(&self.db, records)?;
-        let next = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        let letter = |d: &DeadLetter| {
-            let record = records.iter().find(|r| r.offset == d.offset)?;
-            Some(DeadLetterRecord::new(
-                name,
-                &self.topic,
-                record,
-                d.reason.clone(),
-            ))
-        };
-        let mut letters: Vec<DeadLetterRecord> =
-            prepared.dead_letters.iter().filter_map(letter).collect();
-        let txn = self.db.begin_write()?;
-        let effects = self.pipeline.apply(&txn, prepared.batch)?;
-        letters.extend(
-            self.pipeline
-                .rejected_on_apply(&effects)
-                .iter()
-                .filter_map(letter),
-        );
-        txn.open_table(OFFSETS)?
-            .insert((name, self.topic.as_str(), partition), next)?;
-        self.dead_letters
-            .record(&txn, letters.iter().map(DeadLetterRecord::to_entry))?;
-        txn.commit()?;
-        self.pipeline.after_commit(&self.db, effects);
+    /// Counts a committed batch and publishes its progress.
+    fn committed(&self, partition: u32, records: &[Record], letters: &[DeadLetterRecord]) {
+        let (name, topic) = (self.target.name(), self.target.topic());
         self.metrics
             .pipeline_records
-            .with(&[name, &self.topic])
+            .with(&[name, topic])
             .add(records.len() as u64);
         self.metrics.pipeline_batches.with(&[name]).inc();
+        for letter in letters {
+            warn!(pipeline = name, topic, partition, offset = letter.offset,
+                reason = %letter.reason, "event dead-lettered");
+        }
         if !letters.is_empty() {
-            for letter in &letters {
-                warn!(pipeline = name, topic = %self.topic, partition, offset = letter.offset,
-                    reason = %letter.reason, "event dead-lettered");
-            }
             self.metrics
                 .dead_letters
-                .with(&[name, &self.topic])
+                .with(&[name, topic])
                 .add(letters.len() as u64);
-            self.publish_dead_letters();
         }
-        let mut committed = self.progress.committed.lock();
-        committed[partition as usize] = next;
-        self.progress.changed.notify_all();
-        Ok(next)
-    }
-
-    /// Publishes committed dead letters not yet on the dead-letter topic.
-    fn publish_dead_letters(&self) {
-        if let Err(e) = self
-            .dead_letters
-            .publish(&self.db, self.log.as_ref(), &self.metrics)
-        {
-            // They stay in the state database and go out with the next letter or restart.
-            warn!(topic = %self.dead_letters.topic(), error = %e, "cannot publish dead letters yet");
+        if let Some(last) = records.last() {
+            self.progress.set(partition, last.offset + 1);
         }
-    }
-
-    /// The committed next offset of `partition`, mirrored into the progress.
-    fn resume_position(&self, partition: u32) -> Result<u64, EngineError> {
-        let next = crate::committed_offset(&self.db, self.pipeline.name(), &self.topic, partition)?;
-        let mut committed = self.progress.committed.lock();
-        if let Some(slot) = committed.get_mut(partition as usize) {
-            *slot = next;
-        }
-        self.progress.changed.notify_all();
-        Ok(next)
     }
 }
 

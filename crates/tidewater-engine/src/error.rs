@@ -1,6 +1,6 @@
 //! Errors of the engine and of the pipelines it runs.
 
-use tidewater_core::ErrorDomain;
+use tidewater_core::{ErrorDomain, RetryHint};
 
 /// A failure of a whole batch reported by a pipeline. (A single bad event is not an
 /// error: the pipeline dead-letters it through [`crate::Prepared::dead_letters`].)
@@ -23,6 +23,20 @@ pub enum PipelineError {
     /// A broken invariant; the batch is retried after the longest back-off.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A sink's target holds another offset for the partition than the batch expected:
+    /// another process committed it meanwhile. Nothing was written; the engine resumes
+    /// from the target's offset.
+    #[error(
+        "fenced: partition {partition} is at offset {stored:?} in the target, not {expected:?}"
+    )]
+    Fenced {
+        /// The partition.
+        partition: u32,
+        /// What the batch expected.
+        expected: Option<u64>,
+        /// What the target holds.
+        stored: Option<u64>,
+    },
 }
 
 impl PipelineError {
@@ -31,6 +45,19 @@ impl PipelineError {
         match self {
             Self::External { .. } => ErrorDomain::External,
             Self::State(_) | Self::Internal(_) => ErrorDomain::Internal,
+            // Not a fault: ownership moved. The worker resumes from the target.
+            Self::Fenced { .. } => ErrorDomain::External,
+        }
+    }
+
+    /// Whether retrying the batch may help. A broken invariant or a corrupt state store
+    /// will fail the same way again: the engine stops that partition instead of retrying
+    /// for ever. Storage I/O, external systems and fencing are retried.
+    pub fn retry_hint(&self) -> RetryHint {
+        match self {
+            Self::External { .. } | Self::Fenced { .. } => RetryHint::Retry,
+            Self::State(redb::Error::Corrupted(_)) | Self::Internal(_) => RetryHint::Fatal,
+            Self::State(_) => RetryHint::Retry,
         }
     }
 

@@ -14,13 +14,16 @@ mod error;
 mod outbox;
 mod pipeline;
 mod positions;
+mod sink;
 mod state;
+mod target;
 
 pub use config::EngineConfig;
 pub use dead_letter::{DeadLetter, DeadLetterRecord};
-pub use engine::{Engine, EngineHandle, ProgressWatcher};
+pub use engine::{Engine, EngineHandle, ProgressWatcher, SinkEngine};
 pub use error::{EngineError, PipelineError};
 pub use outbox::{Outbox, OutboxEntry};
 pub use pipeline::{Pipeline, Prepared};
 pub use positions::LogPositions;
+pub use sink::{Sink, SinkPosition};
 pub use state::{committed_offset, committed_offsets, open_state_db, OFFSETS};

@@ -63,6 +63,17 @@ pub struct OutboxEntry {
     pub timestamp_ms: i64,
 }
 
+impl From<OutboxEntry> for NewRecord {
+    fn from(entry: OutboxEntry) -> Self {
+        Self {
+            key: entry.key,
+            value: entry.value,
+            timestamp_ms: entry.timestamp_ms,
+            headers: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Intent {
     /// End offset of each partition before the append.

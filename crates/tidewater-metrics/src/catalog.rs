@@ -26,6 +26,9 @@ pub struct Metrics {
     pub pipeline_retries: Family<Counter>,
     /// Records not yet consumed, by pipeline, topic and partition.
     pub pipeline_lag: Family<Gauge>,
+    /// 1 for a partition whose worker stopped on an error retrying cannot fix (a broken
+    /// invariant, a corrupt state store), by pipeline, topic and partition.
+    pub pipeline_stopped: Family<Gauge>,
     /// Events sent to the dead-letter topic, by pipeline and source topic.
     pub dead_letters: Family<Counter>,
     /// Outbox entries the log refused for good (larger than a record may be), left out of
@@ -90,6 +93,7 @@ impl Metrics {
             pipeline_batches: Family::new(&["pipeline"], Counter::default),
             pipeline_retries: Family::new(&["pipeline"], Counter::default),
             pipeline_lag: Family::new(&["pipeline", "topic", "partition"], Gauge::default),
+            pipeline_stopped: Family::new(&["pipeline", "topic", "partition"], Gauge::default),
             dead_letters: Family::new(&["pipeline", "topic"], Counter::default),
             outbox_refused: Family::new(&["topic"], Counter::default),
             embedded_chunks: Counter::default(),
@@ -154,6 +158,11 @@ impl Metrics {
             "tidewater_pipeline_lag_records",
             "Records appended but not yet committed by a pipeline.",
             &self.pipeline_lag,
+        );
+        w.gauge_family(
+            "tidewater_pipeline_stopped",
+            "1 for a partition stopped on an error that retrying cannot fix (until restart).",
+            &self.pipeline_stopped,
         );
         w.counter_family(
             "tidewater_dead_letters_total",

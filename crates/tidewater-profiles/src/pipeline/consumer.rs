@@ -17,6 +17,7 @@ use redb::{
     Database, MultimapTable, ReadableMultimapTable, ReadableTable, Table, WriteTransaction,
 };
 use serde_json::Map;
+use tidewater_core::RetryHint;
 use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
 use tidewater_metrics::Metrics;
@@ -496,6 +497,11 @@ impl BatchState<'_, '_> {
 fn to_pipeline_error(e: ProfilesError) -> PipelineError {
     match e {
         ProfilesError::State(e) => PipelineError::State(e),
+        // Storage that may come back (I/O, the log): the engine retries the batch.
+        other if other.retry_hint() == RetryHint::Retry => {
+            PipelineError::external("the profile store", other)
+        }
+        // Corrupt data or a broken invariant: the engine stops the partition loudly.
         other => PipelineError::Internal(other.to_string()),
     }
 }
