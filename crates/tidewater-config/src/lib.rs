@@ -92,6 +92,8 @@ pub struct SourcesConfig {
     /// PostgreSQL databases read by logical decoding (`[[sources.postgres]]`); their
     /// changes go to the profiles topic.
     pub postgres: Vec<tidewater_cdc::PostgresConfig>,
+    /// Topics of the `[log.kafka]` broker read into a pipeline (`[[sources.kafka]]`).
+    pub kafka: Vec<tidewater_sources::KafkaSourceConfig>,
 }
 
 /// When the reconcile pass runs.
@@ -222,6 +224,7 @@ impl Config {
                 )));
             }
         }
+        self.validate_kafka_sources()?;
         if let Some(profiles) = &self.profiles {
             profiles
                 .validate()
@@ -247,6 +250,36 @@ impl Config {
             ));
         }
         self.validate_limits()
+    }
+
+    /// `[[sources.kafka]]`: well formed, uniquely named, read from the log's broker, and
+    /// feeding a pipeline that runs.
+    fn validate_kafka_sources(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources.kafka {
+            source.validate().map_err(ConfigError::Invalid)?;
+            if !names.insert(source.name()) {
+                return Err(ConfigError::Invalid(format!(
+                    "two [[sources.kafka]] are named '{}'; give each a unique name",
+                    source.name()
+                )));
+            }
+            if self.log.backend != tidewater_log::LogBackend::Kafka {
+                return Err(ConfigError::Invalid(format!(
+                    "[[sources.kafka]] '{}' reads the broker of [log.kafka]: set log.backend = \"kafka\"",
+                    source.name()
+                )));
+            }
+            if source.into == tidewater_sources::kafka::KafkaInto::Profiles
+                && self.profiles.is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[[sources.kafka]] '{}' feeds the profiles pipeline: add a [profiles] section",
+                    source.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The checks the components would otherwise make only when `run` starts them (a topic's
@@ -495,6 +528,22 @@ mod tests {
                 "[answer.llm]\nbase_url = \"http://h/v1\"\nmodel = \"m\"\nmax_response_bytes = 0\n"
                     .to_owned(),
                 "answer.llm.max_response_bytes",
+            ),
+            (
+                "[[sources.kafka]]\ntopics = [\"t\"]\nformat = \"documents\"\ninto = \"knowledge\"\n"
+                    .to_owned(),
+                "set log.backend = \"kafka\"",
+            ),
+            (
+                "[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"h:9092\"\n\
+                 [[sources.kafka]]\ntopics = [\"t\"]\nformat = \"debezium\"\ninto = \"profiles\"\n"
+                    .to_owned(),
+                "add a [profiles] section",
+            ),
+            (
+                "[[sources.kafka]]\ntopics = [\"t\"]\nformat = \"debezium\"\ninto = \"knowledge\"\n"
+                    .to_owned(),
+                "debezium → profiles",
             ),
         ];
         for (text, key) in cases {

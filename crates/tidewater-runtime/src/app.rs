@@ -18,9 +18,11 @@ use tidewater_log::Log;
 use tidewater_metrics::Metrics;
 use tidewater_profiles::Profiles;
 use tidewater_server::{Answering, AppState};
+use tidewater_sources::kafka::KafkaInto;
 use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
+use crate::kafka_source::{Destination, KafkaSource};
 use crate::RuntimeError;
 
 type Result<T> = std::result::Result<T, RuntimeError>;
@@ -179,6 +181,7 @@ impl App {
         };
         app.spawn_startup()?;
         app.spawn_postgres_sources()?;
+        app.spawn_kafka_sources()?;
         Ok(app)
     }
 
@@ -278,6 +281,30 @@ impl App {
                 };
                 runtime.block_on(run_postgres(&source, &profiles, &metrics, &stop, &slot));
             }).map_err(RuntimeError::setup("a PostgreSQL source thread"))?;
+            self.threads.push(thread);
+        }
+        Ok(())
+    }
+
+    /// One thread per `[[sources.kafka]]`, reading its topics into its pipeline until
+    /// shutdown (validation made sure the pipeline runs).
+    fn spawn_kafka_sources(&mut self) -> Result<()> {
+        for config in self.config.sources.kafka.clone() {
+            let destination = match config.into {
+                KafkaInto::Knowledge => Destination::Knowledge(self.knowledge.writer()),
+                KafkaInto::Profiles => match &self.profiles {
+                    Some(profiles) => Destination::Profiles(Arc::clone(profiles)),
+                    None => continue,
+                },
+            };
+            let name = config.name().to_owned();
+            let source =
+                KafkaSource::new(config, Arc::clone(&self.log), destination, &self.metrics);
+            let stop = Arc::clone(&self.stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("kafka-{name}"))
+                .spawn(move || source.run(&stop))
+                .map_err(RuntimeError::setup("a Kafka source thread"))?;
             self.threads.push(thread);
         }
         Ok(())

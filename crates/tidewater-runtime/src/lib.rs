@@ -6,6 +6,7 @@
 
 mod app;
 mod error;
+mod kafka_source;
 mod run;
 
 pub use app::App;

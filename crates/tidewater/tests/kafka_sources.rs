@@ -1,0 +1,366 @@
+//! `[[sources.kafka]]` against a real Kafka-protocol broker: Debezium topics written by a
+//! producer (keys, schema envelopes, tombstones, a multi-row transaction, transaction
+//! metadata, a record that is not JSON) give the same profiles as the same events posted
+//! over HTTP to an embedded Tidewater; a documents topic is indexed; bad records reach the
+//! pipelines' dead-letter topics on the broker, and the rest goes on.
+#![cfg(feature = "kafka")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use tidewater_log::kafka::KafkaLog;
+use tidewater_log::{KafkaConfig, Log, NewRecord, TopicConfig};
+use tidewater_testkit::KafkaBroker;
+
+const PROFILES: &str = r#"
+[profiles]
+topic = "changes"
+
+[[profiles.tables]]
+table = "crm.public.customers"
+identifiers = [{ column = "email", namespace = "email", normaliser = "email" }]
+attributes = ["name", "city"]
+
+[[profiles.tables]]
+table = "loyalty.public.members"
+identifiers = [{ column = "email", namespace = "email", normaliser = "email" }]
+attributes = ["name", "tier"]
+"#;
+
+/// A Debezium change value of `db.public.table` (no schema).
+fn change(db: &str, table: &str, op: &str, after: Value, before: Value, ts: i64, tx: i64) -> Value {
+    json!({
+        "op": op, "ts_ms": ts, "before": before, "after": after,
+        "source": {"connector": "postgresql", "name": db, "db": db, "schema": "public",
+                   "table": table, "lsn": 1000 + ts, "txId": tx, "ts_ms": ts},
+        "transaction": {"id": format!("{tx}:{}", 1000 + ts), "total_order": 1, "data_collection_order": 1},
+    })
+}
+
+/// The JSON converter with schemas on: the same change inside `{"schema", "payload"}`.
+fn with_schema(payload: Value) -> Value {
+    json!({"schema": {"type": "struct", "name": "crm.public.customers.Envelope", "optional": false, "fields": []},
+           "payload": payload})
+}
+
+/// The records of the Debezium topics, as (topic, key, value); `None` is a tombstone.
+fn debezium_records() -> Vec<(&'static str, Option<Value>, Option<Value>)> {
+    let ana = json!({"id": 1, "name": "Ana Lima", "email": "ana@example.com", "city": "Lisbon"});
+    let bob = json!({"id": 2, "name": "Bob", "email": "bob@example.com", "city": "Porto"});
+    let cy = json!({"id": 3, "name": "Cy", "email": "cy@example.com", "city": "Faro"});
+    let crm = "crm.public.customers";
+    vec![
+        (
+            crm,
+            Some(json!({"id": 1})),
+            Some(with_schema(change(
+                "crm",
+                "customers",
+                "c",
+                ana.clone(),
+                Value::Null,
+                1,
+                10,
+            ))),
+        ),
+        (
+            crm,
+            Some(json!({"id": 1})),
+            Some(change(
+                "crm",
+                "customers",
+                "u",
+                json!({"id": 1, "name": "Ana Lima", "email": "ana@example.com", "city": "Braga"}),
+                ana,
+                5,
+                11,
+            )),
+        ),
+        // One transaction, two rows.
+        (
+            crm,
+            Some(json!({"id": 2})),
+            Some(change("crm", "customers", "c", bob, Value::Null, 6, 12)),
+        ),
+        (
+            crm,
+            Some(json!({"id": 3})),
+            Some(change(
+                "crm",
+                "customers",
+                "c",
+                cy.clone(),
+                Value::Null,
+                6,
+                12,
+            )),
+        ),
+        (
+            "crm.transaction",
+            Some(json!({"id": "12:1006"})),
+            Some(
+                json!({"status": "END", "id": "12:1006", "event_count": 2, "data_collections": [
+                {"data_collection": "public.customers", "event_count": 2}]}),
+            ),
+        ),
+        // A delete and its tombstone.
+        (
+            crm,
+            Some(json!({"id": 3})),
+            Some(change("crm", "customers", "d", Value::Null, cy, 8, 13)),
+        ),
+        (crm, Some(json!({"id": 3})), None),
+        (
+            "loyalty.public.members",
+            Some(json!({"id": 7})),
+            Some(change(
+                "loyalty",
+                "members",
+                "c",
+                json!({"id": 7, "name": "Ana L.", "email": " ANA@example.com", "tier": "gold"}),
+                Value::Null,
+                2,
+                20,
+            )),
+        ),
+    ]
+}
+
+fn producer(broker: &KafkaBroker) -> std::sync::Arc<KafkaLog> {
+    let config = KafkaConfig {
+        brokers: broker.bootstrap().to_owned(),
+        group: "kt".into(),
+        client_id: None,
+        properties: BTreeMap::new(),
+    };
+    KafkaLog::connect(&config, 1 << 20).expect("producer")
+}
+
+fn produce(log: &KafkaLog, topic: &str, key: Option<Vec<u8>>, value: Vec<u8>) {
+    log.append(
+        topic,
+        vec![NewRecord {
+            key,
+            value,
+            timestamp_ms: tidewater_core::time::now_ms(),
+            headers: Vec::new(),
+        }],
+    )
+    .expect("produce");
+}
+
+/// What must agree between the two runs: attributes, provenance and linked records.
+fn comparable(profile: &Value) -> Value {
+    let mut records: Vec<String> = profile["records"]
+        .as_array()
+        .map(|r| r.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    records.sort();
+    json!({"attributes": profile["attributes"], "provenance": profile["provenance"], "records": records})
+}
+
+fn dead_letters(log: &KafkaLog, topic: &str) -> Vec<Value> {
+    let Ok(range) = log.range(topic, 0) else {
+        return Vec::new();
+    };
+    log.read(topic, 0, range.start, 100)
+        .expect("read dead letters")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("json"))
+        .collect()
+}
+
+#[test]
+fn kafka_topics_feed_profiles_and_knowledge_like_http_does() {
+    let broker = KafkaBroker::start();
+    let producer = producer(&broker);
+    for (topic, partitions) in [
+        ("crm.public.customers", 3),
+        ("crm.transaction", 1),
+        ("loyalty.public.members", 1),
+        ("docs.incoming", 2),
+    ] {
+        producer
+            .ensure_topic(
+                topic,
+                &TopicConfig {
+                    partitions,
+                    ..TopicConfig::default()
+                },
+            )
+            .expect("topic");
+    }
+    for (topic, key, value) in debezium_records() {
+        let value = value
+            .map(|v| v.to_string().into_bytes())
+            .unwrap_or_default();
+        produce(
+            &producer,
+            topic,
+            key.map(|k| k.to_string().into_bytes()),
+            value,
+        );
+    }
+    produce(
+        &producer,
+        "crm.public.customers",
+        None,
+        b"not json at all".to_vec(),
+    );
+    for doc in [
+        json!({"id": "tides", "text": "The tide rises twice a day in the harbour of Porto.", "metadata": {"lang": "en"}}),
+        json!({"id": "gone", "text": "A document that is deleted right away."}),
+        json!({"id": "gone", "deleted": true}),
+        json!({"text": "a record without an id"}),
+    ] {
+        produce(
+            &producer,
+            "docs.incoming",
+            None,
+            doc.to_string().into_bytes(),
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let kafka_config = dir.path().join("kafka.toml");
+    std::fs::write(
+        &kafka_config,
+        format!(
+            r#"{PROFILES}
+[log]
+backend = "kafka"
+[log.kafka]
+brokers = "{}"
+group = "kt"
+
+[[sources.kafka]]
+name = "crm"
+topics = ["crm.public.customers", "crm.transaction", "loyalty.public.members"]
+format = "debezium"
+into = "profiles"
+
+[[sources.kafka]]
+topics = ["docs.incoming"]
+format = "documents"
+into = "knowledge"
+"#,
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let embedded_config = dir.path().join("embedded.toml");
+    std::fs::write(&embedded_config, PROFILES).unwrap();
+
+    let mut on_kafka = Tidewater::start(
+        &docs,
+        &dir.path().join("kafka-data"),
+        &["--config", kafka_config.to_str().unwrap()],
+    );
+    let mut over_http = Tidewater::start(
+        &docs,
+        &dir.path().join("http-data"),
+        &["--config", embedded_config.to_str().unwrap()],
+    );
+    on_kafka.wait_ready(Duration::from_secs(120));
+    over_http.wait_ready(Duration::from_secs(120));
+    // The same records over HTTP, as `{"key", "value"}` (tombstones and markers are not
+    // changes, so a client posting changes has none).
+    let posted: Vec<Value> = debezium_records()
+        .into_iter()
+        .filter(|(topic, _, value)| value.is_some() && !topic.ends_with(".transaction"))
+        .map(|(_, key, value)| json!({"key": key, "value": value}))
+        .collect();
+    let (status, body) = over_http.json(
+        "POST",
+        "/v1/events/changes",
+        Some(&Value::Array(posted).to_string()),
+    );
+    assert_eq!(status, 202, "{body}");
+
+    let profile = |tw: &Tidewater, identifier: &str| {
+        tw.json("GET", &format!("/v1/profiles/{identifier}"), None)
+    };
+    eventually(
+        Duration::from_secs(60),
+        "both have Ana in Braga with her loyalty tier",
+        || {
+            [&on_kafka, &over_http].iter().all(|tw| {
+                let (status, ana) = profile(tw, "email:ana@example.com");
+                status == 200
+                    && ana["attributes"]["city"] == "Braga"
+                    && ana["attributes"]["tier"] == "gold"
+            })
+        },
+    );
+    eventually(
+        Duration::from_secs(30),
+        "Bob arrived and Cy is gone on both",
+        || {
+            [&on_kafka, &over_http].iter().all(|tw| {
+                profile(tw, "email:bob@example.com").0 == 200
+                    && profile(tw, "email:cy@example.com").0 == 404
+            })
+        },
+    );
+    for identifier in ["email:ana@example.com", "email:bob@example.com"] {
+        let (_, from_kafka) = profile(&on_kafka, identifier);
+        let (_, from_http) = profile(&over_http, identifier);
+        assert_eq!(
+            comparable(&from_kafka),
+            comparable(&from_http),
+            "{identifier}"
+        );
+    }
+
+    // Documents: indexed, deleted, and the bad one dead-lettered with its reason.
+    eventually(
+        Duration::from_secs(60),
+        "the document is searchable",
+        || {
+            on_kafka
+                .search("when does the tide rise", 3, None)
+                .iter()
+                .any(|hit| hit["doc_id"] == "tides")
+        },
+    );
+    let (status, tides) = on_kafka.json("GET", "/v1/documents/tides", None);
+    assert_eq!(status, 200, "{tides}");
+    assert_eq!(tides["metadata"]["lang"], "en");
+    eventually(
+        Duration::from_secs(30),
+        "the deleted document is gone",
+        || on_kafka.json("GET", "/v1/documents/gone", None).0 == 404,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "bad records reach the dead-letter topics",
+        || {
+            let knowledge = dead_letters(&producer, "knowledge.dead-letters");
+            let profiles = dead_letters(&producer, "profiles.dead-letters");
+            knowledge.iter().any(|l| {
+                l["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("docs.incoming/"))
+            }) && !profiles.is_empty()
+        },
+    );
+    // The source's group offsets are on the broker, for standard tools.
+    let committed: u64 = (0..3)
+        .map(|p| {
+            producer
+                .committed_offset("source.crm", "crm.public.customers", p)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        })
+        .sum::<u64>();
+    assert!(committed > 0, "group offsets were not committed");
+    on_kafka.terminate();
+    over_http.terminate();
+}
