@@ -11,6 +11,12 @@ Serves on 127.0.0.1:
                              reply word by word as chat.completion.chunk deltas (each event
                              written in two halves, so clients see events split across
                              reads), a chunk with finish_reason "stop", then "data: [DONE]".
+  POST /v1/embeddings        deterministic embeddings of --embedding-dim floats: each word
+                             (lower-cased, \w+) adds +1 or -1 at a position chosen by its
+                             BLAKE2 hash, and the vector is normalised; a text without
+                             words gets a unit vector. Fast, and the same text always gives
+                             the same vector, so runs can be compared bit for bit. Not
+                             recorded, and never failed by --fail.
   GET  /v1/models            a model list holding --model.
   anything else              404 with an OpenAI-style error JSON.
 
@@ -31,7 +37,9 @@ On start it prints exactly one line, "listening on 127.0.0.1:PORT", to stdout an
 It exits with status 0 on SIGTERM or SIGINT.
 """
 import argparse
+import hashlib
 import json
+import math
 import re
 import signal
 import sys
@@ -68,6 +76,19 @@ def reply_for(args, body):
         (m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), ""
     )
     return f"Test reply to {len(messages)} messages: {str(last_user)[:40]}"
+
+
+def embed(text, dim):
+    """The deterministic embedding described in the module docstring."""
+    vector = [0.0] * dim
+    for word in re.findall(r"\w+", str(text).lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        position = int.from_bytes(digest[:4], "little") % dim
+        vector[position] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0:
+        vector[0], norm = 1.0, 1.0
+    return [x / norm for x in vector]
 
 
 def pieces(text):
@@ -116,6 +137,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.path == "/v1/embeddings":
+            self.embeddings(raw)
+            return
         if self.path != "/v1/chat/completions":
             self.not_found()
             return
@@ -146,6 +170,20 @@ class Handler(BaseHTTPRequestHandler):
             self.stream(model, reply)
         else:
             self.complete(model, reply, body)
+
+    def embeddings(self, raw):
+        try:
+            body = json.loads(raw)
+            texts = body["input"]
+            texts = [texts] if isinstance(texts, str) else list(texts)
+        except (ValueError, KeyError, TypeError) as e:
+            self.send_json(400, {"error": {"message": f"invalid embeddings request: {e}",
+                                           "type": "invalid_request_error", "code": 400}})
+            return
+        data = [{"object": "embedding", "index": i, "embedding": embed(text, self.state.args.embedding_dim)}
+                for i, text in enumerate(texts)]
+        self.send_json(200, {"object": "list", "data": data, "model": body.get("model", ""),
+                             "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
     def complete(self, model, reply, body):
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
@@ -205,6 +243,7 @@ def main():
     parser.add_argument("--delay-ms", type=int, default=0, help="wait before each reply")
     parser.add_argument("--chunk-delay-ms", type=int, default=0, help="wait between streamed events")
     parser.add_argument("--model", default="test-model", help="the model /v1/models lists")
+    parser.add_argument("--embedding-dim", type=int, default=64, help="length of /v1/embeddings vectors")
     args = parser.parse_args()
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

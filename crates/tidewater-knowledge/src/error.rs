@@ -29,6 +29,15 @@ pub enum KnowledgeError {
         /// Model configured now.
         configured: String,
     },
+    /// `[knowledge.index]` is invalid.
+    #[error("knowledge: {0}")]
+    Config(#[from] crate::config::IndexConfigError),
+    /// The pgvector index failed.
+    #[error("pgvector index: {0}")]
+    PgVector(#[from] tidewater_pgvector::PgVectorError),
+    /// The operation needs the built-in index (`[knowledge.index] backend = "hnsw"`).
+    #[error("{0} needs the built-in index: it is not available with backend = \"pgvector\"")]
+    NotWithPgvector(&'static str),
     /// A request that cannot be served as asked.
     #[error("{0}")]
     BadRequest(String),

@@ -1,67 +1,26 @@
-//! The knowledge pipeline proper: what happens to each document event.
+//! The knowledge pipeline on the built-in index: each batch is applied to the redb state
+//! (documents, chunks, reference-counted embeddings, the index journal) in the engine's
+//! transaction, and the HNSW index catches up from the journal after the commit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
-use tidewater_chunk::{chunk_text, extract_text, ChunkerConfig};
-use tidewater_core::document::MAX_ID_BYTES;
-use tidewater_core::{content_hash, DocumentEvent, DocumentOp};
-use tidewater_embed::Embedder;
-use tidewater_engine::{DeadLetter, Pipeline, PipelineError, Prepared};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, WriteTransaction};
+use tidewater_engine::{Pipeline, PipelineError, Prepared};
 use tidewater_log::Record;
-use tidewater_metrics::Metrics;
 
 use crate::index_store::IndexStore;
+use crate::prepare::{Change, DocVersion, PreparedDoc, Preparer, StoredState};
 use crate::state::{
     encode_embedding, get_doc, get_embedding, parse_chunk, to_json, ChunkRow, DocRow, CHUNKS,
     COUNTERS, DOCS, EMBEDDINGS, JOURNAL,
 };
 
-/// A document event's body read as text: `None` for a delete, `Err` with the reason when
-/// it cannot be indexed.
-type BodyText = Result<Option<String>, String>;
-
 /// Consumes the documents topic and maintains chunks, embeddings and the index.
 pub struct KnowledgePipeline {
     topic: String,
-    chunking: ChunkerConfig,
-    embedder: Arc<dyn Embedder>,
+    preparer: Preparer,
     index: Arc<IndexStore>,
-    metrics: Arc<Metrics>,
-}
-
-/// A document's new content, chunked and embedded, ready to apply.
-pub struct PreparedDoc {
-    doc_id: String,
-    change: Change,
-    observed_at_ms: i64,
-}
-
-enum Change {
-    Upsert {
-        row: DocRowDraft,
-        chunks: Vec<PreparedChunk>,
-    },
-    /// New content that cannot be indexed: the old chunks go, the reason is kept.
-    Reject {
-        row: DocRowDraft,
-        reason: String,
-    },
-    Delete,
-}
-
-struct DocRowDraft {
-    source: String,
-    content_hash: String,
-    metadata: serde_json::Map<String, serde_json::Value>,
-}
-
-struct PreparedChunk {
-    chunk_id: String,
-    text: String,
-    text_hash: String,
-    vector: Arc<Vec<f32>>,
 }
 
 /// What a committed batch changed, for `after_commit`.
@@ -70,85 +29,48 @@ pub struct Applied {
 }
 
 impl KnowledgePipeline {
-    pub(crate) fn new(
-        topic: String,
-        chunking: ChunkerConfig,
-        embedder: Arc<dyn Embedder>,
-        index: Arc<IndexStore>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(topic: String, preparer: Preparer, index: Arc<IndexStore>) -> Self {
         Self {
             topic,
-            chunking,
-            embedder,
+            preparer,
             index,
-            metrics,
         }
-    }
-
-    /// Reads a record as a document event and its body as text.
-    fn decode(record: &Record) -> Result<(DocumentEvent, BodyText), String> {
-        let event = DocumentEvent::decode(&record.value).map_err(|e| e.to_string())?;
-        if event.doc_id.is_empty() {
-            return Err("document event has an empty doc_id".into());
-        }
-        if event.op == DocumentOp::Reject {
-            // The source could not turn what it found into a document; the body says why.
-            return Err(String::from_utf8_lossy(&event.body).into_owned());
-        }
-        if event.doc_id.len() > MAX_ID_BYTES {
-            return Err(format!(
-                "document id is {} bytes, over the limit of {MAX_ID_BYTES}",
-                event.doc_id.len()
-            ));
-        }
-        if event.op == DocumentOp::Delete {
-            return Ok((event, Ok(None)));
-        }
-        let text = match body_text(&event.body) {
-            Ok(text) => Ok(Some(text.to_owned())),
-            Err(e) => Err(format!("document '{}' {e}", event.doc_id)),
-        };
-        Ok((event, text))
     }
 }
 
-/// Why a document body cannot be indexed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum UnindexableBody {
-    /// The body holds NUL bytes: a binary file, not text.
-    #[error("is binary (contains NUL bytes); only text, Markdown and HTML are indexed")]
-    Binary,
-    /// The body is not UTF-8.
-    #[error("is not valid UTF-8 (invalid byte sequence at byte {valid_up_to})")]
-    NotUtf8 {
-        /// Length of the valid prefix.
-        valid_up_to: usize,
-    },
+/// The committed redb state, as [`Preparer`] reads it.
+struct RedbState {
+    docs: ReadOnlyTable<&'static str, &'static [u8]>,
+    embeddings: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
-/// A document body as the text the pipeline indexes, or why the pipeline would refuse it
-/// (and dead-letter its event). The document API uses it to refuse such bodies up front.
-pub fn body_text(body: &[u8]) -> Result<&str, UnindexableBody> {
-    if body.contains(&0) {
-        return Err(UnindexableBody::Binary);
+impl StoredState for RedbState {
+    fn versions(&self, doc_ids: &[String]) -> Result<HashMap<String, DocVersion>, PipelineError> {
+        let mut versions = HashMap::new();
+        for doc_id in doc_ids {
+            if let Some(row) = get_doc(&self.docs, doc_id)? {
+                let version = DocVersion {
+                    source: row.source,
+                    content_hash: row.content_hash,
+                    metadata: row.metadata,
+                };
+                versions.insert(doc_id.clone(), version);
+            }
+        }
+        Ok(versions)
     }
-    std::str::from_utf8(body).map_err(|e| UnindexableBody::NotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })
-}
 
-/// The id of a chunk: its document and a hash of its text, so an edit elsewhere in the
-/// document leaves it unchanged. Repeated identical text within a document gets `~n`.
-fn chunk_id(doc_id: &str, text_hash: &str, seen: &mut HashMap<String, u32>) -> String {
-    let base = format!("{doc_id}#{}", &text_hash[..16]);
-    let n = seen.entry(base.clone()).or_insert(0);
-    *n += 1;
-    if *n == 1 {
-        base
-    } else {
-        format!("{base}~{n}")
+    fn embeddings(
+        &self,
+        text_hashes: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, PipelineError> {
+        let mut found = HashMap::new();
+        for hash in text_hashes {
+            if let Some((_, vector)) = get_embedding(&self.embeddings, hash)? {
+                found.insert(hash.clone(), vector);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -157,7 +79,7 @@ impl Pipeline for KnowledgePipeline {
     type Effects = Applied;
 
     fn name(&self) -> &str {
-        "knowledge"
+        crate::PIPELINE
     }
 
     fn topic(&self) -> &str {
@@ -169,153 +91,12 @@ impl Pipeline for KnowledgePipeline {
         db: &Database,
         records: &[Record],
     ) -> Result<Prepared<Self::Batch>, PipelineError> {
-        let mut dead_letters = Vec::new();
-        // Each event carries a document's full content, so within a batch only the last
-        // event per document matters; applying just that one equals applying all in order.
-        let mut latest: BTreeMap<String, (u64, DocumentEvent, BodyText)> = BTreeMap::new();
-        let mut order = Vec::new();
-        for record in records {
-            match Self::decode(record) {
-                Ok((event, text)) => {
-                    if !latest.contains_key(&event.doc_id) {
-                        order.push(event.doc_id.clone());
-                    }
-                    latest.insert(event.doc_id.clone(), (record.offset, event, text));
-                }
-                Err(reason) => dead_letters.push(DeadLetter {
-                    offset: record.offset,
-                    reason,
-                }),
-            }
-        }
-
         let txn = db.begin_read().map_err(PipelineError::from)?;
-        let docs = txn.open_table(DOCS).map_err(PipelineError::from)?;
-        let embeddings = txn.open_table(EMBEDDINGS).map_err(PipelineError::from)?;
-
-        let mut batch = Vec::new();
-        let mut cached: HashMap<String, Arc<Vec<f32>>> = HashMap::new();
-        let mut to_embed: Vec<(String, String)> = Vec::new();
-        for doc_id in order {
-            let Some((offset, event, text)) = latest.remove(&doc_id) else {
-                continue;
-            };
-            let observed_at_ms = event.observed_at_ms;
-            let current = get_doc(&docs, &doc_id)?;
-            let hash = event
-                .content_hash
-                .clone()
-                .unwrap_or_else(|| content_hash(&event.body));
-            let unchanged = current.as_ref().is_some_and(|c| {
-                c.content_hash == hash && c.metadata == event.metadata && c.source == event.source
-            });
-            let text = match text {
-                Ok(None) => {
-                    batch.push(PreparedDoc {
-                        doc_id,
-                        change: Change::Delete,
-                        observed_at_ms,
-                    });
-                    continue;
-                }
-                // Nothing changed (a touch, a re-scan, a replayed event).
-                _ if unchanged => continue,
-                Ok(Some(text)) => text,
-                Err(reason) => {
-                    dead_letters.push(DeadLetter {
-                        offset,
-                        reason: reason.clone(),
-                    });
-                    let row = DocRowDraft {
-                        source: event.source,
-                        content_hash: hash,
-                        metadata: event.metadata,
-                    };
-                    batch.push(PreparedDoc {
-                        doc_id,
-                        change: Change::Reject { row, reason },
-                        observed_at_ms,
-                    });
-                    continue;
-                }
-            };
-            let plain = extract_text(&text, event.format);
-            let pieces = chunk_text(&plain, &self.chunking, self.embedder.max_tokens(), &|t| {
-                self.embedder.count_tokens(t)
-            });
-            let mut seen = HashMap::new();
-            let mut chunks = Vec::with_capacity(pieces.len());
-            for piece in pieces {
-                let text_hash = content_hash(piece.text.as_bytes());
-                if !cached.contains_key(&text_hash) {
-                    match get_embedding(&embeddings, &text_hash)? {
-                        Some((_, vector)) => {
-                            cached.insert(text_hash.clone(), Arc::new(vector));
-                            self.metrics.reused_chunks.inc();
-                        }
-                        None => {
-                            if !to_embed.iter().any(|(h, _)| *h == text_hash) {
-                                to_embed.push((text_hash.clone(), piece.text.clone()));
-                            }
-                        }
-                    }
-                } else {
-                    self.metrics.reused_chunks.inc();
-                }
-                chunks.push((
-                    chunk_id(&doc_id, &text_hash, &mut seen),
-                    piece.text,
-                    text_hash,
-                ));
-            }
-            batch.push(PreparedDoc {
-                doc_id,
-                change: Change::Upsert {
-                    row: DocRowDraft {
-                        source: event.source,
-                        content_hash: hash,
-                        metadata: event.metadata,
-                    },
-                    // Vectors are filled in below, once the whole batch is embedded.
-                    chunks: chunks
-                        .into_iter()
-                        .map(|(chunk_id, text, text_hash)| PreparedChunk {
-                            chunk_id,
-                            text,
-                            text_hash,
-                            vector: Arc::new(Vec::new()),
-                        })
-                        .collect(),
-                },
-                observed_at_ms,
-            });
-        }
-        drop((docs, embeddings, txn));
-
-        if !to_embed.is_empty() {
-            let texts: Vec<&str> = to_embed.iter().map(|(_, t)| t.as_str()).collect();
-            let vectors = self
-                .embedder
-                .embed(&texts)
-                .map_err(|e| PipelineError::external("embedding chunks", e))?;
-            self.metrics.embedded_chunks.add(vectors.len() as u64);
-            for ((hash, _), vector) in to_embed.into_iter().zip(vectors) {
-                cached.insert(hash, Arc::new(vector));
-            }
-        }
-        for doc in &mut batch {
-            if let Change::Upsert { chunks, .. } = &mut doc.change {
-                for chunk in chunks {
-                    chunk.vector = cached.get(&chunk.text_hash).cloned().ok_or_else(|| {
-                        PipelineError::Internal(format!("no vector for chunk {}", chunk.chunk_id))
-                    })?;
-                }
-            }
-        }
-        Ok(Prepared {
-            batch,
-            dead_letters,
-        })
+        let stored = RedbState {
+            docs: txn.open_table(DOCS).map_err(PipelineError::from)?,
+            embeddings: txn.open_table(EMBEDDINGS).map_err(PipelineError::from)?,
+        };
+        self.preparer.prepare(records, &stored)
     }
 
     fn apply(
@@ -342,12 +123,12 @@ impl Pipeline for KnowledgePipeline {
                 .as_ref()
                 .map(|o| o.chunks.iter().cloned().collect())
                 .unwrap_or_default();
-            let keep: HashSet<&str> = match &doc.change {
-                Change::Upsert { chunks, .. } => {
-                    chunks.iter().map(|c| c.chunk_id.as_str()).collect()
-                }
-                Change::Delete | Change::Reject { .. } => HashSet::new(),
-            };
+            let keep: HashSet<&str> = doc
+                .change
+                .chunks()
+                .iter()
+                .map(|c| c.chunk_id.as_str())
+                .collect();
             // Chunks that disappear: drop the row, release the embedding, journal the key.
             for (chunk_id, key) in &old_chunks {
                 if keep.contains(chunk_id.as_str()) {
@@ -447,11 +228,6 @@ impl Pipeline for KnowledgePipeline {
             tracing::error!(error = %e, "cannot bring the index up to date; it will retry with the next batch");
             return;
         }
-        let now = tidewater_core::time::now_ms();
-        for observed in effects.observed_at_ms {
-            self.metrics
-                .freshness_seconds
-                .observe((now - observed).max(0) as f64 / 1000.0);
-        }
+        self.preparer.observe_freshness(&effects.observed_at_ms);
     }
 }

@@ -1,30 +1,27 @@
-//! [`Knowledge`]: the running pipeline and the queries served from its state.
+//! [`Knowledge`]: the running pipeline and the queries served from its index, on either
+//! backend: the built-in HNSW index over this process's redb state ([`LocalIndex`]) or
+//! PostgreSQL with pgvector shared by every member ([`SharedIndex`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use tidewater_embed::Embedder;
-use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle, ProgressWatcher};
-use tidewater_index::{ExactIndex, Hit, VectorIndex};
+use tidewater_engine::{Engine, EngineConfig, EngineHandle, ProgressWatcher, SinkEngine};
+use tidewater_index::{ExactIndex, Hit};
 use tidewater_log::Log;
 use tidewater_metrics::Metrics;
 use tracing::{info, warn};
 
-use crate::index_store::IndexStore;
 use crate::ingest::DocumentWriter;
+use crate::local::{LocalIndex, Snapshotter};
+use crate::prepare::Preparer;
 use crate::search::{SearchFilter, SearchHit, SearchRequest, MAX_K};
-use crate::state::{
-    chunk_vector, get_chunk, get_doc, parse_chunk, parse_doc, CHUNKS, COUNTERS, DOCS, EMBEDDINGS,
-    INFO, JOURNAL,
-};
-use crate::{KnowledgeConfig, KnowledgeError, KnowledgePipeline};
+use crate::shared::SharedIndex;
+use crate::{KnowledgeConfig, KnowledgeError, KnowledgePipeline, KnowledgeSink};
 
 /// The status of one document (`GET /v1/documents/{id}`).
 #[derive(Debug, Clone, Serialize)]
@@ -50,12 +47,10 @@ pub struct DocumentStatus {
     pub updated_at_ms: i64,
 }
 
-/// The knowledge pipeline of one process: its state, index, engine and queries.
+/// The knowledge pipeline of one process: its index, engine and queries.
 pub struct Knowledge {
-    db: Arc<Database>,
-    db_path: PathBuf,
+    backend: Backend,
     embedder: Arc<dyn Embedder>,
-    index: Arc<IndexStore>,
     metrics: Arc<Metrics>,
     config: KnowledgeConfig,
     log: Arc<dyn Log>,
@@ -63,15 +58,25 @@ pub struct Knowledge {
     running: Mutex<Option<Running>>,
 }
 
+/// Where chunks are indexed and searched (`[knowledge.index] backend`).
+enum Backend {
+    /// The built-in HNSW index over this process's state.
+    Hnsw(LocalIndex),
+    /// PostgreSQL with pgvector, shared by every member.
+    Pgvector(SharedIndex),
+}
+
 struct Running {
     engine: EngineHandle,
     progress: ProgressWatcher,
-    snapshotter: (Sender<()>, JoinHandle<()>),
+    /// The built-in index's periodic snapshots.
+    snapshotter: Option<Snapshotter>,
 }
 
 impl Knowledge {
-    /// Opens the state under `dir` (`knowledge.redb`, `index/`), checks it was built with
-    /// the same model, and loads the index.
+    /// Opens the index: with the built-in backend the state under `dir` (`knowledge.redb`,
+    /// `index/`), checked to be built with the same model; with pgvector the shared
+    /// tables (nothing is written under `dir`).
     pub fn open(
         dir: &Path,
         config: KnowledgeConfig,
@@ -82,16 +87,16 @@ impl Knowledge {
         if let Err(e) = config.chunking.validate() {
             return Err(KnowledgeError::BadRequest(e.to_string()));
         }
-        let db_path = dir.join("knowledge.redb");
-        let db = Arc::new(open_state_db(&db_path)?);
-        Self::check_model(&db, &db_path, embedder.as_ref())?;
-        let index = Arc::new(IndexStore::open(
-            &db,
-            &dir.join("index"),
-            embedder.dimension(),
-            &config.index,
-            Arc::clone(&metrics),
-        )?);
+        config.index.validate()?;
+        let backend = match config.index.pgvector()? {
+            None => Backend::Hnsw(LocalIndex::open(
+                dir,
+                config.index.hnsw(),
+                embedder.as_ref(),
+                Arc::clone(&metrics),
+            )?),
+            Some(pgvector) => Backend::Pgvector(SharedIndex::open(pgvector, embedder.dimension())?),
+        };
         log.ensure_topic(&config.topic, &config.topic_config)?;
         let writer = Arc::new(DocumentWriter::new(
             Arc::clone(&log),
@@ -99,10 +104,8 @@ impl Knowledge {
             Arc::clone(&metrics),
         ));
         Ok(Arc::new(Self {
-            db,
-            db_path,
+            backend,
             embedder,
-            index,
             metrics,
             config,
             log,
@@ -111,102 +114,68 @@ impl Knowledge {
         }))
     }
 
-    fn check_model(
-        db: &Database,
-        path: &Path,
-        embedder: &dyn Embedder,
-    ) -> Result<(), KnowledgeError> {
-        let txn = db.begin_write()?;
-        {
-            let mut info = txn.open_table(INFO)?;
-            let stored = info.get("model")?.map(|v| v.value().to_owned());
-            let configured = format!("{}/{}", embedder.model_id(), embedder.dimension());
-            match stored {
-                Some(stored) if stored != configured => {
-                    return Err(KnowledgeError::ModelMismatch {
-                        path: path.display().to_string(),
-                        stored,
-                        configured,
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    info.insert("model", configured.as_str())?;
-                }
-            }
-            txn.open_table(DOCS)?;
-            txn.open_table(CHUNKS)?;
-            txn.open_table(EMBEDDINGS)?;
-            txn.open_table(JOURNAL)?;
-            txn.open_table(COUNTERS)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Starts consuming the documents topic, and snapshotting the index periodically.
+    /// Starts consuming the documents topic (and, with the built-in index, snapshotting
+    /// it periodically).
     pub fn start(&self, engine_config: EngineConfig) -> Result<(), KnowledgeError> {
-        let pipeline = Arc::new(KnowledgePipeline::new(
-            self.config.topic.clone(),
+        let (log, metrics) = (Arc::clone(&self.log), Arc::clone(&self.metrics));
+        let topic = self.config.topic.clone();
+        let preparer = Preparer::new(
             self.config.chunking.clone(),
             Arc::clone(&self.embedder),
-            Arc::clone(&self.index),
-            Arc::clone(&self.metrics),
-        ));
-        let engine = Engine::new(
-            Arc::clone(&self.log),
-            Arc::clone(&self.db),
-            pipeline,
-            engine_config,
-            Arc::clone(&self.metrics),
-        )
-        .start(&self.config.topic_config)?;
-        let (tx, rx) = mpsc::channel::<()>();
-        let (db, index, every) = (
-            Arc::clone(&self.db),
-            Arc::clone(&self.index),
-            self.config.snapshot_interval,
+            Arc::clone(&metrics),
         );
-        let thread = std::thread::Builder::new()
-            .name("index-snapshot".into())
-            .spawn(move || loop {
-                match rx.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = index.snapshot(&db) {
-                            warn!(error = %e, "index snapshot failed; the journal keeps every change until the next one");
-                        }
-                    }
-                    _ => return,
-                }
-            })
-            .map_err(|e| KnowledgeError::State(redb::Error::Io(e)))?;
+        let topic_config = &self.config.topic_config;
+        let (engine, snapshotter) = match &self.backend {
+            Backend::Hnsw(local) => {
+                let pipeline = KnowledgePipeline::new(topic, preparer, Arc::clone(&local.index));
+                let db = Arc::clone(&local.db);
+                let engine = Engine::new(log, db, Arc::new(pipeline), engine_config, metrics)
+                    .start(topic_config)?;
+                let snapshotter = local.spawn_snapshotter(self.config.snapshot_interval)?;
+                (engine, Some(snapshotter))
+            }
+            Backend::Pgvector(shared) => {
+                let sink = KnowledgeSink::new(topic, preparer, Arc::clone(&shared.store));
+                let engine = SinkEngine::new(log, Arc::new(sink), engine_config, metrics)
+                    .start(topic_config)?;
+                (engine, None)
+            }
+        };
         let progress = engine.watcher();
         *self.running.lock() = Some(Running {
             engine,
             progress,
-            snapshotter: (tx, thread),
+            snapshotter,
         });
         Ok(())
     }
 
-    /// Stops the workers after their current batch and writes a final snapshot.
+    /// Stops the workers after their current batch and, with the built-in index, writes a
+    /// final snapshot.
     pub fn stop(&self) {
         if let Some(running) = self.running.lock().take() {
             running.engine.stop();
-            let _ = running.snapshotter.0.send(());
-            let _ = running.snapshotter.1.join();
+            if let Some((stop, thread)) = running.snapshotter {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
         }
-        match self.index.snapshot(&self.db) {
-            Ok(seq) => info!(journal = seq, "index snapshot written"),
-            Err(e) => {
-                warn!(error = %e, "final index snapshot failed; the next start replays the journal")
+        if let Backend::Hnsw(local) = &self.backend {
+            match local.snapshot() {
+                Ok(seq) => info!(journal = seq, "index snapshot written"),
+                Err(e) => {
+                    warn!(error = %e, "final index snapshot failed; the next start replays the journal")
+                }
             }
         }
     }
 
-    /// Writes a snapshot of the index now.
+    /// Writes a snapshot of the built-in index now.
     pub fn snapshot(&self) -> Result<u64, KnowledgeError> {
-        self.index.snapshot(&self.db)
+        match &self.backend {
+            Backend::Hnsw(local) => local.snapshot(),
+            Backend::Pgvector(_) => Err(KnowledgeError::NotWithPgvector("a snapshot")),
+        }
     }
 
     /// The writer for document events (the file source's sink, the document API).
@@ -220,12 +189,24 @@ impl Knowledge {
     }
 
     /// Waits until the pipeline has committed past every `(partition, offset)` and the index
-    /// reflects it. Returns whether that happened before the timeout.
+    /// reflects it. Returns whether that happened before the timeout. With pgvector, a
+    /// commit by any member counts.
     pub fn wait_indexed(&self, positions: &[(u32, u64)], timeout: Duration) -> bool {
-        // The engine runs `after_commit` (which brings the index up to date) before it
-        // publishes a commit, so a committed position is also a searchable one.
-        let progress = self.running.lock().as_ref().map(|r| r.progress.clone());
-        progress.is_some_and(|p| p.wait_committed(positions, timeout))
+        match &self.backend {
+            // The engine runs `after_commit` (which brings the index up to date) before it
+            // publishes a commit, so a committed position is also a searchable one.
+            Backend::Hnsw(_) => self
+                .progress()
+                .is_some_and(|p| p.wait_committed(positions, timeout)),
+            Backend::Pgvector(shared) => {
+                shared.wait_committed(&self.config.topic, positions, timeout)
+            }
+        }
+    }
+
+    /// The running engine's progress.
+    fn progress(&self) -> Option<ProgressWatcher> {
+        self.running.lock().as_ref().map(|r| r.progress.clone())
     }
 
     /// Waits until everything appended to the documents topic so far is indexed.
@@ -240,18 +221,37 @@ impl Knowledge {
         Ok(self.wait_indexed(&positions, timeout))
     }
 
-    /// Records appended to the documents topic but not yet committed by the pipeline.
+    /// Records appended to the documents topic but not yet committed by the pipeline (by
+    /// any member, with pgvector). `u64::MAX` when that is unknown: the built-in index's
+    /// pipeline is not running, or PostgreSQL cannot be read.
     pub fn lag(&self) -> u64 {
-        let Some(progress) = self.running.lock().as_ref().map(|r| r.progress.clone()) else {
-            return u64::MAX;
+        let topic = self.config.topic.as_str();
+        let committed = match &self.backend {
+            Backend::Hnsw(_) => match self.progress() {
+                Some(progress) => progress.committed(),
+                None => return u64::MAX,
+            },
+            Backend::Pgvector(shared) => {
+                let committed = self
+                    .log
+                    .partitions(topic)
+                    .map_err(KnowledgeError::from)
+                    .and_then(|partitions| shared.committed(topic, partitions));
+                match committed {
+                    Ok(committed) => committed,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the committed offsets");
+                        return u64::MAX;
+                    }
+                }
+            }
         };
-        progress
-            .committed()
+        committed
             .iter()
             .enumerate()
             .map(|(p, next)| {
                 self.log
-                    .range(&self.config.topic, p as u32)
+                    .range(topic, p as u32)
                     .map(|r| r.end.saturating_sub(*next))
                     .unwrap_or(0)
             })
@@ -292,142 +292,93 @@ impl Knowledge {
         k: usize,
         filter: Option<&SearchFilter>,
     ) -> Result<Vec<SearchHit>, KnowledgeError> {
-        let predicate = filter.map(|f| {
-            move |key: u64| {
-                self.index
-                    .doc_of(key)
-                    .is_some_and(|doc| f.matches(&doc, self.index.metadata_of(&doc).as_deref()))
-            }
-        });
-        let hits = match &predicate {
-            Some(p) => self.index.index().search(vector, k, Some(p))?,
-            None => self.index.index().search(vector, k, None)?,
-        };
-        self.resolve(hits)
+        match &self.backend {
+            Backend::Hnsw(local) => local.search_vector(vector, k, filter),
+            Backend::Pgvector(shared) => shared.search(vector, k, filter),
+        }
     }
 
-    /// Turns index hits into results with text and metadata.
+    /// Turns hits of the built-in index (or of [`Self::exact_index`]) into results with
+    /// text and metadata.
     pub fn resolve(&self, hits: Vec<Hit>) -> Result<Vec<SearchHit>, KnowledgeError> {
-        let txn = self.db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut results = Vec::with_capacity(hits.len());
-        for hit in hits {
-            // A key removed after the index answered is skipped, never served stale.
-            let Some(row) = get_chunk(&chunks, hit.key)? else {
-                continue;
-            };
-            let metadata = self
-                .index
-                .metadata_of(&row.doc_id)
-                .map(|m| (*m).clone())
-                .unwrap_or_default();
-            results.push(SearchHit {
-                chunk_id: row.chunk_id,
-                doc_id: row.doc_id,
-                text: row.text,
-                score: hit.score,
-                metadata,
-            });
+        match &self.backend {
+            Backend::Hnsw(local) => local.resolve(hits),
+            Backend::Pgvector(_) => Err(KnowledgeError::NotWithPgvector("resolving index keys")),
         }
-        Ok(results)
     }
 
     /// An exact (brute-force) index over every stored vector, with the same metric: the
     /// baseline the HNSW index's recall is measured against.
     pub fn exact_index(&self) -> Result<ExactIndex, KnowledgeError> {
-        let exact = ExactIndex::new(self.embedder.dimension(), self.config.index.metric)?;
-        let txn = self.db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let embeddings = txn.open_table(EMBEDDINGS)?;
-        for entry in chunks.iter()? {
-            let (key, row) = entry?;
-            let row = parse_chunk(key.value(), row.value())?;
-            exact.upsert(key.value(), &chunk_vector(&embeddings, &row)?)?;
+        match &self.backend {
+            Backend::Hnsw(local) => local.exact_index(self.embedder.dimension()),
+            Backend::Pgvector(_) => Err(KnowledgeError::NotWithPgvector("an exact index")),
         }
-        Ok(exact)
     }
 
-    /// The status of a document, if it is indexed.
+    /// The status of a document, if it is stored.
     pub fn document(&self, doc_id: &str) -> Result<Option<DocumentStatus>, KnowledgeError> {
-        let txn = self.db.begin_read()?;
-        let docs = txn.open_table(DOCS)?;
-        let Some(row) = get_doc(&docs, doc_id)? else {
-            return Ok(None);
-        };
-        let index = self.index.index();
-        Ok(Some(DocumentStatus {
-            doc_id: doc_id.to_owned(),
-            source: row.source,
-            chunks: row.chunks.len(),
-            chunk_ids: row.chunks.iter().map(|(id, _)| id.clone()).collect(),
-            indexed: row.rejected.is_none()
-                && row.chunks.iter().all(|(_, key)| index.contains(*key)),
-            rejected: row.rejected,
-            content_hash: row.content_hash,
-            metadata: row.metadata,
-            updated_at_ms: row.updated_at_ms,
-        }))
+        match &self.backend {
+            Backend::Hnsw(local) => local.document(doc_id),
+            Backend::Pgvector(shared) => shared.document(doc_id),
+        }
     }
 
     /// A document's chunks in document order (score 0), or none if it is not indexed.
     pub fn chunks_of(&self, doc_id: &str) -> Result<Vec<SearchHit>, KnowledgeError> {
-        let txn = self.db.begin_read()?;
-        let docs = txn.open_table(DOCS)?;
-        let Some(row) = get_doc(&docs, doc_id)? else {
-            return Ok(Vec::new());
-        };
-        drop((docs, txn));
-        self.resolve(
-            row.chunks
-                .iter()
-                .map(|(_, key)| Hit {
-                    key: *key,
-                    score: 0.0,
-                })
-                .collect(),
-        )
+        match &self.backend {
+            Backend::Hnsw(local) => local.chunks_of(doc_id),
+            Backend::Pgvector(shared) => shared.chunks_of(doc_id),
+        }
     }
 
     /// Content hashes of the indexed documents written by `source`, by document id.
     pub fn indexed_hashes(&self, source: &str) -> Result<HashMap<String, String>, KnowledgeError> {
-        let txn = self.db.begin_read()?;
-        let docs = txn.open_table(DOCS)?;
-        let mut out = HashMap::new();
-        for entry in docs.iter()? {
-            let (id, row) = entry?;
-            let row = parse_doc(id.value(), row.value())?;
-            if row.source == source {
-                out.insert(id.value().to_owned(), row.content_hash);
-            }
+        match &self.backend {
+            Backend::Hnsw(local) => local.indexed_hashes(source),
+            Backend::Pgvector(shared) => shared.indexed_hashes(source),
         }
-        Ok(out)
     }
 
-    /// Every chunk id in the state, sorted (for checks and tests).
+    /// Every chunk id in the index, sorted (for checks and tests).
     pub fn chunk_ids(&self) -> Result<BTreeSet<String>, KnowledgeError> {
-        let txn = self.db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut out = BTreeSet::new();
-        for entry in chunks.iter()? {
-            let (key, row) = entry?;
-            out.insert(parse_chunk(key.value(), row.value())?.chunk_id);
+        match &self.backend {
+            Backend::Hnsw(local) => local.chunk_ids(),
+            Backend::Pgvector(shared) => shared.chunk_ids(),
         }
-        Ok(out)
     }
 
-    /// Checks the vector index against the state and repairs it; returns the keys repaired.
+    /// Checks the built-in index against the state and repairs it; returns the keys
+    /// repaired. Always 0 with pgvector: chunks and vectors are one row there, with
+    /// nothing derived to drift.
     pub fn verify_index(&self) -> Result<usize, KnowledgeError> {
-        self.index.verify(&self.db)
+        match &self.backend {
+            Backend::Hnsw(local) => local.index.verify(&local.db),
+            Backend::Pgvector(_) => Ok(0),
+        }
     }
 
-    /// Number of vectors in the index.
+    /// Number of vectors in the index. With pgvector a count in PostgreSQL, 0 (and a
+    /// warning) when that fails.
     pub fn index_len(&self) -> usize {
-        self.index.index().len()
+        match &self.backend {
+            Backend::Hnsw(local) => local.len(),
+            Backend::Pgvector(shared) => shared.store.len().map_or_else(
+                |e| {
+                    warn!(error = %e, "cannot count the chunks in the pgvector index");
+                    0
+                },
+                |n| n as usize,
+            ),
+        }
     }
 
-    /// Where the state database lives.
-    pub fn state_path(&self) -> &Path {
-        &self.db_path
+    /// Where the built-in index's state database lives (`None` with pgvector).
+    pub fn state_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Hnsw(local) => Some(&local.db_path),
+            Backend::Pgvector(_) => None,
+        }
     }
 
     /// The metrics shared with the rest of the process.
@@ -435,8 +386,11 @@ impl Knowledge {
         &self.metrics
     }
 
-    /// The last journal entry the index reflects.
+    /// The last journal entry the built-in index reflects (0 with pgvector).
     pub fn index_position(&self) -> u64 {
-        self.index.applied()
+        match &self.backend {
+            Backend::Hnsw(local) => local.index.applied(),
+            Backend::Pgvector(_) => 0,
+        }
     }
 }

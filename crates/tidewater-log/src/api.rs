@@ -104,6 +104,19 @@ impl Default for TopicConfig {
     }
 }
 
+impl TopicConfig {
+    /// Checks what every backend requires of a new topic.
+    pub fn check(&self, topic: &str) -> Result<(), LogError> {
+        if self.partitions == 0 {
+            return Err(LogError::InvalidTopicConfig {
+                topic: topic.to_owned(),
+                reason: "a topic needs at least one partition".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A durable, partitioned, replayable log.
 ///
 /// All methods are blocking and safe to call from many threads. Implementations must

@@ -163,7 +163,10 @@ impl tidewater_log::AssignmentListener for Owned {
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
-        self.0.lock().expect("lock").retain(|tp| !partitions.contains(tp));
+        self.0
+            .lock()
+            .expect("lock")
+            .retain(|tp| !partitions.contains(tp));
     }
 }
 
@@ -175,7 +178,10 @@ fn the_only_process_on_an_embedded_log_owns_every_partition_until_it_leaves() {
     let mut member = Arc::clone(&log)
         .join_group("g", &["t".to_owned()], Box::new(Owned(Arc::clone(&owned))))
         .expect("join");
-    assert!(owned.lock().expect("lock").is_empty(), "nothing before the first poll");
+    assert!(
+        owned.lock().expect("lock").is_empty(),
+        "nothing before the first poll"
+    );
     member.poll(Duration::ZERO).expect("poll");
     let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
     assert_eq!(*owned.lock().expect("lock"), all);

@@ -35,4 +35,4 @@ pub use error::PgVectorError;
 pub use pool::APPLICATION_NAME;
 pub use schema::{MAX_INDEXED_DIMENSION, SCHEMA_VERSION};
 pub use search::{Filter, PgHit};
-pub use store::{ChunkDigest, PgVectorStore};
+pub use store::{ChunkDigest, PgVectorStore, StoredChunk};

@@ -1,10 +1,11 @@
 //! [`PgVectorStore`]: the shared index's operations, each on a client from the pool.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgvector::Vector;
+use serde_json::{Map, Value};
 
 use crate::batch::{self, BatchPosition, IndexChanges};
 use crate::config::{IndexMethod, PgVectorConfig};
@@ -26,6 +27,36 @@ pub struct ChunkDigest {
     /// Hex BLAKE3 of the vector's `f32` values as little-endian bytes: equal exactly when
     /// the stored vectors are bit for bit equal.
     pub vector_checksum: String,
+}
+
+/// One chunk as stored, without its vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    /// The chunk.
+    pub chunk_id: String,
+    /// Its document.
+    pub doc_id: String,
+    /// Its place in the document, from 0.
+    pub ordinal: u32,
+    /// Its text.
+    pub text: String,
+    /// Its document's metadata (the copy filtered searches read).
+    pub metadata: Map<String, Value>,
+}
+
+/// The columns [`document_row`] reads, in its order.
+const DOCUMENT_COLUMNS: &str = "doc_id, source, content_hash, metadata, updated_at_ms, rejected";
+
+/// A `{prefix}_documents` row selected as [`DOCUMENT_COLUMNS`].
+fn document_row(r: &postgres::Row) -> Result<DocumentRow, PgVectorError> {
+    Ok(DocumentRow {
+        doc_id: r.get(0),
+        source: r.get(1),
+        content_hash: r.get(2),
+        metadata: search::object(r.get(3))?,
+        updated_at_ms: r.get(4),
+        rejected: r.get(5),
+    })
 }
 
 /// PostgreSQL with pgvector as the index that several Tidewater processes share.
@@ -174,6 +205,39 @@ impl PgVectorStore {
         })
     }
 
+    /// The stored next offset of every partition of `topic` that has one, by partition:
+    /// how far the pipeline got, whichever process committed.
+    pub fn committed_offsets(
+        &self,
+        pipeline: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, PgVectorError> {
+        self.with_conn(always, |conn| {
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT partition, next_offset FROM {}
+                         WHERE pipeline = $1 AND topic = $2",
+                        self.tables.offsets
+                    ),
+                    &[&pipeline, &topic],
+                )
+                .map_err(PgVectorError::query("reading the partitions' offsets"))?;
+            rows.iter()
+                .map(|r| {
+                    let (partition, offset): (i32, i64) = (r.get(0), r.get(1));
+                    match (u32::try_from(partition), u64::try_from(offset)) {
+                        (Ok(partition), Ok(offset)) => Ok((partition, offset)),
+                        _ => Err(PgVectorError::Decode {
+                            what: "a partition's next offset",
+                            reason: format!("partition {partition} at {offset} is negative"),
+                        }),
+                    }
+                })
+                .collect()
+        })
+    }
+
     /// The vectors stored for these chunk-text hashes, so that an unchanged chunk is not
     /// embedded again (by any member). Hashes with no stored chunk are absent.
     pub fn embeddings_for(
@@ -215,9 +279,23 @@ impl PgVectorStore {
             return Ok(Vec::new());
         }
         let query = SearchQuery::new(&self.tables, vector, k, filter);
-        let settings = self
-            .search_settings()
-            .session_settings(k, !filter.is_empty());
+        self.in_search_transaction(k, !filter.is_empty(), |tx| {
+            let rows = tx
+                .query(query.sql.as_str(), &query.params())
+                .map_err(PgVectorError::query("searching"))?;
+            rows.iter().map(search::hit).collect()
+        })
+    }
+
+    /// Runs `f` in a read-only transaction with the search settings for `k` results
+    /// (filtered or not) in force.
+    fn in_search_transaction<R>(
+        &self,
+        k: usize,
+        filtered: bool,
+        f: impl Fn(&mut postgres::Transaction<'_>) -> Result<R, PgVectorError>,
+    ) -> Result<R, PgVectorError> {
+        let settings = self.search_settings().session_settings(k, filtered);
         self.with_conn(always, |conn| {
             let mut tx = conn
                 .build_transaction()
@@ -226,12 +304,10 @@ impl PgVectorStore {
                 .map_err(PgVectorError::query("starting a transaction"))?;
             tx.batch_execute(&settings)
                 .map_err(PgVectorError::query("setting the search parameters"))?;
-            let rows = tx
-                .query(query.sql.as_str(), &query.params())
-                .map_err(PgVectorError::query("searching"))?;
+            let result = f(&mut tx)?;
             tx.commit()
                 .map_err(PgVectorError::query("ending a search"))?;
-            rows.iter().map(search::hit).collect()
+            Ok(result)
         })
     }
 
@@ -245,17 +321,7 @@ impl PgVectorStore {
     ) -> Result<String, PgVectorError> {
         self.check_query(vector)?;
         let query = SearchQuery::new(&self.tables, vector, k.max(1), filter);
-        let settings = self
-            .search_settings()
-            .session_settings(k.max(1), !filter.is_empty());
-        self.with_conn(always, |conn| {
-            let mut tx = conn
-                .build_transaction()
-                .read_only(true)
-                .start()
-                .map_err(PgVectorError::query("starting a transaction"))?;
-            tx.batch_execute(&settings)
-                .map_err(PgVectorError::query("setting the search parameters"))?;
+        self.in_search_transaction(k.max(1), !filter.is_empty(), |tx| {
             let rows = tx
                 .query(
                     &format!("EXPLAIN (COSTS OFF) {}", query.sql),
@@ -293,24 +359,82 @@ impl PgVectorStore {
             let row = conn
                 .query_opt(
                     &format!(
-                        "SELECT doc_id, source, content_hash, metadata, updated_at_ms, rejected
-                         FROM {} WHERE doc_id = $1",
+                        "SELECT {DOCUMENT_COLUMNS} FROM {} WHERE doc_id = $1",
                         self.tables.documents
                     ),
                     &[&doc_id],
                 )
                 .map_err(PgVectorError::query("reading a document"))?;
-            row.map(|r| {
-                Ok(DocumentRow {
-                    doc_id: r.get(0),
-                    source: r.get(1),
-                    content_hash: r.get(2),
-                    metadata: search::object(r.get(3))?,
-                    updated_at_ms: r.get(4),
-                    rejected: r.get(5),
+            row.as_ref().map(document_row).transpose()
+        })
+    }
+
+    /// The rows of those of `doc_ids` that are stored, by document id: what a batch
+    /// compares its events with, in one round trip.
+    pub fn documents(
+        &self,
+        doc_ids: &[String],
+    ) -> Result<HashMap<String, DocumentRow>, PgVectorError> {
+        self.with_conn(always, |conn| {
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT {DOCUMENT_COLUMNS} FROM {} WHERE doc_id = ANY($1)",
+                        self.tables.documents
+                    ),
+                    &[&doc_ids],
+                )
+                .map_err(PgVectorError::query("reading documents"))?;
+            rows.iter()
+                .map(|r| document_row(r).map(|d| (d.doc_id.clone(), d)))
+                .collect()
+        })
+    }
+
+    /// A document's chunks in document order (by ordinal), without their vectors.
+    pub fn chunks_of(&self, doc_id: &str) -> Result<Vec<StoredChunk>, PgVectorError> {
+        self.with_conn(always, |conn| {
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT chunk_id, doc_id, ordinal, text, metadata FROM {}
+                         WHERE doc_id = $1 ORDER BY ordinal, chunk_id COLLATE \"C\"",
+                        self.tables.chunks
+                    ),
+                    &[&doc_id],
+                )
+                .map_err(PgVectorError::query("reading a document's chunks"))?;
+            rows.iter()
+                .map(|r| {
+                    let ordinal: i32 = r.get(2);
+                    Ok(StoredChunk {
+                        chunk_id: r.get(0),
+                        doc_id: r.get(1),
+                        ordinal: u32::try_from(ordinal).map_err(|_| PgVectorError::Decode {
+                            what: "a chunk's ordinal",
+                            reason: format!("{ordinal} is negative"),
+                        })?,
+                        text: r.get(3),
+                        metadata: search::object(r.get(4))?,
+                    })
                 })
-            })
-            .transpose()
+                .collect()
+        })
+    }
+
+    /// Every chunk id, sorted (byte order).
+    pub fn chunk_ids(&self) -> Result<Vec<String>, PgVectorError> {
+        self.with_conn(always, |conn| {
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT chunk_id FROM {} ORDER BY chunk_id COLLATE \"C\"",
+                        self.tables.chunks
+                    ),
+                    &[],
+                )
+                .map_err(PgVectorError::query("reading the chunk ids"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }
 

@@ -4,9 +4,7 @@
 //! the cluster cannot be started fails these tests with the script's output.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Arc, Barrier};
 
 use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
@@ -16,72 +14,18 @@ use tidewater_pgvector::{
     BatchPosition, ChunkRow, DocumentRow, Filter, IndexChanges, IndexMethod, PgVectorConfig,
     PgVectorError, PgVectorStore, APPLICATION_NAME,
 };
+use tidewater_testkit::PgVectorServer;
 
-/// The cluster shared by the tests. A static is never dropped, so a watchdog process
-/// stops the cluster (and removes its folder) once this test process has exited, however
-/// it exits.
-struct Server {
-    dsn: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pgvector.sh")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local address").port()
-}
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("tidewater-pgvector-test")
-            .tempdir()
-            .expect("temporary folder")
-            .keep();
-        let port = free_port().to_string();
-        let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             bash '{script}' stop '{dir}'; rm -rf '{dir}'",
-            pid = std::process::id(),
-            script = script().display(),
-            dir = dir.display(),
-        );
-        // Never waited for: it must outlive this process to stop the cluster after it.
-        #[allow(clippy::zombie_processes)]
-        let _watchdog = Command::new("sh")
-            .args(["-c", &watchdog])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the cluster's watchdog");
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .arg(&port)
-            .output()
-            .expect("running scripts/pgvector.sh");
-        assert!(
-            out.status.success(),
-            "scripts/pgvector.sh could not start PostgreSQL ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dsn = stdout.lines().last().expect("a DSN line").trim().to_owned();
-        Server { dsn }
-    })
+/// The cluster shared by the tests (stopped by the testkit's watchdog once this process
+/// exits).
+fn server() -> &'static PgVectorServer {
+    PgVectorServer::shared()
 }
 
 fn config(prefix: &str) -> PgVectorConfig {
     PgVectorConfig {
         table_prefix: prefix.to_owned(),
-        ..PgVectorConfig::new(&server().dsn)
+        ..PgVectorConfig::new(server().dsn())
     }
 }
 
@@ -91,7 +35,7 @@ fn open(prefix: &str, dimension: usize) -> PgVectorStore {
 
 /// A direct connection, to look at the tables behind the store's back.
 fn psql() -> Client {
-    Client::connect(&server().dsn, NoTls).expect("connecting to the test cluster")
+    Client::connect(server().dsn(), NoTls).expect("connecting to the test cluster")
 }
 
 fn doc(doc_id: &str, metadata: Value) -> DocumentRow {
@@ -348,7 +292,7 @@ fn invalid_settings_are_refused_before_connecting() {
 fn connection_errors_are_transient_and_hide_the_password() {
     let dsn = format!(
         "host=127.0.0.1 port={} user=tw password=hunter2 connect_timeout=5",
-        free_port()
+        tidewater_testkit::free_port()
     );
     let err = PgVectorStore::open(&PgVectorConfig::new(dsn), 3).unwrap_err();
     assert!(matches!(err, PgVectorError::Connect { .. }), "{err:?}");
@@ -431,6 +375,75 @@ fn a_batch_writes_rows_and_offset_together() {
         Some(4)
     );
     assert_eq!(committed(&store), Some(30));
+}
+
+#[test]
+fn documents_chunks_and_offsets_read_back_in_their_order() {
+    let store = open("t_read_back", 3);
+    assert!(store.documents(&[]).unwrap().is_empty());
+    assert!(store
+        .committed_offsets("knowledge", "documents")
+        .unwrap()
+        .is_empty());
+    let mut changes = first_batch();
+    // Stored out of order: reading follows the ordinal, not the insertion or the id.
+    changes.upsert_chunks.reverse();
+    changes.upsert_chunks.push(ChunkRow {
+        chunk_id: "a#z-first".into(),
+        ordinal: 0,
+        ..chunk("a", 0, "alpha before zero", &[1.0, 0.5, 0.0])
+    });
+    for chunk in &mut changes.upsert_chunks {
+        if chunk.chunk_id == "a#0" {
+            chunk.ordinal = 2;
+        }
+    }
+    store.apply(&position(None, 3), &changes).unwrap();
+    store
+        .apply(
+            &BatchPosition {
+                partition: 2,
+                ..position(None, 9)
+            },
+            &IndexChanges::default(),
+        )
+        .unwrap();
+
+    let found = store
+        .documents(&["b".into(), "missing".into(), "a".into()])
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["b"], doc("b", json!({"lang": "de"})));
+    let chunks = store.chunks_of("a").unwrap();
+    let order: Vec<(&str, u32, &str)> = chunks
+        .iter()
+        .map(|c| (c.chunk_id.as_str(), c.ordinal, c.text.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("a#z-first", 0, "alpha before zero"),
+            ("a#1", 1, "alpha one"),
+            ("a#0", 2, "alpha zero"),
+        ]
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c.doc_id == "a"
+            && c.metadata == metadata(json!({"lang": "en", "tags": ["x", "y"]}))));
+    assert!(store.chunks_of("missing").unwrap().is_empty());
+    assert_eq!(
+        store.chunk_ids().unwrap(),
+        ["a#0", "a#1", "a#z-first", "b#0"]
+    );
+    assert_eq!(
+        store.committed_offsets("knowledge", "documents").unwrap(),
+        [(0, 3), (2, 9)].into_iter().collect()
+    );
+    assert!(store
+        .committed_offsets("knowledge", "other")
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -727,7 +740,7 @@ fn hnsw_serves_filtered_searches_with_k_results() {
     // anyway); from about 20,000 it takes the HNSW index. Forbidding sequential scans on
     // the store's connections puts this small table on the path large ones take.
     let settings = PgVectorConfig {
-        dsn: format!("{} options='-c enable_seqscan=off'", server().dsn),
+        dsn: format!("{} options='-c enable_seqscan=off'", server().dsn()),
         ..config("t_hnsw")
     };
     let store = PgVectorStore::open(&settings, dimension).unwrap();
@@ -961,7 +974,7 @@ fn three_processes_opening_at_once_share_one_set_of_tables() {
 
 #[test]
 fn connections_killed_by_the_server_are_replaced() {
-    let dsn = format!("{} application_name=tw_reconnect_test", server().dsn);
+    let dsn = format!("{} application_name=tw_reconnect_test", server().dsn());
     let settings = PgVectorConfig {
         dsn,
         pool_size: 2,
@@ -1008,4 +1021,16 @@ fn the_default_application_name_shows_in_pg_stat_activity() {
         .unwrap()
         .get(0);
     assert!(count >= 1);
+}
+
+#[test]
+fn a_server_of_its_own_is_stopped_when_dropped() {
+    let server = PgVectorServer::start();
+    let dsn = format!("{} connect_timeout=5", server.dsn());
+    let store = PgVectorStore::open(&PgVectorConfig::new(&dsn), 3).expect("pgvector is there");
+    assert_eq!(store.len().unwrap(), 0);
+    drop(store);
+    drop(server);
+    let err = PgVectorStore::open(&PgVectorConfig::new(&dsn), 3).unwrap_err();
+    assert!(matches!(err, PgVectorError::Connect { .. }), "{err}");
 }

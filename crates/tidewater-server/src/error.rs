@@ -176,6 +176,13 @@ impl From<KnowledgeError> for ApiError {
                 e,
             ),
             KnowledgeError::Log(e) => e.into(),
+            // The shared index is down or restarting: the request may succeed later.
+            KnowledgeError::PgVector(e) if e.is_transient() => Self::with_detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "index_unavailable",
+                "the vector index (PostgreSQL) is unavailable; retry later",
+                e,
+            ),
             other => Self::internal(other),
         }
     }

@@ -5,7 +5,8 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
@@ -100,5 +101,89 @@ impl Drop for KafkaBroker {
             .arg(script("kafka.sh"))
             .args(["stop", self.dir_str()])
             .output();
+    }
+}
+
+/// A PostgreSQL with pgvector (`scripts/pgvector.sh`): trust authentication on
+/// 127.0.0.1, the `vector` extension created in the database `postgres`.
+pub struct PgVectorServer {
+    /// `None` for [`Self::shared`], whose folder a watchdog removes.
+    dir: Option<tempfile::TempDir>,
+    dsn: String,
+}
+
+impl PgVectorServer {
+    /// Starts a cluster of its own in a new temporary folder, stopped when dropped.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tidewater-pgvector")
+            .tempdir()
+            .expect("temporary folder");
+        let dsn = start_pgvector(dir.path());
+        Self {
+            dir: Some(dir),
+            dsn,
+        }
+    }
+
+    /// One cluster for the whole test binary, started on first use; tests keep apart by
+    /// table prefix. A static is never dropped, so a watchdog process stops the cluster
+    /// and removes its folder once this process has exited, however it exits.
+    pub fn shared() -> &'static Self {
+        static SHARED: OnceLock<PgVectorServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("tidewater-pgvector")
+                .tempdir()
+                .expect("temporary folder")
+                .keep();
+            let watchdog = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+                 bash '{script}' stop '{dir}'; rm -rf '{dir}'",
+                pid = std::process::id(),
+                script = script("pgvector.sh").display(),
+                dir = dir.display(),
+            );
+            // Never waited for: it must outlive this process to stop the cluster after it.
+            #[allow(clippy::zombie_processes)]
+            let _watchdog = Command::new("sh")
+                .args(["-c", &watchdog])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the cluster's watchdog");
+            let dsn = start_pgvector(&dir);
+            Self { dir: None, dsn }
+        })
+    }
+
+    /// Its connection string, `host=127.0.0.1 port=PORT user=postgres dbname=postgres`.
+    pub fn dsn(&self) -> &str {
+        &self.dsn
+    }
+}
+
+/// Starts a cluster in `dir` on a free port; returns its DSN.
+fn start_pgvector(dir: &Path) -> String {
+    run_script(
+        "pgvector.sh",
+        &[
+            "start",
+            dir.to_str().expect("utf-8 path"),
+            &free_port().to_string(),
+        ],
+    )
+}
+
+impl Drop for PgVectorServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new("bash")
+                .arg(script("pgvector.sh"))
+                .arg("stop")
+                .arg(dir.path())
+                .output();
+        }
     }
 }

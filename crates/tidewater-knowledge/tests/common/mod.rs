@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,23 +53,88 @@ pub struct Fixture {
     pub knowledge: Arc<Knowledge>,
 }
 
+/// Wraps an embedder and counts the texts it embeds; an optional hook runs before each
+/// call (to hold it, say).
+pub struct CountingEmbedder<E> {
+    pub inner: E,
+    pub texts: AtomicUsize,
+    before_embed: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl<E> CountingEmbedder<E> {
+    pub fn new(inner: E) -> Self {
+        Self {
+            inner,
+            texts: AtomicUsize::new(0),
+            before_embed: None,
+        }
+    }
+
+    pub fn with_hook(inner: E, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            before_embed: Some(Box::new(hook)),
+            ..Self::new(inner)
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.texts.load(Ordering::SeqCst)
+    }
+}
+
+impl<E: Embedder> Embedder for CountingEmbedder<E> {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    fn max_tokens(&self) -> usize {
+        self.inner.max_tokens()
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner.count_tokens(text)
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if let Some(hook) = &self.before_embed {
+            hook();
+        }
+        self.texts.fetch_add(texts.len(), Ordering::SeqCst);
+        self.inner.embed(texts)
+    }
+}
+
 pub fn start(dir: &Path, embedder: Arc<dyn Embedder>) -> Fixture {
     let log: Arc<dyn Log> = EmbeddedLog::open(dir.join("log"), Default::default()).unwrap();
+    start_with(dir, Arc::clone(&log), KnowledgeConfig::default(), embedder)
+}
+
+/// A knowledge pipeline with its data under `dir/knowledge`, on `log`, started.
+pub fn start_with(
+    dir: &Path,
+    log: Arc<dyn Log>,
+    config: KnowledgeConfig,
+    embedder: Arc<dyn Embedder>,
+) -> Fixture {
     let knowledge = Knowledge::open(
         &dir.join("knowledge"),
-        KnowledgeConfig::default(),
+        config,
         embedder,
         Arc::clone(&log),
         Arc::new(Metrics::default()),
     )
     .unwrap();
-    let engine = EngineConfig {
+    knowledge.start(fast_retries()).unwrap();
+    Fixture { log, knowledge }
+}
+
+/// The engine's defaults with short back-offs, so tests do not wait on retries.
+pub fn fast_retries() -> EngineConfig {
+    EngineConfig {
         retry_backoff_initial: Duration::from_millis(50),
         retry_backoff_max: Duration::from_millis(500),
         ..EngineConfig::default()
-    };
-    knowledge.start(engine).unwrap();
-    Fixture { log, knowledge }
+    }
 }
 
 pub fn upsert(doc_id: &str, text: &str) -> DocumentEvent {

@@ -295,12 +295,7 @@ impl Log for EmbeddedLog {
 
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {
         validate_topic_name(topic)?;
-        if config.partitions == 0 {
-            return Err(LogError::InvalidTopicConfig {
-                topic: topic.to_owned(),
-                reason: "a topic needs at least one partition".into(),
-            });
-        }
+        config.check(topic)?;
         if let Ok(existing) = self.topic(topic) {
             return existing.update_retention(config);
         }

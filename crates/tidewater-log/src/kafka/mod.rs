@@ -276,12 +276,7 @@ impl Log for KafkaLog {
 
     fn ensure_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {
         crate::embedded::validate_topic_name(topic)?;
-        if config.partitions == 0 {
-            return Err(LogError::InvalidTopicConfig {
-                topic: topic.to_owned(),
-                reason: "a topic needs at least one partition".into(),
-            });
-        }
+        config.check(topic)?;
         if self.topic_partitions(topic).is_ok() {
             return Ok(());
         }
