@@ -34,6 +34,7 @@ pub struct Engine<P: Pipeline> {
     pipeline: Arc<P>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
+    group: Option<String>,
 }
 
 /// Runs a [`Sink`] over the partitions of its topic that its consumer group gives this
@@ -88,7 +89,16 @@ impl<P: Pipeline> Engine<P> {
             pipeline,
             config,
             metrics,
+            group: None,
         }
+    }
+
+    /// Joins `group` instead of the group named after the pipeline. A group of its own
+    /// per process gives this process every partition: a replica, for a pipeline whose
+    /// state must see the whole topic (the identity graph links records of any partition).
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
     }
 
     /// Joins the pipeline's consumer group and runs a worker for each partition it gets.
@@ -100,13 +110,16 @@ impl<P: Pipeline> Engine<P> {
             self.pipeline.topic(),
             topic_config,
         )?;
+        let group = self
+            .group
+            .unwrap_or_else(|| self.pipeline.name().to_owned());
         let target = PipelineTarget::new(
             Arc::clone(&self.log),
             self.db,
             self.pipeline,
             Arc::clone(&self.metrics),
         );
-        launch(self.log, Arc::new(target), self.config, self.metrics)
+        launch(self.log, Arc::new(target), &group, self.config, self.metrics)
     }
 }
 
@@ -135,8 +148,9 @@ impl<S: Sink> SinkEngine<S> {
             self.sink.topic(),
             topic_config,
         )?;
+        let group = self.sink.name().to_owned();
         let target = SinkTarget::new(Arc::clone(&self.log), self.sink);
-        launch(self.log, Arc::new(target), self.config, self.metrics)
+        launch(self.log, Arc::new(target), &group, self.config, self.metrics)
     }
 }
 
@@ -156,15 +170,16 @@ fn ensure_topics(
     Ok(())
 }
 
-/// Joins the target's group and serves it on a member thread.
+/// Joins `group` for the target's topic and serves it on a member thread.
 fn launch<T: Target>(
     log: Arc<dyn Log>,
     target: Arc<T>,
+    group: &str,
     config: EngineConfig,
     metrics: Arc<Metrics>,
 ) -> Result<EngineHandle, EngineError> {
     let topic = target.topic().to_owned();
-    let group = target.name().to_owned();
+    let group = group.to_owned();
     let partitions = log.partitions(&topic)?;
     let mut committed = Vec::with_capacity(partitions as usize);
     for partition in 0..partitions {
@@ -181,6 +196,7 @@ fn launch<T: Target>(
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Worker {
         log: Arc::clone(&log),
+        group: group.clone(),
         target,
         config,
         metrics,
@@ -316,6 +332,8 @@ impl ProgressWatcher {
 
 struct Worker<T: Target> {
     log: Arc<dyn Log>,
+    /// The consumer group, under which positions are copied to the log.
+    group: String,
     target: Arc<T>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
@@ -335,7 +353,7 @@ impl<T: Target> Worker<T> {
             .metrics
             .watchdog
             .register(format!("pipeline {name} {topic}/{partition}"));
-        let mut positions = LogPositions::new(Arc::clone(&self.log), name.as_str());
+        let mut positions = LogPositions::new(Arc::clone(&self.log), self.group.as_str());
         let assigned = TopicPartition::new(topic.as_str(), partition);
         // The target is where the partition resumes (another member may have moved it
         // on since this process last owned it).

@@ -44,8 +44,14 @@ impl Profiles {
         }))
     }
 
-    /// Starts consuming the change topic.
-    pub fn start(&self, engine_config: EngineConfig) -> Result<(), ProfilesError> {
+    /// Starts consuming the change topic. With `replica_group`, this process reads every
+    /// partition under that consumer group of its own (one per member on Kafka), so its
+    /// identity graph sees every record; by default it joins the group `profiles`.
+    pub fn start(
+        &self,
+        engine_config: EngineConfig,
+        replica_group: Option<String>,
+    ) -> Result<(), ProfilesError> {
         let pipeline = ProfilesPipeline::new(
             "profiles",
             self.config.topic.clone(),
@@ -60,14 +66,17 @@ impl Profiles {
         // Changes committed before a crash but not yet published.
         pipeline.publish_pending(&self.db)?;
         let pipeline = Arc::new(pipeline);
-        let handle = Engine::new(
+        let mut engine = Engine::new(
             Arc::clone(&self.log),
             Arc::clone(&self.db),
             pipeline,
             engine_config,
             Arc::clone(&self.metrics),
-        )
-        .start(&self.config.topic_config)?;
+        );
+        if let Some(group) = replica_group {
+            engine = engine.in_group(group);
+        }
+        let handle = engine.start(&self.config.topic_config)?;
         *self.engine.lock() = Some(handle);
         Ok(())
     }

@@ -91,7 +91,12 @@ impl App {
                     Arc::clone(&log),
                     Arc::clone(&metrics),
                 )?;
-                profiles.start(config.engine.clone())?;
+                // On Kafka every member keeps the whole identity graph: a consumer group
+                // of its own gives it every partition.
+                let replica_group = (config.log.backend == tidewater_log::LogBackend::Kafka)
+                    .then(|| member_id(&data_dir).map(|id| format!("profiles.{id}")))
+                    .transpose()?;
+                profiles.start(config.engine.clone(), replica_group)?;
                 Some(profiles)
             }
             None => None,
@@ -353,6 +358,25 @@ impl App {
         // went missing while Tidewater was stopped.
         if let Err(e) = self.log.close() {
             warn!(error = %e, "cannot record the log's end; the next start treats this stop as a crash");
+        }
+    }
+}
+
+/// This member's id: random, made once and kept in `data_dir/member-id`, so a restarted
+/// member rejoins its own consumer groups.
+fn member_id(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join("member-id");
+    let io = |source| RuntimeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+        _ => {
+            let id = format!("{:016x}", rand::random::<u64>());
+            std::fs::write(&path, &id).map_err(io)?;
+            Ok(id)
         }
     }
 }

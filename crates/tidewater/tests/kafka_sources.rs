@@ -364,3 +364,72 @@ into = "knowledge"
     on_kafka.terminate();
     over_http.terminate();
 }
+
+#[test]
+fn every_member_keeps_whole_profiles_and_one_killed_changes_nothing() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let config = dir.path().join("members.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{PROFILES}\n[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"{}\"\ngroup = \"pm\"\n",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let start = |name: &str| {
+        let mut member = Tidewater::start(&docs, &dir.path().join(name), &["--config", &config]);
+        member.wait_ready(Duration::from_secs(120));
+        member
+    };
+    let (a, b) = (start("a"), start("b"));
+    // Many customers, each in two tables keyed differently (so in different partitions
+    // more often than not), all written through member a.
+    let mut changes = Vec::new();
+    for i in 0..40 {
+        let email = format!("c{i}@example.com");
+        changes.push(json!({"key": {"id": i}, "value": change("crm", "customers", "c",
+            json!({"id": i, "name": format!("C{i}"), "email": email, "city": "Lisbon"}), Value::Null, 10 + i, 100 + i)}));
+        changes.push(json!({"key": {"id": 1000 + i}, "value": change("loyalty", "members", "c",
+            json!({"id": 1000 + i, "name": format!("C{i}"), "email": email.to_uppercase(), "tier": "gold"}), Value::Null, 60 + i, 200 + i)}));
+    }
+    let (status, body) = a.json(
+        "POST",
+        "/v1/events/changes",
+        Some(&Value::Array(changes).to_string()),
+    );
+    assert_eq!(status, 202, "{body}");
+    let merged = |member: &Tidewater, i: i64| {
+        let (status, profile) =
+            member.json("GET", &format!("/v1/profiles/email:c{i}@example.com"), None);
+        (status == 200 && profile["records"].as_array().is_some_and(|r| r.len() == 2))
+            .then(|| comparable(&profile))
+    };
+    eventually(
+        Duration::from_secs(60),
+        "both members merged every customer",
+        || (0..40).all(|i| merged(&a, i).is_some() && merged(&b, i).is_some()),
+    );
+    let before: Vec<Value> = (0..40).map(|i| merged(&b, i).unwrap()).collect();
+    // Kill the member that took the writes; the other still answers, and a restarted
+    // member computes the same profiles again from the log.
+    a.kill();
+    let a = start("a");
+    eventually(
+        Duration::from_secs(60),
+        "the restarted member has every profile",
+        || (0..40).all(|i| merged(&a, i).is_some()),
+    );
+    let after: Vec<Value> = (0..40).map(|i| merged(&a, i).unwrap()).collect();
+    assert_eq!(after, before);
+    assert_eq!(
+        (0..40).map(|i| merged(&b, i).unwrap()).collect::<Vec<_>>(),
+        before
+    );
+    a.terminate();
+    b.terminate();
+}
