@@ -304,7 +304,8 @@ async fn a_closed_port_is_unreachable() {
 }
 
 #[tokio::test]
-async fn the_test_server_lists_models_and_answers_unknown_paths_with_json() {
+async fn the_test_server_lists_models_embeds_and_answers_unknown_paths_with_json() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = TestServer::start(&[]);
     let http = reqwest::Client::new();
     let models: Value = http
@@ -317,8 +318,24 @@ async fn the_test_server_lists_models_and_answers_unknown_paths_with_json() {
         .unwrap();
     assert_eq!(models["data"][0]["id"], "test-model");
 
-    let missing = http
+    // Embeddings are deterministic: the same text, the same unit vector.
+    let embedded: Value = http
         .post(format!("{}/embeddings", server.base_url))
+        .body(r#"{"model": "m", "input": ["a tide", "a tide"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vector = |i: usize| embedded["data"][i]["embedding"].as_array().unwrap().clone();
+    assert_eq!(vector(0).len(), 64);
+    assert_eq!(vector(0), vector(1));
+    let norm: f64 = vector(0).iter().map(|x| x.as_f64().unwrap().powi(2)).sum();
+    assert!((norm - 1.0).abs() < 1e-9, "{norm}");
+
+    let missing = http
+        .post(format!("{}/audio/speech", server.base_url))
         .body("{}")
         .send()
         .await
@@ -328,7 +345,7 @@ async fn the_test_server_lists_models_and_answers_unknown_paths_with_json() {
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("/v1/embeddings"));
+        .contains("/v1/audio/speech"));
     assert!(server.requests().is_empty());
 }
 
