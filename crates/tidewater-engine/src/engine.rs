@@ -119,7 +119,13 @@ impl<P: Pipeline> Engine<P> {
             self.pipeline,
             Arc::clone(&self.metrics),
         );
-        launch(self.log, Arc::new(target), &group, self.config, self.metrics)
+        launch(
+            self.log,
+            Arc::new(target),
+            &group,
+            self.config,
+            self.metrics,
+        )
     }
 }
 
@@ -150,7 +156,13 @@ impl<S: Sink> SinkEngine<S> {
         )?;
         let group = self.sink.name().to_owned();
         let target = SinkTarget::new(Arc::clone(&self.log), self.sink);
-        launch(self.log, Arc::new(target), &group, self.config, self.metrics)
+        launch(
+            self.log,
+            Arc::new(target),
+            &group,
+            self.config,
+            self.metrics,
+        )
     }
 }
 

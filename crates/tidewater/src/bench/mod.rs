@@ -4,6 +4,8 @@ mod analytics;
 mod cdc;
 mod embed;
 mod freshness;
+#[cfg(feature = "kafka")]
+mod scale;
 mod shared;
 mod squad;
 
@@ -25,6 +27,10 @@ pub enum BenchCommand {
     /// Conversations and feedback → KPIs and lake rows: backlog throughput, and the
     /// latency from a feedback event to its window's KPIs.
     Analytics(analytics::Args),
+    /// The cluster: indexing throughput with 1, 2, 3 members on Kafka and pgvector, one
+    /// edit's freshness through the cluster, pgvector search against the built-in HNSW.
+    #[cfg(feature = "kafka")]
+    Scale(scale::Args),
 }
 
 /// Runs a benchmark.
@@ -35,5 +41,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Embed(args) => embed::run(args),
         BenchCommand::Cdc(args) => cdc::run(args),
         BenchCommand::Analytics(args) => analytics::run(args),
+        #[cfg(feature = "kafka")]
+        BenchCommand::Scale(args) => scale::run(args),
     }
 }
