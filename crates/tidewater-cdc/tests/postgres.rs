@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tidewater_cdc::postgres::{ChangeSink, PostgresError, SinkError};
+use tidewater_cdc::postgres::PostgresError;
 use tidewater_cdc::{ChangeEvent, Op, PostgresConfig, PostgresSource, SourcePosition};
 use tidewater_core::ErrorDomain;
+use tidewater_core::{EventWriter, WriteError};
 use tokio_postgres::{Client, NoTls};
 
 /// A running throw-away cluster, stopped when dropped (also when a test panics).
@@ -89,10 +90,10 @@ struct MemSink {
     fail: AtomicBool,
 }
 
-impl ChangeSink for MemSink {
-    fn send(&self, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
+impl EventWriter<ChangeEvent> for MemSink {
+    fn write(&self, events: Vec<ChangeEvent>) -> Result<(), WriteError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(SinkError::new("the log is unavailable"));
+            return Err(WriteError::msg("the log is unavailable"));
         }
         self.events.lock().unwrap().extend(events);
         Ok(())

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use tidewater_core::DocumentEvent;
+use tidewater_core::{EventWriter, WriteError};
 use tidewater_log::{Log, NewRecord, Position};
 use tidewater_metrics::Metrics;
-use tidewater_sources::{DocumentSink, SinkError};
 
 /// Appends document events to the documents topic, keyed by document id so that the
 /// changes of one document stay in order.
@@ -53,10 +53,10 @@ impl DocumentWriter {
     }
 }
 
-impl DocumentSink for DocumentWriter {
-    fn send(&self, events: Vec<DocumentEvent>) -> Result<(), SinkError> {
+impl EventWriter<DocumentEvent> for DocumentWriter {
+    fn write(&self, events: Vec<DocumentEvent>) -> Result<(), WriteError> {
         self.write(&events)
             .map(|_| ())
-            .map_err(|e| SinkError::new(format!("cannot append to topic {}", self.topic), e))
+            .map_err(|e| WriteError::new(format!("cannot append to topic {}", self.topic), e))
     }
 }

@@ -122,13 +122,13 @@ impl Profiles {
     }
 }
 
-impl tidewater_cdc::postgres::ChangeSink for Profiles {
+impl tidewater_core::EventWriter<tidewater_cdc::ChangeEvent> for Profiles {
     /// Appends the changes of a CDC source, as Debezium records keyed like the events of
     /// `POST /v1/events`, and returns once they are durable.
-    fn send(
+    fn write(
         &self,
         events: Vec<tidewater_cdc::ChangeEvent>,
-    ) -> Result<(), tidewater_cdc::postgres::SinkError> {
+    ) -> Result<(), tidewater_core::WriteError> {
         let now = tidewater_core::time::now_ms();
         let records = events
             .iter()
@@ -145,7 +145,7 @@ impl tidewater_cdc::postgres::ChangeSink for Profiles {
         let positions = self
             .log
             .append(&self.config.topic, records)
-            .map_err(tidewater_cdc::postgres::SinkError::new)?;
+            .map_err(|e| tidewater_core::WriteError::new("cannot append the changes", e))?;
         self.metrics
             .log_appended_records
             .with(&[&self.config.topic])

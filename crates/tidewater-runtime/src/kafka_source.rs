@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tidewater_core::{DocumentEvent, EventWriter};
 use tidewater_log::{AssignmentListener, Consumer, Fetched, Log, LogError, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics};
 use tidewater_profiles::Profiles;
 use tidewater_sources::kafka::{
     debezium_event, document_event, Converted, KafkaSourceConfig, RecordOrigin,
 };
-use tidewater_sources::DocumentSink;
 use tracing::{info, warn};
 
 /// Records read per partition and poll.
@@ -45,7 +45,7 @@ pub(crate) enum Destination {
     /// The profiles topic.
     Profiles(Arc<Profiles>),
     /// The documents topic.
-    Knowledge(Arc<dyn DocumentSink>),
+    Knowledge(Arc<dyn EventWriter<DocumentEvent>>),
 }
 
 /// One `[[sources.kafka]]`, ready to run.
@@ -222,7 +222,7 @@ impl KafkaSource {
                 }
                 if !events.is_empty() {
                     writer
-                        .send(events)
+                        .write(events)
                         .map_err(|e| Failure::Delivery(format!("documents: {e}")))?;
                 }
             }

@@ -1,5 +1,5 @@
 //! Sources turn the outside world into document events and hand them to a
-//! [`DocumentSink`] (in a running engine: an append to the durable log).
+//! writer (`tidewater_core::EventWriter`; in a running engine: an append to the durable log).
 //!
 //! - [`sink`]: the seam between a source and whatever makes its events durable.
 //! - [`files`]: the file source — a full listing of a folder, then a watcher for
@@ -12,8 +12,6 @@
 
 pub mod files;
 pub mod kafka;
-pub mod sink;
 
 pub use files::{relative_doc_id, FileSource, FilesConfig, ScanReport, SourceError};
 pub use kafka::KafkaSourceConfig;
-pub use sink::{DocumentSink, SinkError};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tidewater_core::redact::redact;
 use tidewater_core::{ErrorDomain, RetryHint};
 
-use super::sink::SinkError;
+use tidewater_core::WriteError;
 
 /// Why the PostgreSQL source stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,7 @@ pub enum PostgresError {
     },
     /// The sink did not take the events; the slot was not advanced.
     #[error("the sink did not store the events: {0}")]
-    Sink(#[source] SinkError),
+    Sink(#[source] WriteError),
 }
 
 impl PostgresError {

@@ -3,7 +3,7 @@
 //! and `pg_replication_slot_advance` rather than the replication protocol.
 //!
 //! A [`PostgresSource`] takes a consistent snapshot of the configured tables, then streams
-//! every change committed after it, hands the events to a [`ChangeSink`] in commit order,
+//! every change committed after it, hands the events to a writer (`tidewater_core::EventWriter`) in commit order,
 //! and only then moves the replication slot forward. How the snapshot and the stream meet
 //! without losing or doubling a change is explained in `source.rs`; the progress file's
 //! format in `state.rs`.
@@ -11,7 +11,6 @@
 mod config;
 mod error;
 mod setup;
-mod sink;
 mod snapshot;
 mod source;
 mod state;
@@ -19,6 +18,5 @@ mod wal2json;
 
 pub use config::PostgresConfig;
 pub use error::PostgresError;
-pub use sink::{ChangeSink, SinkError};
 pub use source::PostgresSource;
 pub use state::{Lsn, TxidSnapshot};

@@ -7,10 +7,10 @@ use tokio_postgres::Client;
 use super::config::quote_ident;
 use super::error::PostgresError;
 use super::setup::{parse_lsn, TableInfo};
-use super::sink::ChangeSink;
 use super::state::{Lsn, TxidSnapshot};
 use super::wal2json::{text_to_value, EventContext};
 use crate::event::{ChangeEvent, Op, SourcePosition};
+use tidewater_core::EventWriter;
 
 /// What the snapshot saw, for the stream to skip what it already holds.
 pub(crate) struct SnapshotTaken {
@@ -28,7 +28,7 @@ pub(crate) async fn take(
     tables: &[&TableInfo],
     consistent_lsn: Lsn,
     batch_size: usize,
-    sink: &dyn ChangeSink,
+    sink: &dyn EventWriter<ChangeEvent>,
 ) -> Result<SnapshotTaken, PostgresError> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -48,7 +48,7 @@ async fn read_all(
     tables: &[&TableInfo],
     consistent_lsn: Lsn,
     batch_size: usize,
-    sink: &dyn ChangeSink,
+    sink: &dyn EventWriter<ChangeEvent>,
 ) -> Result<SnapshotTaken, PostgresError> {
     // The first statement fixes the transaction's snapshot; `pg_current_wal_lsn()` is
     // evaluated after it is taken, so every transaction the snapshot sees has its commit
@@ -125,7 +125,7 @@ async fn read_all(
                 events.push(e);
             }
             rows_total += events.len();
-            sink.send(events).map_err(PostgresError::Sink)?;
+            sink.write(events).map_err(PostgresError::Sink)?;
         }
         client
             .batch_execute("CLOSE tidewater_snapshot")

@@ -19,7 +19,7 @@
 //! # Delivery and the slot
 //!
 //! Each round peeks at most `batch_size` changes (whole transactions), sends the events of
-//! the transactions not yet delivered to the [`ChangeSink`], and only after the sink
+//! the transactions not yet delivered to the writer, and only after the sink
 //! returns records the end of the last transaction in the progress file and advances the
 //! slot to it with `pg_replication_slot_advance`. A failing sink therefore leaves the slot
 //! where it was and the next round sends the same transactions again. When a round finds
@@ -47,10 +47,12 @@ use tokio_postgres::Client;
 use super::config::{PostgresConfig, TableName};
 use super::error::PostgresError;
 use super::setup::{self, parse_lsn, TableInfo};
-use super::sink::ChangeSink;
 use super::snapshot;
 use super::state::ProgressState;
 use super::wal2json::{Decoder, EventContext};
+use tidewater_core::EventWriter;
+
+use crate::ChangeEvent;
 
 /// Captures changes of PostgreSQL tables through a logical replication slot.
 pub struct PostgresSource {
@@ -131,7 +133,7 @@ impl PostgresSource {
     /// decides whether to run again ([`PostgresError::retry_hint`]).
     pub async fn run(
         &self,
-        sink: &dyn ChangeSink,
+        sink: &dyn EventWriter<ChangeEvent>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), PostgresError> {
         if let Some(heartbeat) = &self.heartbeat {
@@ -166,7 +168,10 @@ impl PostgresSource {
 
     /// One round: the snapshot when it is not complete, else one streaming round. Returns
     /// the number of events sent to `sink`.
-    pub async fn poll_once(&self, sink: &dyn ChangeSink) -> Result<usize, PostgresError> {
+    pub async fn poll_once(
+        &self,
+        sink: &dyn EventWriter<ChangeEvent>,
+    ) -> Result<usize, PostgresError> {
         if let Some(n) = self.snapshot_if_needed(sink).await? {
             return Ok(n);
         }
@@ -219,7 +224,7 @@ impl PostgresSource {
     /// number of rows sent, `None` when there was nothing to do.
     async fn snapshot_if_needed(
         &self,
-        sink: &dyn ChangeSink,
+        sink: &dyn EventWriter<ChangeEvent>,
     ) -> Result<Option<usize>, PostgresError> {
         let mut guard = self.inner.lock().await;
         let inner = &mut *guard;
@@ -302,7 +307,10 @@ impl PostgresSource {
     }
 
     /// Peeks, delivers and advances once.
-    async fn stream_round(&self, sink: &dyn ChangeSink) -> Result<Round, PostgresError> {
+    async fn stream_round(
+        &self,
+        sink: &dyn EventWriter<ChangeEvent>,
+    ) -> Result<Round, PostgresError> {
         let mut guard = self.inner.lock().await;
         let inner = &mut *guard;
         let Some(mut state) = inner.state.clone().filter(|s| s.snapshot_done) else {
@@ -369,7 +377,7 @@ impl PostgresSource {
         }
         let delivered = events.len();
         if !events.is_empty() {
-            sink.send(events).map_err(PostgresError::Sink)?;
+            sink.write(events).map_err(PostgresError::Sink)?;
         }
         // Fewer changes than asked for: decoding reached `flush`, so nothing before it is
         // left for these tables.

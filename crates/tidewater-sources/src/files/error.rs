@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use tidewater_core::{ErrorDomain, RetryHint};
 
-use crate::sink::SinkError;
+use tidewater_core::WriteError;
 
 /// Why the file source could not start or finish a pass.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub enum SourceError {
     },
     /// The sink refused a batch; the source's state was not advanced past it.
     #[error("the document sink failed")]
-    Sink(#[from] SinkError),
+    Sink(#[from] WriteError),
     /// The file-system watcher could not be started.
     #[error("cannot watch {path} for changes")]
     Watch {
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn chains_causes_for_logs() {
-        let err = SourceError::from(SinkError::new(
+        let err = SourceError::from(WriteError::new(
             "append failed",
             io::Error::other("disk full"),
         ));

@@ -26,7 +26,7 @@ use super::error::{ErrorChain, SourceError};
 use super::filter::PathFilter;
 use super::state::{mtime_ns, FileRecord, SourceState};
 use super::walk::{walk, Rejected, WalkOutcome};
-use crate::sink::DocumentSink;
+use tidewater_core::EventWriter;
 
 /// At most this many events go to the sink in one call.
 const BATCH_MAX_EVENTS: usize = 256;
@@ -62,7 +62,7 @@ pub struct FileSource {
     source_name: String,
     filter: PathFilter,
     state_path: PathBuf,
-    sink: Arc<dyn DocumentSink>,
+    sink: Arc<dyn EventWriter<DocumentEvent>>,
     /// Held for a whole pass, so passes never interleave and the events of one document
     /// reach the sink in the order its versions were observed.
     state: Mutex<SourceState>,
@@ -93,7 +93,7 @@ impl FileSource {
     pub fn new(
         config: FilesConfig,
         state_path: PathBuf,
-        sink: Arc<dyn DocumentSink>,
+        sink: Arc<dyn EventWriter<DocumentEvent>>,
         heartbeat: Heartbeat,
     ) -> Result<Self, SourceError> {
         if config.name.is_empty() {
@@ -754,7 +754,7 @@ impl Pass<'_> {
         }
         let events = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let delivered = self.source.sink.send(events);
+        let delivered = self.source.sink.write(events);
         let pending = std::mem::take(&mut self.pending);
         let rejections = std::mem::take(&mut self.pending_rejections);
         if let Err(err) = delivered {

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tidewater_core::document::MAX_ID_BYTES;
 use tidewater_core::{DocumentEvent, DocumentOp};
+use tidewater_core::{EventWriter, WriteError};
 use tidewater_metrics::{Condition, HealthConfig, Watchdog};
-use tidewater_sources::{DocumentSink, FileSource, SinkError};
+use tidewater_sources::FileSource;
 
 use super::{has, summary, Fixture, Running};
 
@@ -137,10 +138,10 @@ struct GateSink {
     delivered: Mutex<Vec<DocumentEvent>>,
 }
 
-impl DocumentSink for GateSink {
-    fn send(&self, events: Vec<DocumentEvent>) -> Result<(), SinkError> {
+impl EventWriter<DocumentEvent> for GateSink {
+    fn write(&self, events: Vec<DocumentEvent>) -> Result<(), WriteError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(SinkError::msg("log unavailable"));
+            return Err(WriteError::msg("log unavailable"));
         }
         let mut closed = self.closed.lock();
         while *closed {

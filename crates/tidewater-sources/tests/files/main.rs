@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
+use tidewater_core::{EventWriter, WriteError};
 use tidewater_metrics::{Heartbeat, Watchdog};
-use tidewater_sources::{DocumentSink, FileSource, FilesConfig, SinkError, SourceError};
+use tidewater_sources::{FileSource, FilesConfig, SourceError};
 
 /// Collects every delivered event; can be told to refuse batches.
 #[derive(Default)]
@@ -23,10 +24,10 @@ struct CollectSink {
     failing: AtomicBool,
 }
 
-impl DocumentSink for CollectSink {
-    fn send(&self, events: Vec<DocumentEvent>) -> Result<(), SinkError> {
+impl EventWriter<DocumentEvent> for CollectSink {
+    fn write(&self, events: Vec<DocumentEvent>) -> Result<(), WriteError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(SinkError::msg("log unavailable"));
+            return Err(WriteError::msg("log unavailable"));
         }
         self.events.lock().extend(events);
         Ok(())
@@ -444,8 +445,8 @@ fn failing_sink_does_not_advance_the_state() {
 fn large_listings_are_sent_in_batches() {
     #[derive(Default)]
     struct Sizes(Mutex<Vec<usize>>);
-    impl DocumentSink for Sizes {
-        fn send(&self, events: Vec<DocumentEvent>) -> Result<(), SinkError> {
+    impl EventWriter<DocumentEvent> for Sizes {
+        fn write(&self, events: Vec<DocumentEvent>) -> Result<(), WriteError> {
             self.0.lock().push(events.len());
             Ok(())
         }

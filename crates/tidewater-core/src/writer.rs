@@ -1,33 +1,36 @@
-//! The seam between a source and durable storage: a source hands batches of
-//! [`DocumentEvent`]s to a [`DocumentSink`] and only records its own progress once the
-//! sink has acknowledged them, so a crash re-emits rather than loses.
+//! The one seam between a source and durable storage: a source (files, PostgreSQL, Kafka
+//! topics, HTTP) hands batches of events to an [`EventWriter`] — in a running Tidewater an
+//! append to the pipeline's topic — and records its own progress only once the writer has
+//! acknowledged them, so a crash re-emits rather than loses.
 
 use std::error::Error as StdError;
 
-use tidewater_core::{DocumentEvent, RetryHint};
+use crate::RetryHint;
 
-/// Where a source delivers its events.
-pub trait DocumentSink: Send + Sync {
-    /// Delivers `events` in order. Returns only once they are durable (in a running
-    /// engine: appended to the log under its configured durability); an error means none
-    /// of them may be assumed delivered, and the source will emit them again later.
-    fn send(&self, events: Vec<DocumentEvent>) -> Result<(), SinkError>;
+/// Where a source delivers its events of type `E`.
+pub trait EventWriter<E>: Send + Sync {
+    /// Makes `events` durable, in order. Returns only once they are (in a running engine:
+    /// appended to the log under its configured durability); an error means none of them
+    /// may be assumed delivered, and the source will write them again later. Sources that
+    /// call it from an async runtime's thread must expect it to block for as long as an
+    /// append takes.
+    fn write(&self, events: Vec<E>) -> Result<(), WriteError>;
 }
 
-/// A sink could not make a batch durable.
+/// A writer could not make a batch durable.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 #[non_exhaustive]
-pub struct SinkError {
+pub struct WriteError {
     message: String,
     retry: RetryHint,
     #[source]
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
-impl SinkError {
+impl WriteError {
     /// A failure caused by `source`, described by `message`; retryable by default since
-    /// sinks front external storage (a full disk, a broker that went away).
+    /// writers front external storage (a full disk, a broker that went away).
     pub fn new(
         message: impl Into<String>,
         source: impl Into<Box<dyn StdError + Send + Sync>>,
