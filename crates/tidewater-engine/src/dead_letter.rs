@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tidewater_log::Record;
+use tidewater_log::{Header, Record};
 
 /// A rejection reported by a pipeline for one record of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub struct DeadLetterRecord {
     pub timestamp_ms: i64,
     /// When it was rejected (ms since epoch).
     pub rejected_at_ms: i64,
+    /// Its headers, in order: name and value (base64; `None` for a null value). Absent
+    /// from letters written before headers were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, Option<String>)>,
 }
 
 impl DeadLetterRecord {
@@ -54,7 +58,26 @@ impl DeadLetterRecord {
             value_base64: b64.encode(&record.value),
             timestamp_ms: record.timestamp_ms,
             rejected_at_ms: tidewater_core::time::now_ms(),
+            headers: record
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.as_ref().map(|v| b64.encode(v))))
+                .collect(),
         }
+    }
+
+    /// The original headers.
+    pub fn headers(&self) -> Result<Vec<Header>, base64::DecodeError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.headers
+            .iter()
+            .map(|(name, value)| {
+                Ok(Header {
+                    name: name.clone(),
+                    value: value.as_ref().map(|v| b64.decode(v)).transpose()?,
+                })
+            })
+            .collect()
     }
 
     /// The original value.

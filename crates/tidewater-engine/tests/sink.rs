@@ -10,7 +10,7 @@ use tidewater_engine::{
     open_state_db, DeadLetter, DeadLetterRecord, Engine, EngineConfig, Pipeline, PipelineError,
     Prepared, Sink, SinkEngine, SinkPosition,
 };
-use tidewater_log::{EmbeddedLog, Log, NewRecord, Record, TopicConfig};
+use tidewater_log::{EmbeddedLog, Header, Log, NewRecord, Record, TopicConfig};
 use tidewater_metrics::Metrics;
 
 /// A target that keeps, per partition, the applied values and the next offset, and
@@ -134,7 +134,17 @@ fn two_engines_racing_on_one_target_apply_every_batch_exactly_once() {
     for i in 0..300 {
         records.push(word(format!("k{}", i % 17), format!("w{i}")));
     }
-    records.push(word("k1".into(), "bad".into()));
+    let headers = vec![
+        Header::new("trace", "abc"),
+        Header {
+            name: "empty".into(),
+            value: None,
+        },
+    ];
+    records.push(NewRecord {
+        headers: headers.clone(),
+        ..word("k1".into(), "bad".into())
+    });
     let positions = log.append("words", records.clone()).expect("append");
     let mut want: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (record, position) in records.iter().zip(&positions) {
@@ -187,6 +197,11 @@ fn two_engines_racing_on_one_target_apply_every_batch_exactly_once() {
     assert!(!letters.is_empty());
     let letter: DeadLetterRecord = serde_json::from_slice(&letters[0].value).expect("json");
     assert_eq!(letter.reason, "bad word");
+    assert_eq!(
+        letter.headers().expect("headers"),
+        headers,
+        "the letter keeps the headers"
+    );
     assert!(letters.iter().all(|l| l.key == letters[0].key));
 }
 

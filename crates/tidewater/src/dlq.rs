@@ -113,7 +113,7 @@ pub fn run(command: DlqCommand) -> Result<()> {
                     key: letter.key()?,
                     value: letter.value()?,
                     timestamp_ms: letter.timestamp_ms,
-                    headers: Vec::new(),
+                    headers: letter.headers()?,
                 };
                 log.append(&letter.topic, vec![record])?;
                 replayed += 1;
