@@ -276,6 +276,21 @@ fn members_share_partitions_and_pgvector_equals_one_embedded_run_through_kills_a
         std::thread::sleep(Duration::from_millis(500));
         got = digest(pg.dsn(), "cluster");
     }
+    if got != want {
+        // Say why: what the members logged as errors and warnings, and which partitions
+        // each was given and lost.
+        for index in 0..cluster.members.len() {
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("member-{index}.stderr.log")))
+                    .unwrap_or_default();
+            for line in log.lines().filter(|l| {
+                let said = ["ERROR", "WARN", "partitions assigned", "partitions revoked"];
+                said.iter().any(|s| l.contains(s)) && !l.contains("CONFWARN")
+            }) {
+                eprintln!("member {index}: {line}");
+            }
+        }
+    }
     let missing: Vec<_> = want.iter().filter(|c| !got.contains(c)).take(5).collect();
     let extra: Vec<_> = got.iter().filter(|c| !want.contains(c)).take(5).collect();
     assert_eq!(
