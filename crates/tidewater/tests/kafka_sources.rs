@@ -217,10 +217,12 @@ fn kafka_topics_feed_profiles_and_knowledge_like_http_does() {
         json!({"id": "gone", "deleted": true}),
         json!({"text": "a record without an id"}),
     ] {
+        // Keyed by id, as a producer keeps one document's versions in order.
+        let key = doc["id"].as_str().map(|id| id.as_bytes().to_vec());
         produce(
             &producer,
             "docs.incoming",
-            None,
+            key,
             doc.to_string().into_bytes(),
         );
     }
