@@ -388,6 +388,17 @@ mod tests {
 
     use super::*;
 
+    /// What a crash after the intent leaves: outbox "o"'s intent, with these ends.
+    fn write_intent(db: &Database, ends: Vec<u64>, last: u64) {
+        let txn = db.begin_write().unwrap();
+        let intent = serde_json::to_vec(&Intent { ends, last }).unwrap();
+        txn.open_table(OUTBOX_INTENTS)
+            .unwrap()
+            .insert("o", intent.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
     fn entry(key: &str, value: &str) -> OutboxEntry {
         OutboxEntry {
             key: Some(key.as_bytes().to_vec()),
@@ -476,22 +487,8 @@ mod tests {
         txn.commit().unwrap();
         // What a crash leaves: the intent written, part of the entries appended.
         let ends: Vec<u64> = (0..3).map(|p| log.range("out", p).unwrap().end).collect();
-        let txn = db.begin_write().unwrap();
-        let intent = serde_json::to_vec(&Intent { ends, last: 3 }).unwrap();
-        txn.open_table(OUTBOX_INTENTS)
-            .unwrap()
-            .insert("o", intent.as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-        let first_two = entries[..2]
-            .iter()
-            .map(|e| NewRecord {
-                key: e.key.clone(),
-                value: e.value.clone(),
-                timestamp_ms: e.timestamp_ms,
-                headers: Vec::new(),
-            })
-            .collect();
+        write_intent(&db, ends, 3);
+        let first_two = entries[..2].iter().cloned().map(NewRecord::from).collect();
         log.append("out", first_two).unwrap();
         assert_eq!(
             outbox
@@ -576,13 +573,7 @@ mod tests {
         outbox.record(&txn, entries.clone()).unwrap();
         txn.commit().unwrap();
         let ends: Vec<u64> = (0..4).map(|p| log.range("out", p).unwrap().end).collect();
-        let txn = db.begin_write().unwrap();
-        let intent = serde_json::to_vec(&Intent { ends, last: 3 }).unwrap();
-        txn.open_table(OUTBOX_INTENTS)
-            .unwrap()
-            .insert("o", intent.as_slice())
-            .unwrap();
-        txn.commit().unwrap();
+        write_intent(&db, ends, 3);
         let first = NewRecord {
             key: entries[0].key.clone(),
             value: entries[0].value.clone(),

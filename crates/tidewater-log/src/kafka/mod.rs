@@ -58,7 +58,7 @@ pub struct KafkaLog {
     /// The live memberships' consumers by group, which commit the group's offsets (a
     /// broker refuses commits for a group with members from anyone else).
     members: Mutex<HashMap<String, Weak<BaseConsumer<consumer::GroupContext>>>>,
-    /// Consumers that commit for groups this process is not a member of.
+    /// Consumers that read and commit offsets for groups this process is not a member of.
     committers: Mutex<HashMap<String, BaseConsumer>>,
 }
 
@@ -243,6 +243,23 @@ impl KafkaLog {
         self.members
             .lock()
             .insert(group.to_owned(), Arc::downgrade(consumer));
+    }
+
+    /// Runs `f` with this process's (cached) consumer of `kafka_group`, which reads and
+    /// writes the group's offsets without joining it.
+    fn with_committer<R>(
+        &self,
+        kafka_group: &str,
+        f: impl FnOnce(&BaseConsumer) -> R,
+    ) -> Result<R, LogError> {
+        let mut committers = self.committers.lock();
+        let committer = match committers.entry(kafka_group.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Self::assigned_consumer(&self.config, Some(kafka_group))?)
+            }
+        };
+        Ok(f(committer))
     }
 
     fn commit_list(offsets: &[(TopicPartition, u64)]) -> Result<TopicPartitionList, LogError> {
@@ -470,16 +487,9 @@ impl Log for KafkaLog {
             .and_then(Weak::upgrade);
         let result = match member {
             Some(member) => member.commit(&list, CommitMode::Async),
-            None => {
-                let mut committers = self.committers.lock();
-                let committer = match committers.entry(kafka_group.clone()) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(Self::assigned_consumer(&self.config, Some(&kafka_group))?)
-                    }
-                };
+            None => self.with_committer(&kafka_group, |committer| {
                 committer.commit(&list, CommitMode::Sync)
-            }
+            })?,
         };
         match result {
             Ok(()) => Ok(()),
@@ -506,11 +516,12 @@ impl Log for KafkaLog {
     ) -> Result<Option<u64>, LogError> {
         crate::embedded::validate_group_name(group)?;
         let kafka_group = self.kafka_group(group);
-        let consumer = Self::assigned_consumer(&self.config, Some(&kafka_group))?;
         let mut list = TopicPartitionList::new();
         list.add_partition(topic, partition as i32);
-        let committed = consumer
-            .committed_offsets(list, REQUEST_TIMEOUT)
+        let committed = self
+            .with_committer(&kafka_group, |consumer| {
+                consumer.committed_offsets(list, REQUEST_TIMEOUT)
+            })?
             .map_err(broker)?;
         let offset = committed
             .find_partition(topic, partition as i32)
