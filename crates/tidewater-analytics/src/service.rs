@@ -11,7 +11,7 @@ use redb::Database;
 use serde::Serialize;
 use serde_json::Value;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
-use tidewater_engine::{open_state_db, EngineConfig};
+use tidewater_engine::{open_state_db, EngineConfig, Lease};
 use tidewater_log::{Log, NewRecord, Position, TopicConfig};
 use tidewater_metrics::Metrics;
 
@@ -101,9 +101,29 @@ impl Analytics {
         }))
     }
 
-    /// Starts consuming the conversations and feedback topics.
-    pub fn start(&self, engine: EngineConfig) -> Result<(), Error> {
+    /// Starts consuming the conversations and feedback topics. With a `publisher` lease
+    /// (on Kafka every member computes the KPIs), the KPIs, late events and dead letters
+    /// are published only while this member holds it.
+    pub fn start(&self, engine: EngineConfig, publisher: Option<Arc<Lease>>) -> Result<(), Error> {
         let stop = Arc::new(AtomicBool::new(false));
+        let outputs = Arc::new(Outputs::new(
+            &self.config,
+            &self.metrics.watchdog,
+            publisher.as_ref(),
+        ));
+        if let Some(lease) = &publisher {
+            // What the previous holder left unpublished goes out now.
+            let (outputs, db) = (Arc::downgrade(&outputs), Arc::downgrade(&self.db));
+            let (log, metrics) = (Arc::clone(&self.log), Arc::clone(&self.metrics));
+            lease.on_acquire(move || {
+                let (Some(outputs), Some(db)) = (outputs.upgrade(), db.upgrade()) else {
+                    return;
+                };
+                if let Err(e) = outputs.publish(&db, log.as_ref(), &metrics) {
+                    tracing::warn!(error = %e, "cannot publish the KPIs after acquiring the publisher lease");
+                }
+            });
+        }
         let runner = Runner {
             db: Arc::clone(&self.db),
             log: Arc::clone(&self.log),
@@ -112,7 +132,7 @@ impl Analytics {
             engine,
             metrics: Arc::clone(&self.metrics),
             operator: Arc::clone(&self.operator),
-            outputs: Outputs::new(&self.config, &self.metrics.watchdog),
+            outputs,
             heartbeat: self.metrics.watchdog.register("pipeline analytics"),
             stop: Arc::clone(&stop),
         };

@@ -85,7 +85,7 @@ fn start(dir: &Path, config: AnalyticsConfig) -> (Arc<dyn Log>, Arc<Metrics>, Ar
         Arc::clone(&metrics),
     )
     .unwrap();
-    analytics.start(engine()).unwrap();
+    analytics.start(engine(), None).unwrap();
     (log, metrics, analytics)
 }
 
@@ -200,7 +200,7 @@ fn windows_close_once_late_events_go_aside_and_restart_continues() {
     .unwrap();
     let before = analytics.kpis(None, None).unwrap();
     assert_eq!(before.windows.len(), 2, "{before:?}");
-    analytics.start(engine()).unwrap();
+    analytics.start(engine(), None).unwrap();
     analytics
         .ingest(
             "conversations",

@@ -6,7 +6,7 @@
 //! current batch (before the revocation returns, so the next owner starts from what was
 //! committed), and an assigned one gets a worker that resumes from the state store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,7 +24,18 @@ use tracing::{error, info, warn};
 
 use crate::dead_letter::DeadLetterRecord;
 use crate::target::{PipelineTarget, SinkTarget, Target};
-use crate::{EngineConfig, EngineError, LogPositions, Pipeline, PipelineError, Sink};
+use crate::{EngineConfig, EngineError, Lease, LogPositions, Pipeline, PipelineError, Sink};
+
+/// How a pipeline whose state must see its whole topic (the identity graph links records
+/// of any partition) runs on each of several members: every member reads every partition
+/// under a consumer group of its own, and what the replicas all produce is published by
+/// one of them, the holder of a lease ([`crate::Handover::Sequence`] for dead letters).
+pub struct Replica {
+    /// This member's own consumer group for the topic.
+    pub group: String,
+    /// The lease whose holder publishes.
+    pub publisher: Arc<Lease>,
+}
 
 /// Runs a pipeline over the partitions of its topic that its consumer group gives this
 /// process, with the pipeline's state and offsets in `db`.
@@ -35,6 +46,8 @@ pub struct Engine<P: Pipeline> {
     config: EngineConfig,
     metrics: Arc<Metrics>,
     group: Option<String>,
+    /// For a replica: the lease under which its dead letters are published.
+    publisher: Option<Arc<Lease>>,
 }
 
 /// Runs a [`Sink`] over the partitions of its topic that its consumer group gives this
@@ -49,6 +62,8 @@ pub struct SinkEngine<S: Sink> {
 /// Committed next offsets per partition, mirrored in memory so callers can wait on them.
 struct Progress {
     committed: Mutex<Vec<u64>>,
+    /// The partitions this process owns now (the group's assignment).
+    owned: Mutex<BTreeSet<u32>>,
     changed: Condvar,
     stopped: AtomicBool,
 }
@@ -90,14 +105,15 @@ impl<P: Pipeline> Engine<P> {
             config,
             metrics,
             group: None,
+            publisher: None,
         }
     }
 
-    /// Joins `group` instead of the group named after the pipeline. A group of its own
-    /// per process gives this process every partition: a replica, for a pipeline whose
-    /// state must see the whole topic (the identity graph links records of any partition).
-    pub fn in_group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
+    /// Runs as a [`Replica`]: every partition, under the replica's own group; its dead
+    /// letters are published by the holder of the replica's lease.
+    pub fn replica(mut self, replica: Replica) -> Self {
+        self.group = Some(replica.group);
+        self.publisher = Some(replica.publisher);
         self
     }
 
@@ -113,19 +129,24 @@ impl<P: Pipeline> Engine<P> {
         let group = self
             .group
             .unwrap_or_else(|| self.pipeline.name().to_owned());
-        let target = PipelineTarget::new(
+        let target = Arc::new(PipelineTarget::new(
             Arc::clone(&self.log),
             self.db,
             self.pipeline,
             Arc::clone(&self.metrics),
-        );
-        launch(
-            self.log,
-            Arc::new(target),
-            &group,
-            self.config,
-            self.metrics,
-        )
+            self.publisher.clone(),
+        ));
+        if let Some(publisher) = &self.publisher {
+            // What the previous holder left unpublished goes out now, not with the next
+            // dead letter.
+            let target = Arc::downgrade(&target);
+            publisher.on_acquire(move || {
+                if let Some(target) = target.upgrade() {
+                    target.publish_dead_letters();
+                }
+            });
+        }
+        launch(self.log, target, &group, self.config, self.metrics)
     }
 }
 
@@ -202,6 +223,7 @@ fn launch<T: Target>(
     }
     let progress = Arc::new(Progress {
         committed: Mutex::new(committed),
+        owned: Mutex::new(BTreeSet::new()),
         changed: Condvar::new(),
         stopped: AtomicBool::new(false),
     });
@@ -270,6 +292,7 @@ impl<T: Target> AssignmentListener for Workers<T> {
             match spawned {
                 Ok(thread) => {
                     self.running.insert(partition, (stop, thread));
+                    self.shared.progress.owned.lock().insert(partition);
                 }
                 Err(e) => {
                     error!(pipeline = %self.shared.target.name(), partition, error = %e,
@@ -285,6 +308,11 @@ impl<T: Target> AssignmentListener for Workers<T> {
             .filter(|tp| tp.topic == self.shared.target.topic())
             .filter_map(|tp| self.running.remove(&tp.partition))
             .collect();
+        let mut owned = self.shared.progress.owned.lock();
+        for tp in partitions {
+            owned.remove(&tp.partition);
+        }
+        drop(owned);
         for (stop, _) in &stopping {
             stop.store(true, Ordering::SeqCst);
         }
@@ -315,6 +343,12 @@ impl ProgressWatcher {
     /// Next offset to be consumed, per partition (everything below is committed).
     pub fn committed(&self) -> Vec<u64> {
         self.0.committed.lock().clone()
+    }
+
+    /// The partitions the consumer group gives this process now: on the embedded log
+    /// every partition, on Kafka this member's share.
+    pub fn owned(&self) -> Vec<u32> {
+        self.0.owned.lock().iter().copied().collect()
     }
 
     /// Waits until every `(partition, offset)` given is committed (consumed past), the

@@ -15,6 +15,11 @@
 //! topic holds past the intent's end offsets — only this outbox writes there, so those
 //! are the entries that reached the log — and appends only the ones that did not.
 //!
+//! A pipeline that runs as a replica on every member (profiles, analytics on Kafka)
+//! records the same output on each; its outbox is then [`Outbox::leased`]: only the
+//! holder of a [`Lease`] publishes, and the [`Handover`] says how a new holder avoids
+//! repeating what the previous one published.
+//!
 //! One entry the log refuses for good (larger than its maximum record size) never blocks
 //! the entries after it: it is left out of the topic and reported — an ERROR line and
 //! `tidewater_outbox_refused_total{topic}` — and the others are published. A publication
@@ -23,15 +28,18 @@
 //! watchdog (`/readyz`, `/v1/stats`) until a publication succeeds.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use tidewater_log::{Log, LogError, NewRecord};
+use tidewater_log::{Header, Log, LogError, NewRecord};
 use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
 use tracing::error;
 
-use crate::EngineError;
+use crate::{EngineError, Lease};
 
 /// A stored entry: (key, value, timestamp).
 type StoredEntry<'a> = (Option<&'a [u8]>, &'a [u8], i64);
@@ -82,6 +90,38 @@ struct Intent {
     last: u64,
 }
 
+/// Header naming an entry's sequence number in a [`Handover::Sequence`] outbox.
+pub const SEQUENCE_HEADER: &str = "tidewater-outbox-seq";
+
+/// How often a replica that does not hold the lease drops the entries the holder has
+/// published.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How a new lease holder avoids repeating what the previous holder published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Every replica records the same entries in the same order (a deterministic
+    /// pipeline over the same input), so an entry's sequence number names it on every
+    /// member. Each record carries it in the [`SEQUENCE_HEADER`]; a new holder skips
+    /// every entry up to the highest number on the topic, and the others drop those
+    /// entries as the holder publishes them.
+    Sequence,
+    /// Entries are snapshots keyed by id: the replicas that do not hold the lease drop
+    /// theirs, and the pipeline records its whole state again when it acquires the lease
+    /// ([`Lease::on_acquire`]), so the latest record of every key is the current one.
+    Discard,
+}
+
+/// The lease an outbox publishes under.
+struct Leased {
+    lease: Arc<Lease>,
+    handover: Handover,
+    /// The lease generation this outbox last published under.
+    generation: AtomicU64,
+    /// When a non-holder last dropped what the holder published.
+    followed: Mutex<Option<Instant>>,
+}
+
 /// A named outbox publishing to one topic.
 pub struct Outbox {
     name: String,
@@ -90,6 +130,8 @@ pub struct Outbox {
     lock: Mutex<()>,
     /// Where publication is reported, when watched.
     heartbeat: Option<Heartbeat>,
+    /// Set for a replica's outbox: only the lease holder publishes.
+    leased: Option<Leased>,
 }
 
 /// Whether the log refuses `error`'s record for good, whatever is retried: the entry
@@ -108,7 +150,20 @@ impl Outbox {
             lock: Mutex::new(()),
             topic,
             heartbeat: None,
+            leased: None,
         }
+    }
+
+    /// Publishes only while this member holds `lease`; `handover` says what a new holder
+    /// skips. For the outboxes of a pipeline that runs as a replica on every member.
+    pub fn leased(mut self, lease: Arc<Lease>, handover: Handover) -> Self {
+        self.leased = Some(Leased {
+            lease,
+            handover,
+            generation: AtomicU64::new(0),
+            followed: Mutex::new(None),
+        });
+        self
     }
 
     /// Reports publication to `watchdog` as the component `outbox <topic>`: failed, with
@@ -178,6 +233,24 @@ impl Outbox {
         metrics: &Metrics,
     ) -> Result<usize, EngineError> {
         let _guard = self.lock.lock();
+        // A replica's outbox publishes under its lease, held until the publication ends.
+        let _lease = match &self.leased {
+            None => None,
+            Some(leased) => match leased.lease.guard() {
+                None => {
+                    self.follow(db, log, leased)?;
+                    return Ok(0);
+                }
+                Some(guard) => {
+                    if leased.generation.swap(guard.generation, Ordering::SeqCst)
+                        != guard.generation
+                    {
+                        self.take_over(db, log, leased.handover)?;
+                    }
+                    Some(guard)
+                }
+            },
+        };
         let name = self.name.as_str();
         let (published, pending, intent) = {
             let txn = db.begin_read()?;
@@ -198,6 +271,18 @@ impl Outbox {
         };
         let Some(last) = pending.last().map(|(seq, _)| *seq) else {
             return Ok(0);
+        };
+        let pending = match self.leased.as_ref().map(|l| l.handover) {
+            Some(Handover::Sequence) => pending
+                .into_iter()
+                .map(|(seq, mut record)| {
+                    record
+                        .headers
+                        .push(Header::new(SEQUENCE_HEADER, seq.to_string()));
+                    (seq, record)
+                })
+                .collect(),
+            _ => pending,
         };
         let to_append = match intent {
             // An earlier publication may have reached the log: skip what did.
@@ -226,6 +311,102 @@ impl Outbox {
         }
         txn.commit()?;
         Ok(appended)
+    }
+
+    /// While another member holds the lease: drops the entries its publication made
+    /// redundant, at most every [`FOLLOW_INTERVAL`].
+    fn follow(&self, db: &Database, log: &dyn Log, leased: &Leased) -> Result<(), EngineError> {
+        let mut followed = leased.followed.lock();
+        if followed.is_some_and(|at| at.elapsed() < FOLLOW_INTERVAL) {
+            return Ok(());
+        }
+        *followed = Some(Instant::now());
+        match leased.handover {
+            // Everything up to what the holder published.
+            Handover::Sequence => match self.highest_published(log)? {
+                Some(through) => self.drop_through(db, Some(through)),
+                None => Ok(()),
+            },
+            // Everything: the holder publishes its own copy.
+            Handover::Discard => self.drop_through(db, None),
+        }
+    }
+
+    /// On acquiring the lease: forgets an intent from an earlier holding (others wrote
+    /// past its ends since) and, for [`Handover::Sequence`], drops what the previous
+    /// holders published.
+    fn take_over(
+        &self,
+        db: &Database,
+        log: &dyn Log,
+        handover: Handover,
+    ) -> Result<(), EngineError> {
+        let published = match handover {
+            Handover::Sequence => self.highest_published(log)?,
+            Handover::Discard => None,
+        };
+        if published.is_some() {
+            self.drop_through(db, published)?;
+        }
+        let txn = db.begin_write()?;
+        txn.open_table(OUTBOX_INTENTS)?.remove(self.name.as_str())?;
+        txn.commit()?;
+        tracing::info!(topic = %self.topic, outbox = %self.name, published_through = ?published,
+            "publishing under the lease from here");
+        Ok(())
+    }
+
+    /// Removes the entries numbered up to `through` (`None`: every entry recorded so
+    /// far) and moves `published` past them. `through` may lie beyond what this replica
+    /// has recorded yet: the entries it records up to there are then never published.
+    fn drop_through(&self, db: &Database, through: Option<u64>) -> Result<(), EngineError> {
+        let name = self.name.as_str();
+        let txn = db.begin_write()?;
+        {
+            let mut cursors = txn.open_table(OUTBOX_CURSORS)?;
+            let published = cursors
+                .get((name, "published"))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let next = cursors.get((name, "next"))?.map(|v| v.value()).unwrap_or(0);
+            let end = match through {
+                Some(through) => through + 1,
+                None => next,
+            };
+            if end <= published {
+                return Ok(());
+            }
+            cursors.insert((name, "published"), end)?;
+            txn.open_table(OUTBOX)?
+                .retain_in((name, 0)..(name, end), |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The highest [`SEQUENCE_HEADER`] on the topic: the last records of each partition
+    /// carry it, since every holder appends in sequence order.
+    fn highest_published(&self, log: &dyn Log) -> Result<Option<u64>, EngineError> {
+        /// Records read from each partition's end (offsets need not be dense).
+        const TAIL: u64 = 64;
+        let mut highest = None;
+        for partition in 0..log.partitions(&self.topic)? {
+            let range = log.range(&self.topic, partition)?;
+            if range.end <= range.start {
+                continue;
+            }
+            let from = range.end.saturating_sub(TAIL).max(range.start);
+            for record in log.read(&self.topic, partition, from, TAIL as usize)? {
+                let sequence = record
+                    .headers
+                    .iter()
+                    .filter(|h| h.name == SEQUENCE_HEADER)
+                    .filter_map(|h| std::str::from_utf8(h.value.as_deref()?).ok()?.parse().ok())
+                    .max();
+                highest = highest.max(sequence);
+            }
+        }
+        Ok(highest)
     }
 
     /// The recorded entries with sequence numbers in `range`, with those numbers.
@@ -609,5 +790,96 @@ mod tests {
         assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 1);
         assert!(metrics.watchdog.unhealthy().is_empty());
         assert_eq!(topic_values(log.as_ref(), "not-yet"), ["1"]);
+    }
+
+    /// Records `entries` in `db` for `outbox` in one transaction.
+    fn record(db: &Database, outbox: &Outbox, entries: impl IntoIterator<Item = OutboxEntry>) {
+        let txn = db.begin_write().unwrap();
+        outbox.record(&txn, entries).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn numbered(range: std::ops::Range<u32>) -> Vec<OutboxEntry> {
+        range
+            .map(|n| entry(&format!("k{n}"), &format!("v{n}")))
+            .collect()
+    }
+
+    /// Entries still recorded (not yet published or dropped) in `outbox` "o".
+    fn stored(db: &Database) -> usize {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(OUTBOX).unwrap();
+        table.range(("o", 0)..=("o", u64::MAX)).unwrap().count()
+    }
+
+    #[test]
+    fn a_new_holder_publishes_only_what_the_previous_holder_did_not() {
+        let (dir, log, first) = setup();
+        let second = crate::open_state_db(&dir.path().join("replica.redb")).unwrap();
+        let metrics = Metrics::default();
+        let (lease_a, lease_b) = (Lease::sole("o"), Lease::sole("o"));
+        lease_b.release();
+        let holder = Outbox::new("o", "out").leased(Arc::clone(&lease_a), Handover::Sequence);
+        let replica = Outbox::new("o", "out").leased(Arc::clone(&lease_b), Handover::Sequence);
+        // Both replicas record the same entries; only the holder appends.
+        record(&first, &holder, numbered(0..5));
+        record(&second, &replica, numbered(0..3));
+        assert_eq!(holder.publish(&first, log.as_ref(), &metrics).unwrap(), 5);
+        assert_eq!(replica.publish(&second, log.as_ref(), &metrics).unwrap(), 0);
+        assert_eq!(
+            stored(&second),
+            0,
+            "the replica drops what the holder published"
+        );
+        // The replica, behind, records entries the holder published and some it did not.
+        record(&second, &replica, numbered(3..8));
+        // The holder goes; the replica takes over with a new holding.
+        lease_a.release();
+        let successor = Lease::sole("o");
+        let replica = Outbox::new("o", "out").leased(successor, Handover::Sequence);
+        assert_eq!(replica.publish(&second, log.as_ref(), &metrics).unwrap(), 3);
+        record(&second, &replica, numbered(8..10));
+        assert_eq!(replica.publish(&second, log.as_ref(), &metrics).unwrap(), 2);
+        let expected: Vec<String> = {
+            let mut v: Vec<String> = (0..10).map(|n| format!("v{n}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(topic_values(log.as_ref(), "out"), expected);
+        // Every record names its entry.
+        let mut sequences: Vec<u64> = (0..3)
+            .flat_map(|p| log.read("out", p, 0, 100).unwrap())
+            .map(|r| {
+                let header = r
+                    .headers
+                    .iter()
+                    .find(|h| h.name == SEQUENCE_HEADER)
+                    .unwrap();
+                std::str::from_utf8(header.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        sequences.sort_unstable();
+        assert_eq!(sequences, (0..10).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_replica_that_does_not_hold_a_discard_lease_drops_its_entries() {
+        let (_dir, log, db) = setup();
+        let metrics = Metrics::default();
+        let lease = Lease::sole("o");
+        lease.release();
+        let outbox = Outbox::new("o", "out").leased(lease, Handover::Discard);
+        record(&db, &outbox, numbered(0..4));
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 0);
+        assert_eq!(stored(&db), 0);
+        assert!(topic_values(log.as_ref(), "out").is_empty());
+        // Held, it publishes what it records from then on.
+        let outbox = Outbox::new("o", "out").leased(Lease::sole("o"), Handover::Discard);
+        record(&db, &outbox, numbered(4..6));
+        assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 2);
+        assert_eq!(topic_values(log.as_ref(), "out"), vec!["v4", "v5"]);
     }
 }

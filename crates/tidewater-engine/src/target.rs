@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::dead_letter::{DeadLetter, DeadLetterRecord};
 use crate::state::OFFSETS;
-use crate::{Outbox, Pipeline, PipelineError, Sink, SinkPosition};
+use crate::{Handover, Lease, Outbox, Pipeline, PipelineError, Sink, SinkPosition};
 
 /// What a worker commits batches into.
 pub(crate) trait Target: Send + Sync + 'static {
@@ -66,9 +66,13 @@ impl<P: Pipeline> PipelineTarget<P> {
         db: Arc<Database>,
         pipeline: Arc<P>,
         metrics: Arc<Metrics>,
+        publisher: Option<Arc<Lease>>,
     ) -> Self {
         let topic = DeadLetterRecord::topic_for(pipeline.name());
-        let dead_letters = Outbox::new("dead-letters", topic).watched(&metrics.watchdog);
+        let mut dead_letters = Outbox::new("dead-letters", topic).watched(&metrics.watchdog);
+        if let Some(lease) = publisher {
+            dead_letters = dead_letters.leased(lease, Handover::Sequence);
+        }
         let target = Self {
             log,
             db,
@@ -82,7 +86,7 @@ impl<P: Pipeline> PipelineTarget<P> {
     }
 
     /// Publishes committed dead letters not yet on the dead-letter topic.
-    fn publish_dead_letters(&self) {
+    pub(crate) fn publish_dead_letters(&self) {
         if let Err(e) = self
             .dead_letters
             .publish(&self.db, self.log.as_ref(), &self.metrics)

@@ -221,14 +221,24 @@ impl Knowledge {
         Ok(self.wait_indexed(&positions, timeout))
     }
 
-    /// Records appended to the documents topic but not yet committed by the pipeline (by
-    /// any member, with pgvector). `u64::MAX` when that is unknown: the built-in index's
+    /// Records appended to the documents topic but not yet committed by the pipeline: in
+    /// the partitions this process owns with the built-in index, in every partition (by
+    /// any member) with pgvector. `u64::MAX` when that is unknown: the built-in index's
     /// pipeline is not running, or PostgreSQL cannot be read.
     pub fn lag(&self) -> u64 {
         let topic = self.config.topic.as_str();
-        let committed = match &self.backend {
+        // (partition, next offset) of the partitions whose lag counts here.
+        let committed: Vec<(u32, u64)> = match &self.backend {
+            // The local index holds only what this member's partitions carry.
             Backend::Hnsw(_) => match self.progress() {
-                Some(progress) => progress.committed(),
+                Some(progress) => {
+                    let committed = progress.committed();
+                    progress
+                        .owned()
+                        .into_iter()
+                        .filter_map(|p| Some((p, *committed.get(p as usize)?)))
+                        .collect()
+                }
                 None => return u64::MAX,
             },
             Backend::Pgvector(shared) => {
@@ -238,7 +248,7 @@ impl Knowledge {
                     .map_err(KnowledgeError::from)
                     .and_then(|partitions| shared.committed(topic, partitions));
                 match committed {
-                    Ok(committed) => committed,
+                    Ok(committed) => (0..).zip(committed).collect(),
                     Err(e) => {
                         warn!(error = %e, "cannot read the committed offsets");
                         return u64::MAX;
@@ -247,12 +257,11 @@ impl Knowledge {
             }
         };
         committed
-            .iter()
-            .enumerate()
+            .into_iter()
             .map(|(p, next)| {
                 self.log
-                    .range(topic, p as u32)
-                    .map(|r| r.end.saturating_sub(*next))
+                    .range(topic, p)
+                    .map(|r| r.end.saturating_sub(next))
                     .unwrap_or(0)
             })
             .sum()

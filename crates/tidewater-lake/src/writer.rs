@@ -118,6 +118,14 @@ pub(crate) fn publish(files: &[StagedFile], crash: Option<CrashPoint>) -> Result
     Ok(())
 }
 
+/// How long one read of a batch waits for records the log holds; the embedded log
+/// answers at once, a broker after a fetch.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// Reads that may come back empty while the log holds the records, before the batch is
+/// declared unreadable.
+const FETCH_TRIES: u32 = 20;
+
 /// The records of one batch.
 struct Source<'a> {
     consumer: &'a mut dyn Consumer,
@@ -136,11 +144,14 @@ impl Source<'_> {
             .seek(&assigned, self.batch.first)
             .map_err(|source| self.log_error(source))?;
         let mut next = self.batch.first;
+        // Empty polls in a row while the log says the records are there (a broker's fetch
+        // has not arrived yet).
+        let mut waited = 0;
         while next <= self.batch.last {
             let want = (self.batch.last - next + 1).min(READ_CHUNK as u64) as usize;
             let fetched = self
                 .consumer
-                .poll(want, Duration::ZERO)
+                .poll(want, FETCH_WAIT)
                 .map_err(|source| self.log_error(source))?
                 .pop()
                 .ok_or_else(|| {
@@ -166,6 +177,11 @@ impl Source<'_> {
                 // The rest of the batch lies in a gap of the partition's offsets.
                 break;
             }
+            if records.is_empty() && fetched.high_watermark > next && waited < FETCH_TRIES {
+                waited += 1;
+                continue;
+            }
+            waited = 0;
             if records.is_empty() {
                 return Err(LakeError::MissingRecords {
                     topic: self.topic.to_owned(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redb::Database;
 use serde_json::Value;
-use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle};
+use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle, Replica};
 use tidewater_log::{Log, NewRecord, Position};
 use tidewater_metrics::Metrics;
 
@@ -44,13 +44,14 @@ impl Profiles {
         }))
     }
 
-    /// Starts consuming the change topic. With `replica_group`, this process reads every
-    /// partition under that consumer group of its own (one per member on Kafka), so its
-    /// identity graph sees every record; by default it joins the group `profiles`.
+    /// Starts consuming the change topic. As a [`Replica`] (one per member on Kafka), this
+    /// process reads every partition, so its identity graph sees every record, and it
+    /// publishes profile changes and dead letters only while it holds the replica's
+    /// lease; by default it joins the group `profiles` and publishes everything.
     pub fn start(
         &self,
         engine_config: EngineConfig,
-        replica_group: Option<String>,
+        replica: Option<Replica>,
     ) -> Result<(), ProfilesError> {
         let pipeline = ProfilesPipeline::new(
             "profiles",
@@ -62,10 +63,24 @@ impl Profiles {
             Arc::clone(&self.log),
             self.config.output_topic.clone(),
             Arc::clone(&self.metrics),
+            replica.as_ref().map(|r| Arc::clone(&r.publisher)),
         );
         // Changes committed before a crash but not yet published.
         pipeline.publish_pending(&self.db)?;
         let pipeline = Arc::new(pipeline);
+        if let Some(replica) = &replica {
+            // The new publisher's first output: every current profile, so the latest
+            // record of each key on the output topic is this member's profile.
+            let (pipeline, db) = (Arc::downgrade(&pipeline), Arc::downgrade(&self.db));
+            replica.publisher.on_acquire(move || {
+                let (Some(pipeline), Some(db)) = (pipeline.upgrade(), db.upgrade()) else {
+                    return;
+                };
+                if let Err(e) = pipeline.republish_all(&db) {
+                    tracing::warn!(error = %e, "cannot republish the profiles after acquiring the publisher lease");
+                }
+            });
+        }
         let mut engine = Engine::new(
             Arc::clone(&self.log),
             Arc::clone(&self.db),
@@ -73,8 +88,8 @@ impl Profiles {
             engine_config,
             Arc::clone(&self.metrics),
         );
-        if let Some(group) = replica_group {
-            engine = engine.in_group(group);
+        if let Some(replica) = replica {
+            engine = engine.replica(replica);
         }
         let handle = engine.start(&self.config.topic_config)?;
         *self.engine.lock() = Some(handle);

@@ -147,7 +147,12 @@ impl Harness {
             .collect();
         let pipeline = ProfilesPipeline::new("profiles", "cdc", self.config.clone(), &self.db)
             .unwrap()
-            .with_output(Arc::clone(&self.log), OUTPUT, Arc::clone(&self.metrics));
+            .with_output(
+                Arc::clone(&self.log),
+                OUTPUT,
+                Arc::clone(&self.metrics),
+                None,
+            );
         let handle = Engine::new(
             Arc::clone(&self.log),
             Arc::clone(&self.db),

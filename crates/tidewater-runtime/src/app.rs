@@ -12,6 +12,7 @@ use tidewater_answer::ChatClient;
 use tidewater_cdc::PostgresSource;
 use tidewater_config::Config;
 use tidewater_core::RetryHint;
+use tidewater_engine::{Lease, Replica};
 use tidewater_knowledge::Knowledge;
 use tidewater_lake::Lake;
 use tidewater_log::Log;
@@ -48,8 +49,9 @@ pub struct App {
     pub answering: Arc<Answering>,
     /// The Parquet lake, when enabled.
     pub lake: Option<Arc<Lake>>,
-    /// File sources, one per configured root.
-    pub sources: Vec<Arc<FileSource>>,
+    /// File sources, one per configured root, each with the lease its member must hold
+    /// to list and watch the root.
+    pub sources: Vec<(Arc<FileSource>, Arc<Lease>)>,
     /// Set once the initial scan is indexed.
     pub ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -67,6 +69,11 @@ impl App {
             source,
         })?;
         let metrics = Arc::new(Metrics::new(&config.health));
+        // On Kafka, several members share the work: what only one may do goes by lease.
+        let shared = config.log.backend == tidewater_log::LogBackend::Kafka;
+        if partial_index(&config) {
+            warn!("log.backend = \"kafka\" with the built-in index: this member indexes and searches only the documents partitions the group gives it, and file sources are not reconciled against it; with several members set [knowledge.index] backend = \"pgvector\" for one shared index");
+        }
         let log = tidewater_log::open_log(&config.log, &data_dir, Arc::clone(&metrics)).map_err(
             |source| RuntimeError::Log {
                 path: data_dir.join("log"),
@@ -92,11 +99,15 @@ impl App {
                     Arc::clone(&metrics),
                 )?;
                 // On Kafka every member keeps the whole identity graph: a consumer group
-                // of its own gives it every partition.
-                let replica_group = (config.log.backend == tidewater_log::LogBackend::Kafka)
-                    .then(|| member_id(&data_dir).map(|id| format!("profiles.{id}")))
-                    .transpose()?;
-                profiles.start(config.engine.clone(), replica_group)?;
+                // of its own gives it every partition; one member publishes.
+                let replica = match shared {
+                    true => Some(Replica {
+                        group: format!("profiles.{}", member_id(&data_dir)?),
+                        publisher: lease(&log, "profiles")?,
+                    }),
+                    false => None,
+                };
+                profiles.start(config.engine.clone(), replica)?;
                 Some(profiles)
             }
             None => None,
@@ -108,7 +119,10 @@ impl App {
             Arc::clone(&log),
             Arc::clone(&metrics),
         )?;
-        analytics.start(config.engine.clone())?;
+        // Every member computes the KPIs (from every partition, in one merged order); the
+        // holder of the lease publishes them.
+        let publisher = shared.then(|| lease(&log, "analytics")).transpose()?;
+        analytics.start(config.engine.clone(), publisher)?;
         let client = match &config.answer.llm {
             Some(llm) => Some(ChatClient::new(llm).map_err(|source| RuntimeError::Llm {
                 url: tidewater_core::redact::redact(&llm.base_url).into_owned(),
@@ -168,7 +182,11 @@ impl App {
                     root: files.root.clone(),
                     source: Box::new(source),
                 })?;
-            sources.push(Arc::new(source));
+            let lease = match shared {
+                true => lease(&log, &format!("files.{}", files.name))?,
+                false => Lease::sole(format!("files.{}", files.name)),
+            };
+            sources.push((Arc::new(source), lease));
         }
         let mut app = Self {
             config,
@@ -190,7 +208,9 @@ impl App {
         Ok(app)
     }
 
-    /// Initial scan → wait until indexed → ready → reconcile → watch; then scheduled reconciles.
+    /// Initial scan → wait until indexed → ready → reconcile → watch; then scheduled
+    /// reconciles. A file source whose lease another member holds is left to it: its
+    /// thread scans and watches whenever this member acquires the lease.
     fn spawn_startup(&mut self) -> Result<()> {
         let (sources, knowledge, ready, stop) = (
             self.sources.clone(),
@@ -199,15 +219,23 @@ impl App {
             Arc::clone(&self.stop),
         );
         let log = Arc::clone(&self.log);
-        let reconcile = self.config.reconcile.clone();
+        let mut reconcile = self.config.reconcile.clone();
+        if partial_index(&self.config) {
+            // A partial index would take the other members' documents for missing.
+            reconcile.on_start = false;
+            reconcile.interval = Duration::ZERO;
+        }
         let startup = std::thread::Builder::new().name("startup".into()).spawn(move || {
             let started = Instant::now();
-            for source in &sources {
-                match source.scan() {
-                    Ok(report) => info!(source = source.source_name(), upserts = report.upserts, deletes = report.deletes,
-                        unchanged = report.unchanged, skipped = report.skipped.len(), dead_lettered = report.dead_lettered, "initial scan done"),
-                    Err(e) => warn!(source = source.source_name(), error = %e, "initial scan failed; the watcher retries"),
-                }
+            // The holding each source was scanned under.
+            let mut scanned = Vec::new();
+            for (source, lease) in &sources {
+                let Some(guard) = lease.guard() else {
+                    scanned.push(None);
+                    continue;
+                };
+                scan(source);
+                scanned.push(Some(guard.generation));
             }
             while knowledge.lag() > 0 && !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -215,14 +243,9 @@ impl App {
             ready.store(true, Ordering::SeqCst);
             info!(after = ?started.elapsed(), documents = knowledge.metrics().documents.get(), "ready: initial scan indexed");
             let mut watch_threads = Vec::new();
-            for source in &sources {
-                let (source, stop) = (Arc::clone(source), Arc::clone(&stop));
-                let name = source.source_name().to_owned();
-                watch_threads.push(std::thread::spawn(move || {
-                    if let Err(e) = source.run(stop) {
-                        warn!(source = name, error = %e, "file watcher stopped");
-                    }
-                }));
+            for ((source, lease), scanned) in sources.iter().zip(scanned) {
+                let (source, lease, stop) = (Arc::clone(source), Arc::clone(lease), Arc::clone(&stop));
+                watch_threads.push(std::thread::spawn(move || serve_file_source(&source, &lease, &stop, scanned)));
             }
             // `None`: no reconcile scheduled (interval "0s" turns the schedule off).
             let after = |interval: Duration| (!interval.is_zero()).then(|| Instant::now() + interval);
@@ -236,7 +259,8 @@ impl App {
                     next_retention = Instant::now() + RETENTION_INTERVAL;
                 }
                 if next_reconcile.is_some_and(|at| Instant::now() >= at) {
-                    for source in &sources {
+                    for (source, lease) in &sources {
+                        let Some(_held) = lease.guard() else { continue };
                         match knowledge.reconcile(source, Duration::from_secs(600)) {
                             Ok(report) => info!(source = source.source_name(), ?report, "reconcile done"),
                             Err(e) => warn!(source = source.source_name(), error = %e, "reconcile failed"),
@@ -358,6 +382,75 @@ impl App {
         // went missing while Tidewater was stopped.
         if let Err(e) = self.log.close() {
             warn!(error = %e, "cannot record the log's end; the next start treats this stop as a crash");
+        }
+    }
+}
+
+/// Whether this member's index holds only its share of the documents: the built-in
+/// index on Kafka.
+fn partial_index(config: &Config) -> bool {
+    config.log.backend == tidewater_log::LogBackend::Kafka
+        && config.knowledge.index.backend == tidewater_knowledge::IndexBackend::Hnsw
+}
+
+/// Joins the group that hands out the lease `name` among the members.
+fn lease(log: &Arc<dyn Log>, name: &str) -> Result<Arc<Lease>> {
+    Lease::join(Arc::clone(log), name).map_err(|source| RuntimeError::Lease {
+        name: name.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// Scans a file source's root, logging the outcome (the watcher retries a failed scan).
+fn scan(source: &FileSource) {
+    match source.scan() {
+        Ok(report) => info!(
+            source = source.source_name(),
+            upserts = report.upserts,
+            deletes = report.deletes,
+            unchanged = report.unchanged,
+            skipped = report.skipped.len(),
+            dead_lettered = report.dead_lettered,
+            "scan done"
+        ),
+        Err(e) => {
+            warn!(source = source.source_name(), error = %e, "scan failed; the watcher retries")
+        }
+    }
+}
+
+/// Watches a file source while this member holds its lease, until `stop`. Each holding
+/// starts with a scan (the folder changed while another member held it), except the one
+/// the start-up scan was made under (`scanned`).
+fn serve_file_source(
+    source: &Arc<FileSource>,
+    lease: &Lease,
+    stop: &AtomicBool,
+    scanned: Option<u64>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let generation = match lease.guard() {
+            Some(guard) => guard.generation,
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if scanned != Some(generation) {
+            scan(source);
+        }
+        let stop_watching = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (source, stop_watching) = (Arc::clone(source), Arc::clone(&stop_watching));
+            std::thread::spawn(move || source.run(stop_watching))
+        };
+        while !stop.load(Ordering::SeqCst) && lease.is_held() && !watcher.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop_watching.store(true, Ordering::SeqCst);
+        if let Ok(Err(e)) = watcher.join() {
+            // Not retried: the watchdog shows the source failed.
+            return warn!(source = source.source_name(), error = %e, "file watcher stopped");
         }
     }
 }

@@ -34,6 +34,15 @@ pub enum RuntimeError {
         #[source]
         source: Box<tidewater_log::LogError>,
     },
+    /// This member cannot join the group that hands out a lease.
+    #[error("cannot join the group of the lease '{name}'")]
+    Lease {
+        /// The lease.
+        name: String,
+        /// The cause.
+        #[source]
+        source: Box<tidewater_engine::EngineError>,
+    },
     /// The embedding model cannot be loaded.
     #[error("cannot load the embedding model")]
     Embedder(#[source] Box<tidewater_embed::EmbedError>),

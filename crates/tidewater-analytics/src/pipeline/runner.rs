@@ -23,7 +23,7 @@ use redb::{Database, WriteTransaction};
 use serde_json::json;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
 use tidewater_engine::{
-    DeadLetterRecord, EngineConfig, LogPositions, Outbox, OutboxEntry, OFFSETS,
+    DeadLetterRecord, EngineConfig, Handover, Lease, LogPositions, Outbox, OutboxEntry, OFFSETS,
 };
 use tidewater_log::{Consumer, Log, Record, TopicPartition};
 use tidewater_metrics::{Heartbeat, Metrics, Watchdog};
@@ -78,17 +78,35 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
-    /// The outboxes, reporting their publication to `watchdog`.
-    pub(crate) fn new(config: &AnalyticsConfig, watchdog: &Watchdog) -> Self {
+    /// The outboxes, reporting their publication to `watchdog`. With a `publisher`
+    /// lease (a replica on every member), they publish only while holding it: the
+    /// replicas replay the same input in the same order, so their entries line up by
+    /// sequence number ([`Handover::Sequence`]).
+    pub(crate) fn new(
+        config: &AnalyticsConfig,
+        watchdog: &Watchdog,
+        publisher: Option<&Arc<Lease>>,
+    ) -> Self {
+        let outbox = |name: &str, topic: String| {
+            let outbox = Outbox::new(name, topic).watched(watchdog);
+            match publisher {
+                Some(lease) => outbox.leased(Arc::clone(lease), Handover::Sequence),
+                None => outbox,
+            }
+        };
         Self {
-            kpis: Outbox::new("kpis", config.kpis_topic.clone()).watched(watchdog),
-            late: Outbox::new("late", config.late_topic.clone()).watched(watchdog),
-            dead_letters: Outbox::new("dead-letters", DeadLetterRecord::topic_for(PIPELINE))
-                .watched(watchdog),
+            kpis: outbox("kpis", config.kpis_topic.clone()),
+            late: outbox("late", config.late_topic.clone()),
+            dead_letters: outbox("dead-letters", DeadLetterRecord::topic_for(PIPELINE)),
         }
     }
 
-    fn publish(&self, db: &Database, log: &dyn Log, metrics: &Metrics) -> Result<(), Error> {
+    pub(crate) fn publish(
+        &self,
+        db: &Database,
+        log: &dyn Log,
+        metrics: &Metrics,
+    ) -> Result<(), Error> {
         for outbox in [&self.kpis, &self.late, &self.dead_letters] {
             outbox.publish(db, log, metrics)?;
         }
@@ -107,7 +125,7 @@ pub(crate) struct Runner {
     pub(crate) operator: Arc<Mutex<WindowedKpis>>,
     /// Where the pipeline reports its progress (`pipeline analytics`).
     pub(crate) heartbeat: Heartbeat,
-    pub(crate) outputs: Outputs,
+    pub(crate) outputs: Arc<Outputs>,
     pub(crate) stop: Arc<AtomicBool>,
 }
 

@@ -18,7 +18,7 @@ use redb::{
 };
 use serde_json::Map;
 use tidewater_core::RetryHint;
-use tidewater_engine::{DeadLetter, Outbox, Pipeline, PipelineError, Prepared};
+use tidewater_engine::{DeadLetter, Handover, Lease, Outbox, Pipeline, PipelineError, Prepared};
 use tidewater_log::{Log, Record};
 use tidewater_metrics::Metrics;
 use tracing::warn;
@@ -84,19 +84,39 @@ impl ProfilesPipeline {
     }
 
     /// Publishes every profile change (the new profile, or a removal marker) to
-    /// `topic`, keyed by customer id.
+    /// `topic`, keyed by customer id. With a `publisher` lease (a replica), only while
+    /// holding it: [`Self::republish_all`] then starts each holding.
     pub fn with_output(
         mut self,
         log: Arc<dyn Log>,
         topic: impl Into<String>,
         metrics: Arc<Metrics>,
+        publisher: Option<Arc<Lease>>,
     ) -> Self {
+        let mut outbox = Outbox::new("profiles", topic).watched(&metrics.watchdog);
+        if let Some(lease) = publisher {
+            outbox = outbox.leased(lease, Handover::Discard);
+        }
         self.output = Some(Output {
             log,
-            outbox: Outbox::new("profiles", topic).watched(&metrics.watchdog),
+            outbox,
             metrics,
         });
         self
+    }
+
+    /// Records every current profile for the output topic and publishes them: what a
+    /// replica does when it becomes the publisher. Returns how many were published.
+    pub fn republish_all(&self, db: &Database) -> Result<usize, ProfilesError> {
+        let Some(output) = &self.output else {
+            return Ok(0);
+        };
+        let txn = db.begin_write()?;
+        let entries = super::outbox::all_entries(&txn)?;
+        let recorded = output.outbox.record(&txn, entries)?;
+        txn.commit()?;
+        tracing::info!(pipeline = %self.name, profiles = recorded, "republishing every profile");
+        self.publish_pending(db)
     }
 
     /// Publishes profile changes recorded but not yet on the output topic (after a

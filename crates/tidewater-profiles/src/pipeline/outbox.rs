@@ -10,6 +10,22 @@ use super::state::PROFILES;
 use crate::error::ProfilesError;
 use crate::graph::CustomerId;
 
+/// The current profile of every customer, as read inside `txn`.
+pub(crate) fn all_entries(txn: &WriteTransaction) -> Result<Vec<OutboxEntry>, ProfilesError> {
+    let now = tidewater_core::time::now_ms();
+    let profiles = txn.open_table(PROFILES)?;
+    let mut out = Vec::new();
+    for row in profiles.iter()? {
+        let (customer, profile) = row?;
+        out.push(OutboxEntry {
+            key: Some(CustomerId::new(customer.value()).to_string().into_bytes()),
+            value: profile.value().to_vec(),
+            timestamp_ms: now,
+        });
+    }
+    Ok(out)
+}
+
 /// The current profile of each customer in `updated`, and a removal marker for each in
 /// `removed`, as read inside the batch's transaction.
 pub(crate) fn entries(
