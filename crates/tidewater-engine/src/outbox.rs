@@ -106,6 +106,13 @@ pub enum Handover {
     /// every entry up to the highest number on the topic, and the others drop those
     /// entries as the holder publishes them.
     Sequence,
+    /// Every replica records entries in increasing timestamp order, but replicas may
+    /// record different entries (KPIs of windows closed live: which events were late
+    /// depends on when each replica fetched them). A new holder skips every entry at or
+    /// before the latest timestamp on the topic, and the others drop those entries as the
+    /// holder publishes them: the topic holds one record per timestamp's worth of output,
+    /// from whichever member held the lease then.
+    Timestamp,
     /// Entries are snapshots keyed by id: the replicas that do not hold the lease drop
     /// theirs, and the pipeline records its whole state again when it acquires the lease
     /// ([`Lease::on_acquire`]), so the latest record of every key is the current one.
@@ -273,6 +280,18 @@ impl Outbox {
             return Ok(0);
         };
         let pending = match self.leased.as_ref().map(|l| l.handover) {
+            Some(Handover::Timestamp) => {
+                // Entries the previous holders' output already covers are not published.
+                let covered = db
+                    .begin_read()?
+                    .open_table(OUTBOX_CURSORS)?
+                    .get((name, "published_ms"))?
+                    .map(|v| v.value());
+                pending
+                    .into_iter()
+                    .filter(|(_, r)| covered.is_none_or(|t| r.timestamp_ms > t as i64))
+                    .collect()
+            }
             Some(Handover::Sequence) => pending
                 .into_iter()
                 .map(|(seq, mut record)| {
@@ -327,27 +346,42 @@ impl Outbox {
                 Some(through) => self.drop_through(db, Some(through)),
                 None => Ok(()),
             },
+            Handover::Timestamp => match self.latest_published_time(log)? {
+                Some(time) => self.drop_until(db, time),
+                None => Ok(()),
+            },
             // Everything: the holder publishes its own copy.
             Handover::Discard => self.drop_through(db, None),
         }
     }
 
     /// On acquiring the lease: forgets an intent from an earlier holding (others wrote
-    /// past its ends since) and, for [`Handover::Sequence`], drops what the previous
-    /// holders published.
+    /// past its ends since) and drops what the previous holders published (but with
+    /// [`Handover::Discard`]).
     fn take_over(
         &self,
         db: &Database,
         log: &dyn Log,
         handover: Handover,
     ) -> Result<(), EngineError> {
+        // What the previous holders published, as this handover names it.
         let published = match handover {
-            Handover::Sequence => self.highest_published(log)?,
+            Handover::Sequence => {
+                let through = self.highest_published(log)?;
+                if through.is_some() {
+                    self.drop_through(db, through)?;
+                }
+                through.map(|sequence| format!("sequence {sequence}"))
+            }
+            Handover::Timestamp => {
+                let until = self.latest_published_time(log)?;
+                if let Some(time) = until {
+                    self.drop_until(db, time)?;
+                }
+                until.map(|time| format!("timestamp {time}"))
+            }
             Handover::Discard => None,
         };
-        if published.is_some() {
-            self.drop_through(db, published)?;
-        }
         let txn = db.begin_write()?;
         txn.open_table(OUTBOX_INTENTS)?.remove(self.name.as_str())?;
         txn.commit()?;
@@ -384,29 +418,56 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes the entries with timestamps up to `time` and records that entries up to
+    /// there are covered, including those this replica records later.
+    fn drop_until(&self, db: &Database, time: i64) -> Result<(), EngineError> {
+        let name = self.name.as_str();
+        let time = u64::try_from(time).unwrap_or(0);
+        let txn = db.begin_write()?;
+        {
+            let mut cursors = txn.open_table(OUTBOX_CURSORS)?;
+            let covered = cursors.get((name, "published_ms"))?.map(|v| v.value());
+            cursors.insert((name, "published_ms"), covered.unwrap_or(0).max(time))?;
+            txn.open_table(OUTBOX)?
+                .retain_in((name, 0)..=(name, u64::MAX), |_, (_, _, ts)| {
+                    u64::try_from(ts).unwrap_or(0) > time
+                })?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// The highest [`SEQUENCE_HEADER`] on the topic: the last records of each partition
     /// carry it, since every holder appends in sequence order.
     fn highest_published(&self, log: &dyn Log) -> Result<Option<u64>, EngineError> {
+        Ok(self
+            .tail(log)?
+            .iter()
+            .flat_map(|record| &record.headers)
+            .filter(|h| h.name == SEQUENCE_HEADER)
+            .filter_map(|h| std::str::from_utf8(h.value.as_deref()?).ok()?.parse().ok())
+            .max())
+    }
+
+    /// The latest record timestamp on the topic: every holder appends in timestamp order.
+    fn latest_published_time(&self, log: &dyn Log) -> Result<Option<i64>, EngineError> {
+        Ok(self.tail(log)?.iter().map(|r| r.timestamp_ms).max())
+    }
+
+    /// The last records of each partition of the topic.
+    fn tail(&self, log: &dyn Log) -> Result<Vec<tidewater_log::Record>, EngineError> {
         /// Records read from each partition's end (offsets need not be dense).
         const TAIL: u64 = 64;
-        let mut highest = None;
+        let mut tail = Vec::new();
         for partition in 0..log.partitions(&self.topic)? {
             let range = log.range(&self.topic, partition)?;
             if range.end <= range.start {
                 continue;
             }
             let from = range.end.saturating_sub(TAIL).max(range.start);
-            for record in log.read(&self.topic, partition, from, TAIL as usize)? {
-                let sequence = record
-                    .headers
-                    .iter()
-                    .filter(|h| h.name == SEQUENCE_HEADER)
-                    .filter_map(|h| std::str::from_utf8(h.value.as_deref()?).ok()?.parse().ok())
-                    .max();
-                highest = highest.max(sequence);
-            }
+            tail.extend(log.read(&self.topic, partition, from, TAIL as usize)?);
         }
-        Ok(highest)
+        Ok(tail)
     }
 
     /// The recorded entries with sequence numbers in `range`, with those numbers.
@@ -881,5 +942,46 @@ mod tests {
         record(&db, &outbox, numbered(4..6));
         assert_eq!(outbox.publish(&db, log.as_ref(), &metrics).unwrap(), 2);
         assert_eq!(topic_values(log.as_ref(), "out"), vec!["v4", "v5"]);
+    }
+
+    fn timed(time: i64) -> OutboxEntry {
+        OutboxEntry {
+            key: Some(format!("w{time}").into_bytes()),
+            value: format!("kpis of {time}").into_bytes(),
+            timestamp_ms: time,
+        }
+    }
+
+    #[test]
+    fn a_new_holder_skips_what_the_topic_covers_by_timestamp() {
+        let (dir, log, first) = setup();
+        let second = crate::open_state_db(&dir.path().join("replica.redb")).unwrap();
+        let metrics = Metrics::default();
+        let (lease_a, lease_b) = (Lease::sole("o"), Lease::sole("o"));
+        lease_b.release();
+        let holder = Outbox::new("o", "out").leased(Arc::clone(&lease_a), Handover::Timestamp);
+        let replica = Outbox::new("o", "out").leased(Arc::clone(&lease_b), Handover::Timestamp);
+        record(&first, &holder, [1, 2, 4, 5].map(timed));
+        assert_eq!(holder.publish(&first, log.as_ref(), &metrics).unwrap(), 4);
+        // The replica saw other windows (3, not 4), and is behind.
+        record(&second, &replica, [1, 2, 3].map(timed));
+        assert_eq!(replica.publish(&second, log.as_ref(), &metrics).unwrap(), 0);
+        assert_eq!(
+            stored(&second),
+            0,
+            "what the holder's output covers is dropped"
+        );
+        lease_a.release();
+        let replica = Outbox::new("o", "out").leased(Lease::sole("o"), Handover::Timestamp);
+        // Recorded after the takeover but covered by the old holder's output: skipped.
+        record(&second, &replica, [5, 6, 7].map(timed));
+        assert_eq!(replica.publish(&second, log.as_ref(), &metrics).unwrap(), 2);
+        let mut expected: Vec<String> = [1, 2, 4, 5, 6, 7]
+            .iter()
+            .map(|t| format!("kpis of {t}"))
+            .collect();
+        expected.sort();
+        assert_eq!(topic_values(log.as_ref(), "out"), expected);
+        assert_eq!(stored(&second), 0);
     }
 }

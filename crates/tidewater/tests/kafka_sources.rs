@@ -574,3 +574,186 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
     assert_eq!(profiles(&fresh), expected);
     fresh.terminate();
 }
+
+/// Every record of `topic` on the broker, all partitions, as (key, value).
+fn topic_records(log: &KafkaLog, topic: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for partition in 0..log.partitions(topic).unwrap_or(0) {
+        let Ok(range) = log.range(topic, partition) else {
+            continue;
+        };
+        let mut next = range.start;
+        while next < range.end {
+            let records = log.read(topic, partition, next, 1_000).expect("read");
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in records {
+                let key = String::from_utf8(r.key.unwrap_or_default()).unwrap();
+                out.push((key, serde_json::from_slice(&r.value).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_member_computes_the_kpis_and_each_window_is_published_once_across_a_handover() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let config = dir.path().join("members.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[analytics.window]\nsize = \"1s\"\nallowed_lateness = \"1s\"\nidle_timeout = \"2s\"\n\
+             [log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"{}\"\ngroup = \"kp\"\n\
+             properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let start = |name: &str| {
+        let mut member = Tidewater::start(&docs, &dir.path().join(name), &["--config", &config]);
+        member.wait_ready(Duration::from_secs(120));
+        member
+    };
+    let (a, b) = (start("a"), start("b"));
+    let producer = producer(&broker);
+    let produce = |id: String, at: i64| {
+        let event = json!({"conversation_id": id, "event_time_ms": at,
+            "question": "q", "answer": "a", "model": format!("m{}", at % 2),
+            "latency": {"retrieval_ms": 5, "model_ms": 40, "total_ms": 45}});
+        producer
+            .append(
+                "conversations",
+                vec![NewRecord {
+                    key: Some(id.into_bytes()),
+                    value: event.to_string().into_bytes(),
+                    timestamp_ms: at,
+                    headers: Vec::new(),
+                }],
+            )
+            .expect("produce");
+    };
+    // Twenty conversations a second for `seconds` from now, as an application writes
+    // them, then one 3 s later whose watermark closes their windows. Returns its time.
+    let converse = |from: usize, seconds: u64| {
+        let t0 = tidewater_core::time::now_ms();
+        for i in from..from + 20 * seconds as usize {
+            let at = t0 + ((i - from) as i64) * 50;
+            while tidewater_core::time::now_ms() < at {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            produce(format!("c{i}"), at);
+        }
+        let marker = t0 + seconds as i64 * 1_000 + 3_000;
+        produce(format!("marker{from}"), marker);
+        marker
+    };
+    // Closed windows (start, conversations) as a member computed them.
+    let closed = |member: &Tidewater| -> Vec<(u64, u64)> {
+        let (_, report) = member.json("GET", "/v1/kpis", None);
+        report["windows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|w| w["final"] == true)
+            .map(|w| {
+                (
+                    w["window_start_ms"].as_u64().unwrap(),
+                    w["overall"]["conversations"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    // The windows on the KPI topic, each asserted to appear once.
+    let published = || -> Vec<(u64, u64)> {
+        let records = topic_records(&producer, "kpis");
+        let mut windows: Vec<(u64, u64)> = records
+            .iter()
+            .map(|(key, kpis)| {
+                (
+                    key.parse().unwrap(),
+                    kpis["overall"]["conversations"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        windows.sort_unstable();
+        let mut starts: Vec<u64> = windows.iter().map(|w| w.0).collect();
+        starts.dedup();
+        assert_eq!(
+            starts.len(),
+            windows.len(),
+            "a window published twice: {windows:?}"
+        );
+        windows
+    };
+    let count = |windows: &[(u64, u64)]| windows.iter().map(|w| w.1).sum::<u64>();
+
+    let late = |member: &Tidewater| {
+        let (_, report) = member.json("GET", "/v1/kpis", None);
+        report["late_events"].as_u64().unwrap_or(0)
+    };
+    // Every conversation is counted in a closed window or as late: on each member, which
+    // computes the KPIs from every partition.
+    let settled = |member: &Tidewater, conversations: u64| {
+        count(&closed(member)) + late(member) == conversations
+    };
+    let marker = converse(0, 3);
+    eventually(
+        Duration::from_secs(60),
+        "both members closed every window",
+        || settled(&a, 60) && settled(&b, 60),
+    );
+    let appended =
+        |member: &Tidewater| member.metric("tidewater_log_appended_records_total{topic=\"kpis\"}");
+    eventually(Duration::from_secs(30), "one member published", || {
+        appended(&a) > 0.0 || appended(&b) > 0.0
+    });
+    let (publisher, other) = match appended(&a) > 0.0 {
+        true => (a, b),
+        false => (b, a),
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the windows on the KPI topic",
+        || published() == closed(&publisher),
+    );
+    assert_eq!(appended(&other), 0.0, "only the lease holder publishes");
+    let before = published();
+
+    // The publisher leaves; the other publishes the next windows, none twice, and
+    // repeats none of the previous holder's.
+    publisher.terminate();
+    // The next conversations come after the marker, in event time.
+    while tidewater_core::time::now_ms() < marker + 1_500 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    converse(60, 3);
+    eventually(
+        Duration::from_secs(60),
+        "the member closed the new windows",
+        || settled(&other, 121),
+    );
+    let last_before = before.last().unwrap().0;
+    let after: Vec<(u64, u64)> = closed(&other)
+        .into_iter()
+        .filter(|w| w.0 > last_before)
+        .collect();
+    assert!(after.len() >= 3, "{after:?}");
+    eventually(
+        Duration::from_secs(60),
+        "the new windows on the KPI topic",
+        || {
+            let published = published();
+            published.len() == before.len() + after.len()
+                && published[..before.len()] == before[..]
+                && published[before.len()..] == after[..]
+        },
+    );
+    assert!(appended(&other) > 0.0);
+    other.terminate();
+}

@@ -79,25 +79,27 @@ pub(crate) struct Outputs {
 
 impl Outputs {
     /// The outboxes, reporting their publication to `watchdog`. With a `publisher`
-    /// lease (a replica on every member), they publish only while holding it: the
-    /// replicas replay the same input in the same order, so their entries line up by
-    /// sequence number ([`Handover::Sequence`]).
+    /// lease (a replica on every member), they publish only while holding it. KPIs go
+    /// out in window order, so a new holder continues after the last window on the topic
+    /// ([`Handover::Timestamp`]); late events and dead letters line up by sequence number
+    /// ([`Handover::Sequence`]), as the replicas meet the same input in the same order.
     pub(crate) fn new(
         config: &AnalyticsConfig,
         watchdog: &Watchdog,
         publisher: Option<&Arc<Lease>>,
     ) -> Self {
-        let outbox = |name: &str, topic: String| {
+        let outbox = |name: &str, topic: String, handover| {
             let outbox = Outbox::new(name, topic).watched(watchdog);
             match publisher {
-                Some(lease) => outbox.leased(Arc::clone(lease), Handover::Sequence),
+                Some(lease) => outbox.leased(Arc::clone(lease), handover),
                 None => outbox,
             }
         };
+        let dead_letters = DeadLetterRecord::topic_for(PIPELINE);
         Self {
-            kpis: outbox("kpis", config.kpis_topic.clone()),
-            late: outbox("late", config.late_topic.clone()),
-            dead_letters: outbox("dead-letters", DeadLetterRecord::topic_for(PIPELINE)),
+            kpis: outbox("kpis", config.kpis_topic.clone(), Handover::Timestamp),
+            late: outbox("late", config.late_topic.clone(), Handover::Sequence),
+            dead_letters: outbox("dead-letters", dead_letters, Handover::Sequence),
         }
     }
 
