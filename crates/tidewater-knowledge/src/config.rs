@@ -119,6 +119,14 @@ impl KnowledgeIndexConfig {
         }
     }
 
+    /// Connects pgvector with `dsn` (from the environment, so a password need not sit in
+    /// the file), keeping the section's other settings or their defaults.
+    pub fn set_pgvector_dsn(&mut self, dsn: String) {
+        self.pgvector
+            .get_or_insert_with(PgVectorConfig::default)
+            .dsn = dsn;
+    }
+
     /// The pgvector settings when `backend = "pgvector"`, checked.
     pub fn pgvector(&self) -> Result<Option<&PgVectorConfig>, IndexConfigError> {
         match self.backend {

@@ -95,7 +95,11 @@ impl Knowledge {
                 embedder.as_ref(),
                 Arc::clone(&metrics),
             )?),
-            Some(pgvector) => Backend::Pgvector(SharedIndex::open(pgvector, embedder.dimension())?),
+            Some(pgvector) => Backend::Pgvector(SharedIndex::open(
+                pgvector,
+                embedder.model_id(),
+                embedder.dimension(),
+            )?),
         };
         log.ensure_topic(&config.topic, &config.topic_config)?;
         let writer = Arc::new(DocumentWriter::new(

@@ -26,10 +26,14 @@ pub(crate) struct SharedIndex {
 }
 
 impl SharedIndex {
-    /// Connects, and creates or checks the tables for vectors of `dimension`.
-    pub(crate) fn open(config: &PgVectorConfig, dimension: usize) -> Result<Self, KnowledgeError> {
+    /// Connects, and creates or checks the tables for vectors of `model`, of `dimension`.
+    pub(crate) fn open(
+        config: &PgVectorConfig,
+        model: &str,
+        dimension: usize,
+    ) -> Result<Self, KnowledgeError> {
         Ok(Self {
-            store: Arc::new(PgVectorStore::open(config, dimension)?),
+            store: Arc::new(PgVectorStore::open(config, model, dimension)?),
         })
     }
 

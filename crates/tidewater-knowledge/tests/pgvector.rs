@@ -47,10 +47,14 @@ fn embedded_log(dir: &Path) -> Arc<dyn Log> {
 
 /// Every chunk in the tables of `prefix`, with a checksum of its vector.
 fn digest(prefix: &str) -> Vec<ChunkDigest> {
-    PgVectorStore::open(&pgvector_config(prefix), WordHashEmbedder.dimension())
-        .unwrap()
-        .chunk_digest()
-        .unwrap()
+    PgVectorStore::open(
+        &pgvector_config(prefix),
+        WordHashEmbedder.model_id(),
+        WordHashEmbedder.dimension(),
+    )
+    .unwrap()
+    .chunk_digest()
+    .unwrap()
 }
 
 fn search(

@@ -83,6 +83,19 @@ pub enum PgVectorError {
         /// The dimension asked for.
         requested: usize,
     },
+    /// The tables hold vectors of another embedding model (of the same dimension).
+    #[error(
+        "the index tables {prefix}_* hold vectors of the model {stored}, this process embeds \
+         with {requested}: use another table_prefix for the new model, or drop the old tables"
+    )]
+    ModelMismatch {
+        /// The table prefix.
+        prefix: String,
+        /// The model the tables were filled with.
+        stored: String,
+        /// The model asked for.
+        requested: String,
+    },
     /// A vector (a chunk's in a batch, or a query's) has the wrong length; nothing was
     /// written or searched.
     #[error("{subject} has a vector of dimension {actual}, the index holds {expected}")]
@@ -121,7 +134,7 @@ pub enum PgVectorError {
 impl PgVectorError {
     /// Whether the same call may succeed if tried again after a back-off: the connection
     /// was lost, the server is shutting down or starting, or the transaction lost a
-    /// serialization conflict or a deadlock. Fencing, dimension and configuration errors
+    /// serialization conflict or a deadlock. Fencing, model, dimension and configuration errors
     /// are final.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -131,6 +144,7 @@ impl PgVectorError {
             Self::Config(_)
             | Self::Fenced { .. }
             | Self::DimensionMismatch { .. }
+            | Self::ModelMismatch { .. }
             | Self::VectorDimension { .. }
             | Self::SchemaVersion { .. }
             | Self::Decode { .. } => false,
@@ -154,6 +168,7 @@ impl PgVectorError {
         match self {
             Self::Config(_)
             | Self::DimensionMismatch { .. }
+            | Self::ModelMismatch { .. }
             | Self::VectorDimension { .. }
             | Self::SchemaVersion { .. }
             | Self::Extension { .. } => ErrorDomain::User,

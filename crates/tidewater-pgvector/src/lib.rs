@@ -8,7 +8,8 @@
 //! ([`PgVectorError::Fenced`]) instead of overwriting newer rows.
 //!
 //! Tables, with the configured prefix (`tidewater` by default):
-//! - `{prefix}_meta`: one row, the schema version, the vector dimension and the metric;
+//! - `{prefix}_meta`: one row, the schema version, the embedding model, the vector dimension
+//!   and the metric;
 //! - `{prefix}_documents`: one row per document (source, content hash, metadata);
 //! - `{prefix}_chunks`: one row per chunk with its `vector(dimension)` embedding and a copy
 //!   of its document's metadata (`jsonb`), under an HNSW or IVFFlat index

@@ -3,8 +3,9 @@
 //! Several processes may open the same tables at once: creation and migration run in a
 //! transaction holding an advisory lock per table prefix (the extension, which a database
 //! has once, under a lock of its own), so one process creates and the others find
-//! everything in place. `{prefix}_meta` records the schema version, the dimension and the
-//! metric; a process with another dimension is refused rather than mixing vectors.
+//! everything in place. `{prefix}_meta` records the schema version, the embedding model,
+//! the dimension and the metric; a process with another model or dimension is refused
+//! rather than mixing vectors.
 //!
 //! `{prefix}_chunks.metadata` is a copy of the document's metadata so that filtered
 //! searches read one table; [`crate::PgVectorStore::apply`] keeps the copies in step.
@@ -15,7 +16,7 @@ use crate::config::{default_lists, IndexMethod, PgVectorConfig};
 use crate::error::PgVectorError;
 
 /// The version of the tables' layout this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The only metric: embeddings are compared by cosine similarity.
 pub(crate) const METRIC: &str = "cosine";
@@ -101,6 +102,7 @@ pub(crate) fn migrate(
     client: &mut postgres::Client,
     tables: &Tables,
     config: &PgVectorConfig,
+    model: &str,
     dimension: usize,
 ) -> Result<u32, PgVectorError> {
     let mut tx = client
@@ -118,7 +120,7 @@ pub(crate) fn migrate(
         meta = tables.meta
     ))
     .map_err(PgVectorError::query("creating the meta table"))?;
-    check_meta(&mut tx, tables, dimension)?;
+    check_meta(&mut tx, tables, model, dimension)?;
 
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {documents} (
@@ -208,18 +210,27 @@ fn lock_prefix(tx: &mut Transaction<'_>, prefix: &str) -> Result<(), PgVectorErr
     Ok(())
 }
 
-/// Records the dimension on first open; refuses another dimension or a newer schema later.
+/// Records the model and the dimension on first open; refuses another model, another
+/// dimension or a newer schema later. Version 1 tables gain the model column, recorded
+/// by the first process that opens them.
 fn check_meta(
     tx: &mut Transaction<'_>,
     tables: &Tables,
+    model: &str,
     dimension: usize,
 ) -> Result<(), PgVectorError> {
+    // Version 2: the model the vectors come from (same dimension, other vectors).
+    tx.batch_execute(&format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS model text",
+        tables.meta
+    ))
+    .map_err(PgVectorError::query("adding the model to the meta table"))?;
     let wanted = i32::try_from(dimension)
         .map_err(|_| PgVectorError::Config(format!("dimension {dimension} is too large")))?;
     let row = tx
         .query_opt(
             &format!(
-                "SELECT schema_version, dimension, metric FROM {}",
+                "SELECT schema_version, dimension, metric, model FROM {}",
                 tables.meta
             ),
             &[],
@@ -228,10 +239,11 @@ fn check_meta(
     let Some(row) = row else {
         tx.execute(
             &format!(
-                "INSERT INTO {} (schema_version, dimension, metric) VALUES ($1, $2, $3)",
+                "INSERT INTO {} (schema_version, dimension, metric, model) \
+                 VALUES ($1, $2, $3, $4)",
                 tables.meta
             ),
-            &[&SCHEMA_VERSION, &wanted, &METRIC],
+            &[&SCHEMA_VERSION, &wanted, &METRIC, &model],
         )
         .map_err(PgVectorError::query("writing the meta table"))?;
         return Ok(());
@@ -239,6 +251,7 @@ fn check_meta(
     let version: i32 = row.get(0);
     let stored: i32 = row.get(1);
     let metric: String = row.get(2);
+    let stored_model: Option<String> = row.get(3);
     if version > SCHEMA_VERSION {
         return Err(PgVectorError::SchemaVersion {
             prefix: tables.prefix.clone(),
@@ -259,7 +272,25 @@ fn check_meta(
             reason: format!("{metric:?}, this build compares by {METRIC}"),
         });
     }
-    // Version 1 is the first layout; later versions migrate from `version` here.
+    match stored_model {
+        Some(stored) if stored != model => {
+            return Err(PgVectorError::ModelMismatch {
+                prefix: tables.prefix.clone(),
+                stored,
+                requested: model.to_owned(),
+            })
+        }
+        Some(_) => {}
+        None => {
+            tx.execute(
+                &format!("UPDATE {} SET model = $1, schema_version = $2", tables.meta),
+                &[&model, &SCHEMA_VERSION],
+            )
+            .map_err(PgVectorError::query(
+                "recording the model in the meta table",
+            ))?;
+        }
+    }
     Ok(())
 }
 

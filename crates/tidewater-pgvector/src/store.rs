@@ -89,14 +89,19 @@ impl std::fmt::Debug for PgVectorStore {
 }
 
 impl PgVectorStore {
-    /// Connects, creates the `vector` extension if it is missing, creates the tables (or
-    /// checks those present: another dimension is [`PgVectorError::DimensionMismatch`]) and
+    /// Connects, creates the `vector` extension if it is missing, creates the tables for
+    /// the vectors of `model` (or checks those present: another dimension is
+    /// [`PgVectorError::DimensionMismatch`], another model [`PgVectorError::ModelMismatch`]) and
     /// builds the vector index (cosine distance, `vector_cosine_ops`) when it is missing or
     /// was built with other settings. Safe to call from several processes at once.
     ///
     /// An IVFFlat index built now, on the rows present (one list on an empty table), is
     /// only as good as those rows: call [`Self::rebuild_index`] after the first load.
-    pub fn open(config: &PgVectorConfig, dimension: usize) -> Result<Self, PgVectorError> {
+    pub fn open(
+        config: &PgVectorConfig,
+        model: &str,
+        dimension: usize,
+    ) -> Result<Self, PgVectorError> {
         config.validate().map_err(PgVectorError::Config)?;
         if !(1..=MAX_INDEXED_DIMENSION).contains(&dimension) {
             return Err(PgVectorError::Config(format!(
@@ -109,7 +114,7 @@ impl PgVectorStore {
         let (version, lists) = {
             let mut conn = pool.get()?;
             let version = schema::ensure_extension(&mut conn)?;
-            let lists = schema::migrate(&mut conn, &tables, config, dimension)?;
+            let lists = schema::migrate(&mut conn, &tables, config, model, dimension)?;
             (version, lists)
         };
         tracing::debug!(

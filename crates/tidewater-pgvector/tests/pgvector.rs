@@ -22,6 +22,9 @@ fn server() -> &'static PgVectorServer {
     PgVectorServer::shared()
 }
 
+/// The embedding model the test vectors stand for.
+const MODEL: &str = "test-model";
+
 fn config(prefix: &str) -> PgVectorConfig {
     PgVectorConfig {
         table_prefix: prefix.to_owned(),
@@ -30,7 +33,7 @@ fn config(prefix: &str) -> PgVectorConfig {
 }
 
 fn open(prefix: &str, dimension: usize) -> PgVectorStore {
-    PgVectorStore::open(&config(prefix), dimension).expect("opening the index")
+    PgVectorStore::open(&config(prefix), MODEL, dimension).expect("opening the index")
 }
 
 /// A direct connection, to look at the tables behind the store's back.
@@ -200,7 +203,7 @@ fn open_creates_the_tables_and_reopening_is_idempotent() {
     );
     let meta = db
         .query_one(
-            "SELECT schema_version, dimension, metric FROM t_open_meta",
+            "SELECT schema_version, dimension, metric, model FROM t_open_meta",
             &[],
         )
         .unwrap();
@@ -208,9 +211,10 @@ fn open_creates_the_tables_and_reopening_is_idempotent() {
         (
             meta.get::<_, i32>(0),
             meta.get::<_, i32>(1),
-            meta.get::<_, String>(2)
+            meta.get::<_, String>(2),
+            meta.get::<_, String>(3)
         ),
-        (1, 3, "cosine".to_owned())
+        (2, 3, "cosine".to_owned(), MODEL.to_owned())
     );
     let index: String = db
         .query_one(
@@ -243,9 +247,49 @@ fn open_creates_the_tables_and_reopening_is_idempotent() {
 }
 
 #[test]
+fn opening_with_another_model_of_the_same_dimension_names_both() {
+    drop(open("t_model", 3));
+    let err = PgVectorStore::open(&config("t_model"), "another-model", 3).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PgVectorError::ModelMismatch { stored, requested, .. }
+                if stored == MODEL && requested == "another-model"
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("table_prefix"), "{err}");
+    // The recorded model opens again.
+    drop(open("t_model", 3));
+}
+
+#[test]
+fn tables_of_schema_version_1_get_the_model_of_the_first_process_that_opens_them() {
+    drop(open("t_v1", 3));
+    let mut db = Client::connect(PgVectorServer::shared().dsn(), NoTls).unwrap();
+    // What version 1 wrote: no model.
+    db.batch_execute(
+        "ALTER TABLE t_v1_meta DROP COLUMN model; UPDATE t_v1_meta SET schema_version = 1",
+    )
+    .unwrap();
+    drop(open("t_v1", 3));
+    let meta = db
+        .query_one("SELECT schema_version, model FROM t_v1_meta", &[])
+        .unwrap();
+    assert_eq!(
+        (meta.get::<_, i32>(0), meta.get::<_, String>(1)),
+        (2, MODEL.to_owned())
+    );
+    assert!(matches!(
+        PgVectorStore::open(&config("t_v1"), "another-model", 3),
+        Err(PgVectorError::ModelMismatch { .. })
+    ));
+}
+
+#[test]
 fn opening_with_another_dimension_names_both() {
     drop(open("t_dim", 3));
-    let err = PgVectorStore::open(&config("t_dim"), 4).unwrap_err();
+    let err = PgVectorStore::open(&config("t_dim"), MODEL, 4).unwrap_err();
     assert!(
         matches!(
             err,
@@ -271,19 +315,19 @@ fn invalid_settings_are_refused_before_connecting() {
         ..config("unused")
     };
     assert!(matches!(
-        PgVectorStore::open(&bad_prefix, 3),
+        PgVectorStore::open(&bad_prefix, MODEL, 3),
         Err(PgVectorError::Config(m)) if m.starts_with("table_prefix:")
     ));
     assert!(matches!(
-        PgVectorStore::open(&config("t_bad_dim"), 0),
+        PgVectorStore::open(&config("t_bad_dim"), MODEL, 0),
         Err(PgVectorError::Config(_))
     ));
     assert!(matches!(
-        PgVectorStore::open(&config("t_bad_dim"), 2001),
+        PgVectorStore::open(&config("t_bad_dim"), MODEL, 2001),
         Err(PgVectorError::Config(_))
     ));
     assert!(matches!(
-        PgVectorStore::open(&PgVectorConfig::new("host='unterminated"), 3),
+        PgVectorStore::open(&PgVectorConfig::new("host='unterminated"), MODEL, 3),
         Err(PgVectorError::Config(m)) if m.starts_with("dsn:")
     ));
 }
@@ -294,7 +338,7 @@ fn connection_errors_are_transient_and_hide_the_password() {
         "host=127.0.0.1 port={} user=tw password=hunter2 connect_timeout=5",
         tidewater_testkit::free_port()
     );
-    let err = PgVectorStore::open(&PgVectorConfig::new(dsn), 3).unwrap_err();
+    let err = PgVectorStore::open(&PgVectorConfig::new(dsn), MODEL, 3).unwrap_err();
     assert!(matches!(err, PgVectorError::Connect { .. }), "{err:?}");
     assert!(err.is_transient(), "{err}");
     let message = err.to_string();
@@ -743,7 +787,7 @@ fn hnsw_serves_filtered_searches_with_k_results() {
         dsn: format!("{} options='-c enable_seqscan=off'", server().dsn()),
         ..config("t_hnsw")
     };
-    let store = PgVectorStore::open(&settings, dimension).unwrap();
+    let store = PgVectorStore::open(&settings, MODEL, dimension).unwrap();
     let corpus = random_corpus(n, dimension, 20, 7);
     store.apply(&position(None, n as u64), &corpus).unwrap();
     let mut rng = StdRng::seed_from_u64(99);
@@ -800,7 +844,7 @@ fn ivfflat_is_built_from_the_rows_and_rebuilt_on_request() {
         method: IndexMethod::Ivfflat,
         ..config("t_ivf")
     };
-    let store = PgVectorStore::open(&settings, dimension).unwrap();
+    let store = PgVectorStore::open(&settings, MODEL, dimension).unwrap();
     let lists = |db: &mut Client| -> Vec<String> {
         db.query_one(
             "SELECT c.reloptions FROM pg_class c JOIN pg_am am ON am.oid = c.relam
@@ -848,11 +892,11 @@ fn ivfflat_is_built_from_the_rows_and_rebuilt_on_request() {
         lists: Some(7),
         ..settings.clone()
     };
-    let store = PgVectorStore::open(&fixed, dimension).unwrap();
+    let store = PgVectorStore::open(&fixed, MODEL, dimension).unwrap();
     assert_eq!(lists(&mut db), ["lists=7"]);
     store.rebuild_index().unwrap();
     assert_eq!(lists(&mut db), ["lists=7"]);
-    let back_to_hnsw = PgVectorStore::open(&config("t_ivf"), dimension).unwrap();
+    let back_to_hnsw = PgVectorStore::open(&config("t_ivf"), MODEL, dimension).unwrap();
     let method: String = db
         .query_one(
             "SELECT am.amname::text FROM pg_class c JOIN pg_am am ON am.oid = c.relam
@@ -949,7 +993,7 @@ fn three_processes_opening_at_once_share_one_set_of_tables() {
             std::thread::spawn(move || {
                 let settings = config("t_concurrent");
                 barrier.wait();
-                PgVectorStore::open(&settings, 3)
+                PgVectorStore::open(&settings, MODEL, 3)
             })
         })
         .collect::<Vec<_>>()
@@ -980,7 +1024,7 @@ fn connections_killed_by_the_server_are_replaced() {
         pool_size: 2,
         ..config("t_reconnect")
     };
-    let store = PgVectorStore::open(&settings, 3).unwrap();
+    let store = PgVectorStore::open(&settings, MODEL, 3).unwrap();
     store.apply(&position(None, 3), &first_batch()).unwrap();
     let kill = || {
         let killed: i64 = psql()
@@ -1027,10 +1071,11 @@ fn the_default_application_name_shows_in_pg_stat_activity() {
 fn a_server_of_its_own_is_stopped_when_dropped() {
     let server = PgVectorServer::start();
     let dsn = format!("{} connect_timeout=5", server.dsn());
-    let store = PgVectorStore::open(&PgVectorConfig::new(&dsn), 3).expect("pgvector is there");
+    let store =
+        PgVectorStore::open(&PgVectorConfig::new(&dsn), MODEL, 3).expect("pgvector is there");
     assert_eq!(store.len().unwrap(), 0);
     drop(store);
     drop(server);
-    let err = PgVectorStore::open(&PgVectorConfig::new(&dsn), 3).unwrap_err();
+    let err = PgVectorStore::open(&PgVectorConfig::new(&dsn), MODEL, 3).unwrap_err();
     assert!(matches!(err, PgVectorError::Connect { .. }), "{err}");
 }

@@ -111,7 +111,7 @@ fn digest(dsn: &str, prefix: &str) -> Vec<(String, String, String)> {
         table_prefix: prefix.to_owned(),
         ..PgVectorConfig::default()
     };
-    PgVectorStore::open(&config, DIMENSION)
+    PgVectorStore::open(&config, "stub", DIMENSION)
         .unwrap()
         .chunk_digest()
         .unwrap()

@@ -375,12 +375,13 @@ enabled = false
     let ends: BTreeMap<u32, u64> = (0..args.partitions)
         .map(|p| Ok((p, producer.range(&topic, p)?.end)))
         .collect::<Result<_>>()?;
-    let dimension = if embedding.contains("openai") {
-        STUB_DIMENSION
+    // The model and dimension the members embed with (the tables record them).
+    let (model, dimension) = if embedding.contains("openai") {
+        ("stub", STUB_DIMENSION)
     } else {
-        384
+        ("all-MiniLM-L6-v2", 384)
     };
-    let store = PgVectorStore::open(&pg_config(&servers.dsn, &prefix), dimension)?;
+    let store = PgVectorStore::open(&pg_config(&servers.dsn, &prefix), model, dimension)?;
     loop {
         let committed = store.committed_offsets("knowledge", &topic)?;
         if ends
@@ -568,7 +569,7 @@ fn search_comparison(servers: &Servers, vectors: usize, queries: usize) -> Resul
     config.ef_construction = 64;
     let loaded = Instant::now();
     {
-        let store = PgVectorStore::open(&config, SEARCH_DIMENSION)?;
+        let store = PgVectorStore::open(&config, "random-vectors", SEARCH_DIMENSION)?;
         for (batch_no, batch) in data.chunks(2000).enumerate() {
             let first = batch_no * 2000;
             let changes = IndexChanges {
@@ -607,7 +608,7 @@ fn search_comparison(servers: &Servers, vectors: usize, queries: usize) -> Resul
     let pg_load_s = loaded.elapsed().as_secs_f64();
     for ef in [40u32, 80, 160] {
         config.ef_search = Some(ef);
-        let store = PgVectorStore::open(&config, SEARCH_DIMENSION)?;
+        let store = PgVectorStore::open(&config, "random-vectors", SEARCH_DIMENSION)?;
         let (mut latencies, mut recalls) = (Vec::new(), Vec::new());
         for (q, want) in probes.iter().zip(&truth) {
             let started = Instant::now();
