@@ -184,6 +184,9 @@ impl Config {
                 message: format!("'{listen}' is not an address: {e}"),
             })?;
         }
+        if let Some(dsn) = var("TIDEWATER_PGVECTOR_DSN") {
+            self.knowledge.index.set_pgvector_dsn(dsn);
+        }
         Ok(())
     }
 
@@ -455,6 +458,17 @@ mod tests {
             })
             .unwrap();
         assert_eq!(config.listen.port(), 9999);
+        config
+            .apply_env(|n| {
+                (n == "TIDEWATER_PGVECTOR_DSN").then(|| "host=pg password=s3cret".into())
+            })
+            .unwrap();
+        let pgvector = config.knowledge.index.pgvector.as_ref().unwrap();
+        assert_eq!(pgvector.dsn, "host=pg password=s3cret");
+        assert_eq!(
+            pgvector.table_prefix, "tidewater",
+            "the other settings keep their defaults"
+        );
         let bad = config.apply_env(|n| (n == "TIDEWATER_LISTEN").then(|| "nope".to_owned()));
         assert!(bad.is_err());
     }
