@@ -182,9 +182,13 @@ impl App {
                     root: files.root.clone(),
                     source: Box::new(source),
                 })?;
+            // One lease per folder: members that list the same path (a shared mount)
+            // share it; a member with a folder of its own holds its own.
+            let root = tidewater_core::content_hash(files.root.to_string_lossy().as_bytes());
+            let name = format!("files.{}.{}", files.name, &root[..12]);
             let lease = match shared {
-                true => lease(&log, &format!("files.{}", files.name))?,
-                false => Lease::sole(format!("files.{}", files.name)),
+                true => lease(&log, &name)?,
+                false => Lease::sole(name),
             };
             sources.push((Arc::new(source), lease));
         }
