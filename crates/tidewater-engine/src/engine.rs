@@ -257,7 +257,7 @@ fn launch<T: Target>(
 }
 
 /// Serves the group until the engine stops, then leaves it (stopping every worker).
-fn serve_group(mut membership: Box<dyn Membership>, group: &str, stop: &AtomicBool) {
+pub(crate) fn serve_group(mut membership: Box<dyn Membership>, group: &str, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         if let Err(e) = membership.poll(Duration::from_millis(100)) {
             warn!(group, error = %e, "consumer group poll failed");

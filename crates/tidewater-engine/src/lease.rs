@@ -16,9 +16,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use tidewater_log::{AssignmentListener, Log, Membership, TopicConfig, TopicPartition};
+use tidewater_log::{AssignmentListener, Log, TopicConfig, TopicPartition};
 use tracing::{info, warn};
 
+use crate::engine::serve_group;
 use crate::EngineError;
 
 /// Prefix of a lease's topic and group: the lease `files.docs` is partition 0 of the
@@ -136,7 +137,7 @@ impl Lease {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name(format!("lease-{name}-member"))
-                .spawn(move || serve(membership, &topic, &stop))
+                .spawn(move || serve_group(membership, &topic, &stop))
                 .map_err(EngineError::Spawn)?
         };
         Ok(Arc::new(Self {
@@ -198,19 +199,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.release();
-    }
-}
-
-/// Serves the lease's group until released, then leaves it.
-fn serve(mut membership: Box<dyn Membership>, group: &str, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = membership.poll(Duration::from_millis(100)) {
-            warn!(group, error = %e, "lease group poll failed");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    if let Err(e) = membership.leave() {
-        warn!(group, error = %e, "cannot leave the lease group cleanly");
     }
 }
 

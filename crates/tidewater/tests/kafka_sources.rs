@@ -399,17 +399,7 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
         )
         .unwrap();
     }
-    let config = dir.path().join("members.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{PROFILES}\n[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"{}\"\ngroup = \"pm\"\n\
-             properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n",
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    let config = members_config(dir.path(), &broker, "pm", PROFILES);
     let start = |name: &str| {
         let mut member = Tidewater::start(&docs, &dir.path().join(name), &["--config", &config]);
         member.wait_ready(Duration::from_secs(120));
@@ -508,27 +498,8 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
     assert_eq!(status, 202, "{body}");
     let reader = producer(&broker);
     // The latest record of each key on the profiles output topic.
-    let latest = || -> BTreeMap<String, Value> {
-        let mut latest = BTreeMap::new();
-        for partition in 0..reader.partitions("profiles").unwrap_or(0) {
-            let Ok(range) = reader.range("profiles", partition) else {
-                continue;
-            };
-            let mut next = range.start;
-            while next < range.end {
-                let records = reader
-                    .read("profiles", partition, next, 1_000)
-                    .expect("read profiles");
-                let Some(last) = records.last() else { break };
-                next = last.offset + 1;
-                for r in records {
-                    let key = String::from_utf8(r.key.unwrap_or_default()).unwrap();
-                    latest.insert(key, serde_json::from_slice(&r.value).unwrap());
-                }
-            }
-        }
-        latest
-    };
+    let latest =
+        || -> BTreeMap<String, Value> { topic_records(&reader, "profiles").into_iter().collect() };
     let (_, profile) = other.json("GET", "/v1/profiles/email:c0@example.com", None);
     let customer = profile["customer_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -575,6 +546,28 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
     fresh.terminate();
 }
 
+/// Writes `dir/members.toml`: `sections`, then the broker as the log (consumer groups
+/// prefixed `group`, a short session timeout so a dead member is noticed soon); returns
+/// its path.
+fn members_config(
+    dir: &std::path::Path,
+    broker: &KafkaBroker,
+    group: &str,
+    sections: &str,
+) -> String {
+    let config = dir.join("members.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{sections}\n[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"{}\"\ngroup = \"{group}\"\n\
+             properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
 /// Every record of `topic` on the broker, all partitions, as (key, value).
 fn topic_records(log: &KafkaLog, topic: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -602,18 +595,9 @@ fn every_member_computes_the_kpis_and_each_window_is_published_once_across_a_han
     let dir = tempfile::tempdir().unwrap();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    let config = dir.path().join("members.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[analytics.window]\nsize = \"1s\"\nallowed_lateness = \"1s\"\nidle_timeout = \"2s\"\n\
-             [log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"{}\"\ngroup = \"kp\"\n\
-             properties = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"1000\" }}\n",
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    let windows =
+        "[analytics.window]\nsize = \"1s\"\nallowed_lateness = \"1s\"\nidle_timeout = \"2s\"\n";
+    let config = members_config(dir.path(), &broker, "kp", windows);
     let start = |name: &str| {
         let mut member = Tidewater::start(&docs, &dir.path().join(name), &["--config", &config]);
         member.wait_ready(Duration::from_secs(120));
