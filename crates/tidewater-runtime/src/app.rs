@@ -54,6 +54,9 @@ pub struct App {
     pub sources: Vec<(Arc<FileSource>, Arc<Lease>)>,
     /// Set once the initial scan is indexed.
     pub ready: Arc<AtomicBool>,
+    /// Every lease this member joined, released at shutdown so the others take over at
+    /// once rather than after the session timeout.
+    leases: Vec<Arc<Lease>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -71,6 +74,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(&config.health));
         // On Kafka, several members share the work: what only one may do goes by lease.
         let shared = config.log.backend == tidewater_log::LogBackend::Kafka;
+        let mut leases = Vec::new();
         if partial_index(&config) {
             warn!("log.backend = \"kafka\" with the built-in index: this member indexes and searches only the documents partitions the group gives it, and file sources are not reconciled against it; with several members set [knowledge.index] backend = \"pgvector\" for one shared index");
         }
@@ -103,7 +107,7 @@ impl App {
                 let replica = match shared {
                     true => Some(Replica {
                         group: format!("profiles.{}", member_id(&data_dir)?),
-                        publisher: lease(&log, "profiles")?,
+                        publisher: lease(&log, "profiles", &mut leases)?,
                     }),
                     false => None,
                 };
@@ -121,7 +125,9 @@ impl App {
         )?;
         // Every member computes the KPIs (from every partition, in one merged order); the
         // holder of the lease publishes them.
-        let publisher = shared.then(|| lease(&log, "analytics")).transpose()?;
+        let publisher = shared
+            .then(|| lease(&log, "analytics", &mut leases))
+            .transpose()?;
         analytics.start(config.engine.clone(), publisher)?;
         let client = match &config.answer.llm {
             Some(llm) => Some(ChatClient::new(llm).map_err(|source| RuntimeError::Llm {
@@ -187,7 +193,7 @@ impl App {
             let root = tidewater_core::content_hash(files.root.to_string_lossy().as_bytes());
             let name = format!("files.{}.{}", files.name, &root[..12]);
             let lease = match shared {
-                true => lease(&log, &name)?,
+                true => lease(&log, &name, &mut leases)?,
                 false => Lease::sole(name),
             };
             sources.push((Arc::new(source), lease));
@@ -203,6 +209,7 @@ impl App {
             lake,
             sources,
             ready: Arc::new(AtomicBool::new(false)),
+            leases,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
@@ -382,6 +389,10 @@ impl App {
         for t in self.threads {
             let _ = t.join();
         }
+        // Nothing runs under the leases any more: hand them on.
+        for lease in &self.leases {
+            lease.release();
+        }
         // Records where every partition ends, so the next start can tell whether records
         // went missing while Tidewater was stopped.
         if let Err(e) = self.log.close() {
@@ -397,12 +408,15 @@ fn partial_index(config: &Config) -> bool {
         && config.knowledge.index.backend == tidewater_knowledge::IndexBackend::Hnsw
 }
 
-/// Joins the group that hands out the lease `name` among the members.
-fn lease(log: &Arc<dyn Log>, name: &str) -> Result<Arc<Lease>> {
-    Lease::join(Arc::clone(log), name).map_err(|source| RuntimeError::Lease {
+/// Joins the group that hands out the lease `name` among the members, and keeps the
+/// lease in `joined` too.
+fn lease(log: &Arc<dyn Log>, name: &str, joined: &mut Vec<Arc<Lease>>) -> Result<Arc<Lease>> {
+    let lease = Lease::join(Arc::clone(log), name).map_err(|source| RuntimeError::Lease {
         name: name.to_owned(),
         source: Box::new(source),
-    })
+    })?;
+    joined.push(Arc::clone(&lease));
+    Ok(lease)
 }
 
 /// Scans a file source's root, logging the outcome (the watcher retries a failed scan).
