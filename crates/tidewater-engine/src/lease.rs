@@ -42,18 +42,21 @@ struct State {
 }
 
 impl State {
+    /// Called by the group's thread only (or once by [`Lease::sole`]).
     fn acquired(self: &Arc<Self>) {
-        if self.held.swap(true, Ordering::SeqCst) {
+        if self.held.load(Ordering::SeqCst) {
             return;
         }
+        // The new generation first: whoever sees the lease held sees its generation.
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.held.store(true, Ordering::SeqCst);
         info!(lease = %self.name, "lease acquired");
         let callbacks = self.on_acquire.lock().clone();
         if callbacks.is_empty() {
             return;
         }
         // Off the group's thread: the callbacks may take a while, and the group must be
-        // polled meanwhile (a revocation among it waits for their guards).
+        // polled meanwhile (a revocation then waits for the guards they hold).
         let spawned = std::thread::Builder::new()
             .name(format!("lease-{}", self.name))
             .spawn(move || callbacks.iter().for_each(|callback| callback()));
