@@ -259,13 +259,16 @@ impl Outbox {
             },
         };
         let name = self.name.as_str();
-        let (published, pending, intent) = {
+        let (published, last, pending, intent) = {
             let txn = db.begin_read()?;
-            let published = txn
-                .open_table(OUTBOX_CURSORS)?
+            let cursors = txn.open_table(OUTBOX_CURSORS)?;
+            let published = cursors
                 .get((name, "published"))?
                 .map(|v| v.value())
                 .unwrap_or(0);
+            // With [`Handover::Timestamp`]: entries up to here are covered by the previous
+            // holders' output and are not published.
+            let covered = cursors.get((name, "published_ms"))?.map(|v| v.value());
             let intent = match txn.open_table(OUTBOX_INTENTS)?.get(name)? {
                 Some(json) => Some(
                     serde_json::from_slice::<Intent>(json.value())
@@ -273,35 +276,16 @@ impl Outbox {
                 ),
                 None => None,
             };
-            let pending = self.read_entries(&txn, published..=u64::MAX)?;
-            (published, pending, intent)
-        };
-        let Some(last) = pending.last().map(|(seq, _)| *seq) else {
-            return Ok(0);
-        };
-        let pending = match self.leased.as_ref().map(|l| l.handover) {
-            Some(Handover::Timestamp) => {
-                // Entries the previous holders' output already covers are not published.
-                let covered = db
-                    .begin_read()?
-                    .open_table(OUTBOX_CURSORS)?
-                    .get((name, "published_ms"))?
-                    .map(|v| v.value());
-                pending
-                    .into_iter()
-                    .filter(|(_, r)| covered.is_none_or(|t| r.timestamp_ms > t as i64))
-                    .collect()
+            let mut pending = self.read_entries(&txn, published..=u64::MAX)?;
+            // Everything up to the last entry read goes, published or covered.
+            let last = pending.last().map(|(seq, _)| *seq);
+            if let Some(covered) = covered {
+                pending.retain(|(_, r)| u64::try_from(r.timestamp_ms).unwrap_or(0) > covered);
             }
-            Some(Handover::Sequence) => pending
-                .into_iter()
-                .map(|(seq, mut record)| {
-                    record
-                        .headers
-                        .push(Header::new(SEQUENCE_HEADER, seq.to_string()));
-                    (seq, record)
-                })
-                .collect(),
-            _ => pending,
+            (published, last, pending, intent)
+        };
+        let Some(last) = last else {
+            return Ok(0);
         };
         let to_append = match intent {
             // An earlier publication may have reached the log: skip what did.
@@ -470,25 +454,35 @@ impl Outbox {
         Ok(tail)
     }
 
-    /// The recorded entries with sequence numbers in `range`, with those numbers.
+    /// The recorded entries with sequence numbers in `range`, with those numbers (also in
+    /// the [`SEQUENCE_HEADER`] of a [`Handover::Sequence`] outbox's records).
     fn read_entries(
         &self,
         txn: &redb::ReadTransaction,
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Vec<(u64, NewRecord)>, EngineError> {
         let name = self.name.as_str();
+        let numbered = self
+            .leased
+            .as_ref()
+            .is_some_and(|l| l.handover == Handover::Sequence);
         let table = txn.open_table(OUTBOX)?;
         let mut entries = Vec::new();
         for entry in table.range((name, *range.start())..=(name, *range.end()))? {
             let (key, value) = entry?;
             let (k, v, ts) = value.value();
+            let sequence = key.value().1;
+            let headers = match numbered {
+                true => vec![Header::new(SEQUENCE_HEADER, sequence.to_string())],
+                false => Vec::new(),
+            };
             entries.push((
-                key.value().1,
+                sequence,
                 NewRecord {
                     key: k.map(<[u8]>::to_vec),
                     value: v.to_vec(),
                     timestamp_ms: ts,
-                    headers: Vec::new(),
+                    headers,
                 },
             ));
         }
