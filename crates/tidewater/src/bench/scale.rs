@@ -68,6 +68,15 @@ fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
+/// Stops the server `scripts/NAME` runs in `dir`, empties `dir` (earlier runs' topics and
+/// tables would skew the figures) and starts it again on a free port; returns its address.
+fn fresh_server(name: &str, dir: &Path) -> Result<String> {
+    let dir_str = dir.to_str().unwrap_or_default();
+    let _ = script(name, &["stop", dir_str]);
+    let _ = std::fs::remove_dir_all(dir);
+    script(name, &["start", dir_str, &free_port()?.to_string()])
+}
+
 /// Runs `scripts/NAME ARGS…`; returns its last line (an address).
 fn script(name: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("bash")
@@ -667,37 +676,10 @@ fn search_comparison(servers: &Servers, vectors: usize, queries: usize) -> Resul
 pub fn run(args: Args) -> Result<()> {
     let work = std::path::absolute(&args.work_dir)?;
     std::fs::create_dir_all(&work)?;
-    let servers = {
-        let kafka_dir = work.join("kafka");
-        let pg_dir = work.join("pg");
-        let _ = script(
-            "kafka.sh",
-            &["stop", kafka_dir.to_str().unwrap_or_default()],
-        );
-        let _ = script(
-            "pgvector.sh",
-            &["stop", pg_dir.to_str().unwrap_or_default()],
-        );
-        // Both start empty: earlier runs' topics and tables would skew the figures.
-        let _ = std::fs::remove_dir_all(&kafka_dir);
-        let _ = std::fs::remove_dir_all(&pg_dir);
-        let brokers = script(
-            "kafka.sh",
-            &[
-                "start",
-                kafka_dir.to_str().unwrap_or_default(),
-                &free_port()?.to_string(),
-            ],
-        )?;
-        let dsn = script(
-            "pgvector.sh",
-            &[
-                "start",
-                pg_dir.to_str().unwrap_or_default(),
-                &free_port()?.to_string(),
-            ],
-        )?;
-        Servers { work, brokers, dsn }
+    let servers = Servers {
+        brokers: fresh_server("kafka.sh", &work.join("kafka"))?,
+        dsn: fresh_server("pgvector.sh", &work.join("pg"))?,
+        work,
     };
     let http = Http::new()?;
     let stub = start_stub_endpoint()?;
