@@ -28,4 +28,7 @@ pub use outbox::{Handover, Outbox, OutboxEntry};
 pub use pipeline::{Pipeline, Prepared};
 pub use positions::LogPositions;
 pub use sink::{Sink, SinkPosition};
-pub use state::{committed_offset, committed_offsets, open_state_db, OFFSETS};
+pub use state::{
+    committed_offset, committed_offsets, empty_state_image, open_state_db, open_state_db_on,
+    state_db_from_image, OFFSETS,
+};

@@ -4,9 +4,10 @@
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use parking_lot::RwLock;
+use redb::{Builder, Database, ReadableDatabase, StorageBackend, TableDefinition};
 
 use crate::EngineError;
 
@@ -114,6 +115,100 @@ fn without_panicking<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".to_owned())
     })
+}
+
+/// Opens a state database on `backend`, a storage other than a local file (the
+/// `tidewater-pgvector` state in PostgreSQL, or an image in memory), checks it whole as
+/// [`open_state_db`] does and creates the engine's tables. `label` names the storage in
+/// errors. A storage that starts empty should first be given [`empty_state_image`]
+/// in one write, so that it never holds half a new database.
+pub fn open_state_db_on(
+    backend: impl StorageBackend,
+    label: &str,
+) -> Result<Database, EngineError> {
+    let corrupt = |reason: String| EngineError::CorruptState {
+        path: label.into(),
+        reason,
+    };
+    let open = || -> Result<Database, EngineError> {
+        let mut db = Builder::new().create_with_backend(backend)?;
+        if !db.check_integrity()? {
+            tracing::warn!(
+                state = label,
+                "state store was damaged and has been repaired to its last intact commit"
+            );
+        }
+        create_tables(&db)?;
+        Ok(db)
+    };
+    match without_panicking(open) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(EngineError::State(e))) if is_damage(&e) => Err(corrupt(e.to_string())),
+        Ok(Err(e)) => Err(e),
+        Err(panic) => Err(corrupt(format!("redb failed reading it: {panic}"))),
+    }
+}
+
+/// The bytes of a new state database holding the engine's (empty) tables.
+pub fn empty_state_image() -> Result<Vec<u8>, EngineError> {
+    let image = Image::default();
+    let db = Builder::new().create_with_backend(image.clone())?;
+    create_tables(&db)?;
+    drop(db);
+    let bytes = image.0.read().clone();
+    Ok(bytes)
+}
+
+/// A state database over a private copy of `image` (a snapshot of state that another
+/// process writes): it reads as the image was; what it writes (redb's repair of an image
+/// taken while its writer had it open) stays in this process's memory.
+pub fn state_db_from_image(image: Vec<u8>, label: &str) -> Result<Database, EngineError> {
+    open_state_db_on(Image(Arc::new(RwLock::new(image))), label)
+}
+
+/// A database image in memory, shared with whoever holds a clone.
+#[derive(Debug, Clone, Default)]
+struct Image(Arc<RwLock<Vec<u8>>>);
+
+impl StorageBackend for Image {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.0.read().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let image = self.0.read();
+        let start = offset as usize;
+        let bytes = start
+            .checked_add(out.len())
+            .and_then(|end| image.get(start..end))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")
+            })?;
+        out.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.write().resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut image = self.0.write();
+        let start = offset as usize;
+        let target = start
+            .checked_add(data.len())
+            .and_then(|end| image.get_mut(start..end))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "write past the end")
+            })?;
+        target.copy_from_slice(data);
+        Ok(())
+    }
 }
 
 fn create_tables(db: &Database) -> Result<(), EngineError> {

@@ -69,6 +69,16 @@ pub enum PgVectorError {
         /// The next offset the batch expected.
         expected: Option<u64>,
     },
+    /// The pipeline state was taken over by another member since this one acquired it;
+    /// nothing was written.
+    #[error(
+        "the pipeline state `{store}` was taken over by another member; this member's \
+         writes to it are refused"
+    )]
+    StateTaken {
+        /// The state's name.
+        store: String,
+    },
     /// The tables were created for vectors of another dimension (another embedding model).
     #[error(
         "the index tables {prefix}_* hold vectors of dimension {stored}, this process embeds \
@@ -143,6 +153,7 @@ impl PgVectorError {
             | Self::Extension { source } => is_transient_driver(source),
             Self::Config(_)
             | Self::Fenced { .. }
+            | Self::StateTaken { .. }
             | Self::DimensionMismatch { .. }
             | Self::ModelMismatch { .. }
             | Self::VectorDimension { .. }
@@ -173,7 +184,9 @@ impl PgVectorError {
             | Self::SchemaVersion { .. }
             | Self::Extension { .. } => ErrorDomain::User,
             Self::Connect { .. } | Self::Query { .. } => ErrorDomain::External,
-            Self::Fenced { .. } | Self::Decode { .. } => ErrorDomain::Internal,
+            Self::Fenced { .. } | Self::StateTaken { .. } | Self::Decode { .. } => {
+                ErrorDomain::Internal
+            }
         }
     }
 

@@ -16,6 +16,10 @@
 //!   (`vector_cosine_ops`);
 //! - `{prefix}_offsets`: the next offset per (pipeline, topic, partition).
 //!
+//! [`PgStateStore`] keeps, in the same database, the state of the pipelines that one
+//! member at a time runs (profiles, analytics): a redb image in blocks, written at each
+//! commit and fenced by an owner token (see its module).
+//!
 //! The API is blocking (the sync `postgres` client); see [`PgVectorStore`] on calling it
 //! from async code. Connections are plain TCP or a Unix socket: TLS is not supported yet
 //! (`sslmode=require` fails to connect).
@@ -28,6 +32,7 @@ mod error;
 mod pool;
 mod schema;
 mod search;
+mod state;
 mod store;
 
 pub use batch::{BatchPosition, ChunkRow, DocumentRow, IndexChanges};
@@ -36,4 +41,5 @@ pub use error::PgVectorError;
 pub use pool::APPLICATION_NAME;
 pub use schema::{MAX_INDEXED_DIMENSION, SCHEMA_VERSION};
 pub use search::{Filter, PgHit};
+pub use state::{PgStateBackend, PgStateStore, StateSnapshot, STATE_BLOCK};
 pub use store::{ChunkDigest, PgVectorStore, StoredChunk};

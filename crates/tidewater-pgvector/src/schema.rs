@@ -201,7 +201,7 @@ pub(crate) fn rebuild_ivfflat(
     Ok(lists)
 }
 
-fn lock_prefix(tx: &mut Transaction<'_>, prefix: &str) -> Result<(), PgVectorError> {
+pub(crate) fn lock_prefix(tx: &mut Transaction<'_>, prefix: &str) -> Result<(), PgVectorError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&LOCK_CLASS, &prefix],
