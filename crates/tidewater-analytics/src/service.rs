@@ -11,7 +11,7 @@ use redb::Database;
 use serde::Serialize;
 use serde_json::Value;
 use tidewater_core::{ConversationEvent, EventTimePolicy, FeedbackEvent};
-use tidewater_engine::{open_state_db, EngineConfig, Lease};
+use tidewater_engine::{open_state_db, EngineConfig, Lease, Ownership, SharedState};
 use tidewater_log::{Log, NewRecord, Position, TopicConfig};
 use tidewater_metrics::Metrics;
 
@@ -25,13 +25,28 @@ pub const MAX_WINDOWS: usize = 1_000;
 
 /// The analytics pipeline of one process.
 pub struct Analytics {
-    db: Arc<Database>,
+    shared: Option<Shared>,
     log: Arc<dyn Log>,
     config: AnalyticsConfig,
     event_time: EventTimePolicy,
     metrics: Arc<Metrics>,
-    operator: Arc<Mutex<WindowedKpis>>,
+    /// The state reads go to, and the operator restored from it (`None` until a shared
+    /// state is started).
+    current: Arc<Mutex<Option<View>>>,
     running: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+}
+
+/// State outside the process that one member at a time owns.
+struct Shared {
+    state: Arc<dyn SharedState>,
+    ownership: Mutex<Option<Arc<Ownership>>>,
+}
+
+/// A state database and the operator as of its last commit.
+#[derive(Clone)]
+struct View {
+    db: Arc<Database>,
+    operator: Arc<Mutex<WindowedKpis>>,
 }
 
 /// One window of a KPI query.
@@ -72,9 +87,34 @@ impl Analytics {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, Error> {
         let db = Arc::new(open_state_db(&dir.join("analytics.redb"))?);
-        state::create_tables(&db, &config.window)?;
-        let operator =
-            WindowedKpis::restore(&config.window, LexiconScorer, state::load_operator(&db)?)?;
+        let view = view_of(db, &config, &metrics)?;
+        Self::with_state(None, Some(view), config, event_time, log, metrics)
+    }
+
+    /// Keeps the state in `state`, which one member at a time owns (the holder of the
+    /// lease given to [`Self::start`]) and the others read; creates the topics.
+    pub fn open_shared(
+        state: Arc<dyn SharedState>,
+        config: AnalyticsConfig,
+        event_time: EventTimePolicy,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, Error> {
+        let shared = Shared {
+            state,
+            ownership: Mutex::new(None),
+        };
+        Self::with_state(Some(shared), None, config, event_time, log, metrics)
+    }
+
+    fn with_state(
+        shared: Option<Shared>,
+        view: Option<View>,
+        config: AnalyticsConfig,
+        event_time: EventTimePolicy,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, Error> {
         log.ensure_topic(&config.conversations_topic, &config.topic_config)?;
         log.ensure_topic(&config.feedback_topic, &config.topic_config)?;
         let single = TopicConfig {
@@ -87,60 +127,86 @@ impl Analytics {
             &tidewater_engine::DeadLetterRecord::topic_for(crate::pipeline::runner::PIPELINE),
             &single,
         )?;
-        if let Some(last) = state::closed_windows(&db, 0, u64::MAX, 1)?.last() {
-            set_kpi_gauges(&metrics, last);
-        }
         Ok(Arc::new(Self {
-            db,
+            shared,
             log,
             config,
             event_time,
             metrics,
-            operator: Arc::new(Mutex::new(operator)),
+            current: Arc::new(Mutex::new(view)),
             running: Mutex::new(None),
         }))
     }
 
-    /// Starts consuming the conversations and feedback topics. With a `publisher` lease
-    /// (on Kafka every member computes the KPIs), the KPIs, late events and dead letters
-    /// are published only while this member holds it.
+    /// Starts consuming the conversations and feedback topics.
+    ///
+    /// With the state in this process and a `publisher` lease (on Kafka without shared
+    /// state, every member computes the KPIs), the KPIs, late events and dead letters are
+    /// published only while this member holds it. With shared state (`publisher` is then
+    /// required), the holder of the lease owns the state and runs the pipeline; the others
+    /// answer KPI queries from a snapshot of that state.
     pub fn start(&self, engine: EngineConfig, publisher: Option<Arc<Lease>>) -> Result<(), Error> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outputs = Arc::new(Outputs::new(
-            &self.config,
-            &self.metrics.watchdog,
-            publisher.as_ref(),
-        ));
-        if let Some(lease) = &publisher {
-            // What the previous holder left unpublished goes out now.
-            let (outputs, db) = (Arc::downgrade(&outputs), Arc::downgrade(&self.db));
-            let (log, metrics) = (Arc::clone(&self.log), Arc::clone(&self.metrics));
-            lease.on_acquire(move || {
-                let (Some(outputs), Some(db)) = (outputs.upgrade(), db.upgrade()) else {
-                    return;
-                };
-                if let Err(e) = outputs.publish(&db, log.as_ref(), &metrics) {
-                    tracing::warn!(error = %e, "cannot publish the KPIs after acquiring the publisher lease");
-                }
-            });
-        }
-        let runner = Runner {
-            db: Arc::clone(&self.db),
+        let launcher = Launcher {
             log: Arc::clone(&self.log),
             config: self.config.clone(),
             event_time: self.event_time.clone(),
             engine,
             metrics: Arc::clone(&self.metrics),
-            operator: Arc::clone(&self.operator),
-            outputs,
-            heartbeat: self.metrics.watchdog.register("pipeline analytics"),
-            stop: Arc::clone(&stop),
         };
-        let thread = std::thread::Builder::new()
-            .name("analytics".into())
-            .spawn(move || runner.run())
-            .map_err(Error::Spawn)?;
-        *self.running.lock() = Some((stop, thread));
+        let Some(shared) = &self.shared else {
+            let view = self
+                .current
+                .lock()
+                .clone()
+                .ok_or_else(|| shared_error("no state"))?;
+            let outputs = Arc::new(Outputs::new(
+                &self.config,
+                &self.metrics.watchdog,
+                publisher.as_ref(),
+            ));
+            if let Some(lease) = &publisher {
+                // What the previous holder left unpublished goes out now.
+                let (outputs, db) = (Arc::downgrade(&outputs), Arc::downgrade(&view.db));
+                let (log, metrics) = (Arc::clone(&self.log), Arc::clone(&self.metrics));
+                lease.on_acquire(move || {
+                    let (Some(outputs), Some(db)) = (outputs.upgrade(), db.upgrade()) else {
+                        return;
+                    };
+                    if let Err(e) = outputs.publish(&db, log.as_ref(), &metrics) {
+                        tracing::warn!(error = %e, "cannot publish the KPIs after acquiring the publisher lease");
+                    }
+                });
+            }
+            *self.running.lock() = Some(launcher.launch(view, outputs)?);
+            return Ok(());
+        };
+        let lease =
+            publisher.ok_or_else(|| shared_error("the shared state needs a lease to own it by"))?;
+        let current = Arc::clone(&self.current);
+        let publisher = Arc::clone(&lease);
+        let ownership = Ownership::start(Arc::clone(&shared.state), lease, move |db| {
+            let start = || -> Result<_, Error> {
+                let view = view_of(db, &launcher.config, &launcher.metrics)?;
+                *current.lock() = Some(view.clone());
+                let outputs = Arc::new(Outputs::new(
+                    &launcher.config,
+                    &launcher.metrics.watchdog,
+                    Some(&publisher),
+                ));
+                // What the previous owner committed but did not publish.
+                if let Err(e) = outputs.publish(&view.db, launcher.log.as_ref(), &launcher.metrics)
+                {
+                    tracing::warn!(error = %e, "cannot publish the KPIs after taking the state over yet");
+                }
+                launcher.launch(view, outputs)
+            };
+            let (stop, thread) = start().map_err(shared_error)?;
+            Ok(Box::new(move || {
+                stop.store(true, Ordering::SeqCst);
+                let _ = thread.join();
+            }))
+        })?;
+        *shared.ownership.lock() = Some(ownership);
         Ok(())
     }
 
@@ -149,6 +215,38 @@ impl Analytics {
         if let Some((stop, thread)) = self.running.lock().take() {
             stop.store(true, Ordering::SeqCst);
             let _ = thread.join();
+        }
+        if let Some(shared) = &self.shared {
+            if let Some(ownership) = shared.ownership.lock().take() {
+                ownership.stop();
+            }
+        }
+    }
+
+    /// The state reads go to: this process's, or the owner's as of the last snapshot
+    /// (its operator restored once per snapshot).
+    fn view(&self) -> Result<View, Error> {
+        let db = match &self.shared {
+            None => None,
+            Some(shared) => Some(
+                shared
+                    .ownership
+                    .lock()
+                    .as_ref()
+                    .ok_or_else(|| shared_error("the analytics pipeline is not started"))?
+                    .db(),
+            ),
+        };
+        let mut current = self.current.lock();
+        match (db, current.as_ref()) {
+            (None, Some(view)) => Ok(view.clone()),
+            (Some(db), Some(view)) if Arc::ptr_eq(&db, &view.db) => Ok(view.clone()),
+            (Some(db), _) => {
+                let view = view_of(db, &self.config, &self.metrics)?;
+                *current = Some(view.clone());
+                Ok(view)
+            }
+            (None, None) => Err(shared_error("no state").into()),
         }
     }
 
@@ -248,7 +346,8 @@ impl Analytics {
     /// when absent): the closed windows, then the open ones with their provisional values.
     pub fn kpis(&self, from: Option<u64>, to: Option<u64>) -> Result<KpiReport, Error> {
         let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
-        let operator = self.operator.lock();
+        let view = self.view()?;
+        let operator = view.operator.lock();
         let open: Vec<WindowResult> = operator
             .open_windows()
             .into_iter()
@@ -262,7 +361,7 @@ impl Analytics {
         );
         // Read under the operator's lock: the runner commits closed windows while holding
         // it, so a window is seen either open or closed, never both or neither.
-        let closed = state::closed_windows(&self.db, from, to, MAX_WINDOWS)?;
+        let closed = state::closed_windows(&view.db, from, to, MAX_WINDOWS)?;
         drop(operator);
         let mut windows: Vec<KpiWindow> = closed
             .into_iter()
@@ -285,5 +384,63 @@ impl Analytics {
             late_events,
             windows,
         })
+    }
+}
+
+/// Opens the analytics tables in `db` and restores the operator from them.
+fn view_of(db: Arc<Database>, config: &AnalyticsConfig, metrics: &Metrics) -> Result<View, Error> {
+    state::create_tables(&db, &config.window)?;
+    let operator =
+        WindowedKpis::restore(&config.window, LexiconScorer, state::load_operator(&db)?)?;
+    if let Some(last) = state::closed_windows(&db, 0, u64::MAX, 1)?.last() {
+        set_kpi_gauges(metrics, last);
+    }
+    Ok(View {
+        db,
+        operator: Arc::new(Mutex::new(operator)),
+    })
+}
+
+fn shared_error(reason: impl std::fmt::Display) -> tidewater_engine::EngineError {
+    tidewater_engine::EngineError::SharedState {
+        name: "analytics".into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What starts a run of the pipeline.
+struct Launcher {
+    log: Arc<dyn Log>,
+    config: AnalyticsConfig,
+    event_time: EventTimePolicy,
+    engine: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Launcher {
+    /// Runs the pipeline on `view` on a thread of its own until the flag is set.
+    fn launch(
+        &self,
+        view: View,
+        outputs: Arc<Outputs>,
+    ) -> Result<(Arc<AtomicBool>, JoinHandle<()>), Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runner = Runner {
+            db: view.db,
+            log: Arc::clone(&self.log),
+            config: self.config.clone(),
+            event_time: self.event_time.clone(),
+            engine: self.engine.clone(),
+            metrics: Arc::clone(&self.metrics),
+            operator: view.operator,
+            outputs,
+            heartbeat: self.metrics.watchdog.register("pipeline analytics"),
+            stop: Arc::clone(&stop),
+        };
+        let thread = std::thread::Builder::new()
+            .name("analytics".into())
+            .spawn(move || runner.run())
+            .map_err(Error::Spawn)?;
+        Ok((stop, thread))
     }
 }

@@ -30,6 +30,7 @@ use crate::{EngineConfig, EngineError, Lease, LogPositions, Pipeline, PipelineEr
 /// of any partition) runs on each of several members: every member reads every partition
 /// under a consumer group of its own, and what the replicas all produce is published by
 /// one of them, the holder of a lease ([`crate::Handover::Sequence`] for dead letters).
+#[derive(Clone)]
 pub struct Replica {
     /// This member's own consumer group for the topic.
     pub group: String,

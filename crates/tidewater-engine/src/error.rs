@@ -122,6 +122,15 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Pipeline state kept outside the process (one member at a time owns it) could not
+    /// be taken over, read, or run on.
+    #[error("shared state `{name}`: {reason}")]
+    SharedState {
+        /// The state's name.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl From<EngineError> for PipelineError {

@@ -12,7 +12,7 @@
 //! so it needs no thread of its own. It lives in [`crate::Metrics`], which every component
 //! already holds.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -42,9 +42,29 @@ pub struct Watchdog {
     stall_after: Duration,
 }
 
-/// A component's handle for reporting its progress. Cheap to clone.
+/// A component's handle for reporting its progress. Cheap to clone. Once every clone is
+/// dropped (the component stopped: a worker whose partition moved to another member),
+/// the component is no longer watched, unless it failed: a failure stays reported.
 #[derive(Debug, Clone)]
-pub struct Heartbeat(Arc<Component>);
+pub struct Heartbeat(Arc<Registration>);
+
+/// A component in the watchdog's list, taken out when dropped.
+#[derive(Debug)]
+struct Registration {
+    component: Arc<Component>,
+    components: Weak<Mutex<Vec<Arc<Component>>>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if matches!(*lock(&self.component.state), State::Failed { .. }) {
+            return;
+        }
+        if let Some(components) = self.components.upgrade() {
+            lock(&components).retain(|c| !Arc::ptr_eq(c, &self.component));
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Component {
@@ -120,7 +140,10 @@ impl Watchdog {
             state: Mutex::new(State::Idle),
         });
         lock(&self.components).push(Arc::clone(&component));
-        Heartbeat(component)
+        Heartbeat(Arc::new(Registration {
+            component,
+            components: Arc::downgrade(&self.components),
+        }))
     }
 
     /// Every component's status, in registration order.
@@ -169,13 +192,13 @@ impl Watchdog {
 impl Heartbeat {
     /// The component's name.
     pub fn component(&self) -> &str {
-        &self.0.name
+        &self.0.component.name
     }
 
     /// The component has work. Starts the stall clock if it was idle; leaves a running
     /// clock (and a failure) as it is.
     pub fn working(&self) {
-        let mut state = lock(&self.0.state);
+        let mut state = lock(&self.0.component.state);
         if matches!(*state, State::Idle) {
             *state = State::Working {
                 last_progress: Instant::now(),
@@ -185,20 +208,20 @@ impl Heartbeat {
 
     /// The component got something done (and may have more to do). Clears a failure.
     pub fn progress(&self) {
-        *lock(&self.0.state) = State::Working {
+        *lock(&self.0.component.state) = State::Working {
             last_progress: Instant::now(),
         };
     }
 
     /// The component has nothing to do. Clears a failure.
     pub fn idle(&self) {
-        *lock(&self.0.state) = State::Idle;
+        *lock(&self.0.component.state) = State::Idle;
     }
 
     /// The component cannot go on: unhealthy at once, with `reason`, until it progresses
     /// again. A repeated call keeps the time of the first failure.
     pub fn fail(&self, reason: impl std::fmt::Display) {
-        let mut state = lock(&self.0.state);
+        let mut state = lock(&self.0.component.state);
         let since = match &*state {
             State::Failed { since, .. } => *since,
             _ => Instant::now(),
@@ -271,5 +294,24 @@ mod tests {
         assert_eq!(status.reason.as_deref(), Some("record too large"));
         beat.progress();
         assert!(dog.unhealthy().is_empty());
+    }
+
+    #[test]
+    fn a_stopped_component_leaves_the_list_unless_it_failed() {
+        let dog = watchdog(Duration::ZERO);
+        let stalled = dog.register("pipeline profiles conversations/0");
+        stalled.working();
+        let clone = stalled.clone();
+        drop(stalled);
+        assert_eq!(dog.statuses().len(), 1, "a clone keeps it watched");
+        drop(clone);
+        assert!(dog.statuses().is_empty(), "stopped: no longer watched");
+
+        let failed = dog.register("pipeline profiles conversations/1");
+        failed.fail("cannot decode the stored offset");
+        drop(failed);
+        let unhealthy = dog.unhealthy();
+        assert_eq!(unhealthy.len(), 1, "a failure stays reported");
+        assert_eq!(unhealthy[0].condition, Condition::Failed);
     }
 }

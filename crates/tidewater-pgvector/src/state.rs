@@ -441,7 +441,7 @@ impl redb::StorageBackend for PgStateBackend {
         if len < old {
             pending.min_len = pending.min_len.min(len);
             pending.dirty.retain(|&b| b * (STATE_BLOCK as u64) < len);
-            if len % STATE_BLOCK as u64 != 0 {
+            if !len.is_multiple_of(STATE_BLOCK as u64) {
                 // The stored last block runs past the new end; growing again must read
                 // zeros there.
                 pending.dirty.insert(len / STATE_BLOCK as u64);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redb::Database;
 use serde_json::Value;
-use tidewater_engine::{open_state_db, Engine, EngineConfig, EngineHandle, Replica};
+use tidewater_engine::{
+    open_state_db, Engine, EngineConfig, EngineError, EngineHandle, Ownership, Replica, SharedState,
+};
 use tidewater_log::{Log, NewRecord, Position};
 use tidewater_metrics::Metrics;
 
@@ -17,11 +19,22 @@ use crate::{
 
 /// The profiles pipeline of one process.
 pub struct Profiles {
-    db: Arc<Database>,
+    home: Home,
     log: Arc<dyn Log>,
     config: ProfilesConfig,
     metrics: Arc<Metrics>,
     engine: Mutex<Option<EngineHandle>>,
+}
+
+/// Where the state lives.
+enum Home {
+    /// A file of this process's.
+    Local(Arc<Database>),
+    /// Outside the process, owned by one member at a time; set up by `start`.
+    Shared {
+        state: Arc<dyn SharedState>,
+        ownership: Mutex<Option<Arc<Ownership>>>,
+    },
 }
 
 impl Profiles {
@@ -33,10 +46,34 @@ impl Profiles {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, ProfilesError> {
         let db = Arc::new(open_state_db(&dir.join("profiles.redb"))?);
+        Self::with_home(Home::Local(db), config, log, metrics)
+    }
+
+    /// Keeps the state in `state`, which one member at a time owns (the holder of the
+    /// lease given to [`Self::start`]) and the others read; creates the topic.
+    pub fn open_shared(
+        state: Arc<dyn SharedState>,
+        config: ProfilesConfig,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, ProfilesError> {
+        let home = Home::Shared {
+            state,
+            ownership: Mutex::new(None),
+        };
+        Self::with_home(home, config, log, metrics)
+    }
+
+    fn with_home(
+        home: Home,
+        config: ProfilesConfig,
+        log: Arc<dyn Log>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, ProfilesError> {
         log.ensure_topic(&config.topic, &config.topic_config)?;
         log.ensure_topic(&config.output_topic, &config.topic_config)?;
         Ok(Arc::new(Self {
-            db,
+            home,
             log,
             config,
             metrics,
@@ -44,55 +81,52 @@ impl Profiles {
         }))
     }
 
-    /// Starts consuming the change topic. As a [`Replica`] (one per member on Kafka), this
-    /// process reads every partition, so its identity graph sees every record, and it
-    /// publishes profile changes and dead letters only while it holds the replica's
-    /// lease; by default it joins the group `profiles` and publishes everything.
+    /// Starts consuming the change topic.
+    ///
+    /// With the state in this process: as a [`Replica`] (one per member on Kafka, when no
+    /// shared state is configured), this process reads every partition, so its identity
+    /// graph sees every record, and it publishes profile changes and dead letters only
+    /// while it holds the replica's lease; without one it joins the group `profiles` and
+    /// publishes everything.
+    ///
+    /// With shared state (`replica` is then required): the member holding the replica's
+    /// lease owns the state and runs the pipeline over every partition; the others serve
+    /// reads from a snapshot of that state.
     pub fn start(
         &self,
         engine_config: EngineConfig,
         replica: Option<Replica>,
     ) -> Result<(), ProfilesError> {
-        let pipeline = ProfilesPipeline::new(
-            "profiles",
-            self.config.topic.clone(),
-            self.config.clone(),
-            &self.db,
-        )?
-        .with_output(
-            Arc::clone(&self.log),
-            self.config.output_topic.clone(),
-            Arc::clone(&self.metrics),
-            replica.as_ref().map(|r| Arc::clone(&r.publisher)),
-        );
-        // Changes committed before a crash but not yet published.
-        pipeline.publish_pending(&self.db)?;
-        let pipeline = Arc::new(pipeline);
-        if let Some(replica) = &replica {
-            // The new publisher's first output: every current profile, so the latest
-            // record of each key on the output topic is this member's profile.
-            let (pipeline, db) = (Arc::downgrade(&pipeline), Arc::downgrade(&self.db));
-            replica.publisher.on_acquire(move || {
-                let (Some(pipeline), Some(db)) = (pipeline.upgrade(), db.upgrade()) else {
-                    return;
-                };
-                if let Err(e) = pipeline.republish_all(&db) {
-                    tracing::warn!(error = %e, "cannot republish the profiles after acquiring the publisher lease");
-                }
-            });
+        match &self.home {
+            Home::Local(db) => {
+                let handle = run(
+                    Output::of(self),
+                    Arc::clone(db),
+                    engine_config,
+                    replica,
+                    Republish::OnAcquire,
+                )?;
+                *self.engine.lock() = Some(handle);
+            }
+            Home::Shared { state, ownership } => {
+                let replica = replica
+                    .ok_or_else(|| shared_error("the shared state needs a lease to own it by"))?;
+                let output = Output::of(self);
+                let lease = Arc::clone(&replica.publisher);
+                let owned = Ownership::start(Arc::clone(state), lease, move |db| {
+                    let handle = run(
+                        output.clone(),
+                        db,
+                        engine_config.clone(),
+                        Some(replica.clone()),
+                        Republish::Now,
+                    )
+                    .map_err(shared_error)?;
+                    Ok(Box::new(move || handle.stop()))
+                })?;
+                *ownership.lock() = Some(owned);
+            }
         }
-        let mut engine = Engine::new(
-            Arc::clone(&self.log),
-            Arc::clone(&self.db),
-            pipeline,
-            engine_config,
-            Arc::clone(&self.metrics),
-        );
-        if let Some(replica) = replica {
-            engine = engine.replica(replica);
-        }
-        let handle = engine.start(&self.config.topic_config)?;
-        *self.engine.lock() = Some(handle);
         Ok(())
     }
 
@@ -100,6 +134,22 @@ impl Profiles {
     pub fn stop(&self) {
         if let Some(handle) = self.engine.lock().take() {
             handle.stop();
+        }
+        if let Home::Shared { ownership, .. } = &self.home {
+            if let Some(ownership) = ownership.lock().take() {
+                ownership.stop();
+            }
+        }
+    }
+
+    /// The database reads go to.
+    fn db(&self) -> Result<Arc<Database>, ProfilesError> {
+        match &self.home {
+            Home::Local(db) => Ok(Arc::clone(db)),
+            Home::Shared { ownership, .. } => match ownership.lock().as_ref() {
+                Some(ownership) => Ok(ownership.db()),
+                None => Err(shared_error("the profiles pipeline is not started").into()),
+            },
         }
     }
 
@@ -128,13 +178,97 @@ impl Profiles {
 
     /// The profile of the customer holding `identifier`.
     pub fn by_identifier(&self, identifier: &Identifier) -> Result<Option<Profile>, ProfilesError> {
-        profile_by_identifier(&self.db, identifier)
+        profile_by_identifier(&*self.db()?, identifier)
     }
 
     /// The profile of a customer id (aliases of merged customers are followed).
     pub fn by_customer(&self, customer: CustomerId) -> Result<Option<Profile>, ProfilesError> {
-        profile(&self.db, customer)
+        profile(&*self.db()?, customer)
     }
+}
+
+fn shared_error(reason: impl std::fmt::Display) -> EngineError {
+    EngineError::SharedState {
+        name: "profiles".into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What a run of the pipeline publishes to, cloned for each run.
+#[derive(Clone)]
+struct Output {
+    log: Arc<dyn Log>,
+    config: ProfilesConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Output {
+    fn of(profiles: &Profiles) -> Self {
+        Self {
+            log: Arc::clone(&profiles.log),
+            config: profiles.config.clone(),
+            metrics: Arc::clone(&profiles.metrics),
+        }
+    }
+}
+
+/// When a publishing replica republishes every current profile.
+enum Republish {
+    /// Each time it acquires the lease (its state is its own).
+    OnAcquire,
+    /// Once, now (it has just taken the shared state over, holding the lease).
+    Now,
+}
+
+/// Starts the pipeline's engine on `db`.
+fn run(
+    output: Output,
+    db: Arc<Database>,
+    engine_config: EngineConfig,
+    replica: Option<Replica>,
+    republish: Republish,
+) -> Result<EngineHandle, ProfilesError> {
+    let Output {
+        log,
+        config,
+        metrics,
+    } = output;
+    let pipeline = ProfilesPipeline::new("profiles", config.topic.clone(), config.clone(), &db)?
+        .with_output(
+            Arc::clone(&log),
+            config.output_topic.clone(),
+            Arc::clone(&metrics),
+            replica.as_ref().map(|r| Arc::clone(&r.publisher)),
+        );
+    // Changes committed before a crash but not yet published.
+    pipeline.publish_pending(&db)?;
+    let pipeline = Arc::new(pipeline);
+    if let Some(replica) = &replica {
+        // The new publisher's first output: every current profile, so the latest record
+        // of each key on the output topic is the current profile (what a previous
+        // publisher left unpublished, non-publishing replicas drop).
+        match republish {
+            Republish::Now => {
+                pipeline.republish_all(&db)?;
+            }
+            Republish::OnAcquire => {
+                let (pipeline, db) = (Arc::downgrade(&pipeline), Arc::downgrade(&db));
+                replica.publisher.on_acquire(move || {
+                    let (Some(pipeline), Some(db)) = (pipeline.upgrade(), db.upgrade()) else {
+                        return;
+                    };
+                    if let Err(e) = pipeline.republish_all(&db) {
+                        tracing::warn!(error = %e, "cannot republish the profiles after acquiring the publisher lease");
+                    }
+                });
+            }
+        }
+    }
+    let mut engine = Engine::new(log, db, pipeline, engine_config, metrics);
+    if let Some(replica) = replica {
+        engine = engine.replica(replica);
+    }
+    Ok(engine.start(&config.topic_config)?)
 }
 
 impl tidewater_core::EventWriter<tidewater_cdc::ChangeEvent> for Profiles {

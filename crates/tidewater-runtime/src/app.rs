@@ -12,7 +12,7 @@ use tidewater_answer::ChatClient;
 use tidewater_cdc::PostgresSource;
 use tidewater_config::Config;
 use tidewater_core::RetryHint;
-use tidewater_engine::{Lease, Replica};
+use tidewater_engine::{Lease, Replica, SharedState};
 use tidewater_knowledge::Knowledge;
 use tidewater_lake::Lake;
 use tidewater_log::Log;
@@ -24,6 +24,7 @@ use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
 use crate::kafka_source::{Destination, KafkaSource};
+use crate::shared_state::PgState;
 use crate::RuntimeError;
 
 type Result<T> = std::result::Result<T, RuntimeError>;
@@ -76,7 +77,7 @@ impl App {
         let shared = config.log.backend == tidewater_log::LogBackend::Kafka;
         let mut leases = Vec::new();
         if partial_index(&config) {
-            warn!("log.backend = \"kafka\" with the built-in index: this member indexes and searches only the documents partitions the group gives it, and file sources are not reconciled against it; with several members set [knowledge.index] backend = \"pgvector\" for one shared index");
+            warn!("log.backend = \"kafka\" with the built-in index: this member indexes and searches only the documents partitions the group gives it, and file sources are not reconciled against it; profiles and analytics run on every member, each with state of its own; with several members set [knowledge.index] backend = \"pgvector\" for one shared index and shared state");
         }
         let log = tidewater_log::open_log(&config.log, &data_dir, Arc::clone(&metrics)).map_err(
             |source| RuntimeError::Log {
@@ -96,14 +97,24 @@ impl App {
         knowledge.start(config.engine.clone())?;
         let profiles = match &config.profiles {
             Some(profiles_config) => {
-                let profiles = Profiles::open(
-                    &data_dir.join("profiles"),
-                    profiles_config.clone(),
-                    Arc::clone(&log),
-                    Arc::clone(&metrics),
-                )?;
-                // On Kafka every member keeps the whole identity graph: a consumer group
-                // of its own gives it every partition; one member publishes.
+                // On Kafka with pgvector, the state lives in PostgreSQL and the holder of
+                // the `profiles` lease owns and runs it. Without a shared database every
+                // member keeps the whole identity graph, and the holder publishes.
+                let profiles = match shared_state(&config, "profiles")? {
+                    Some(state) => Profiles::open_shared(
+                        state,
+                        profiles_config.clone(),
+                        Arc::clone(&log),
+                        Arc::clone(&metrics),
+                    )?,
+                    None => Profiles::open(
+                        &data_dir.join("profiles"),
+                        profiles_config.clone(),
+                        Arc::clone(&log),
+                        Arc::clone(&metrics),
+                    )?,
+                };
+                // A consumer group of its own gives the member every partition.
                 let replica = match shared {
                     true => Some(Replica {
                         group: format!("profiles.{}", member_id(&data_dir)?),
@@ -116,15 +127,25 @@ impl App {
             }
             None => None,
         };
-        let analytics = Analytics::open(
-            &data_dir.join("analytics"),
-            config.analytics.clone(),
-            config.event_time.clone(),
-            Arc::clone(&log),
-            Arc::clone(&metrics),
-        )?;
-        // Every member computes the KPIs (from every partition, in one merged order); the
-        // holder of the lease publishes them.
+        // Like profiles: with a shared database the holder of the lease owns the state and
+        // computes the KPIs (from every partition, in one merged order); without one every
+        // member computes them and the holder publishes them.
+        let analytics = match shared_state(&config, "analytics")? {
+            Some(state) => Analytics::open_shared(
+                state,
+                config.analytics.clone(),
+                config.event_time.clone(),
+                Arc::clone(&log),
+                Arc::clone(&metrics),
+            )?,
+            None => Analytics::open(
+                &data_dir.join("analytics"),
+                config.analytics.clone(),
+                config.event_time.clone(),
+                Arc::clone(&log),
+                Arc::clone(&metrics),
+            )?,
+        };
         let publisher = shared
             .then(|| lease(&log, "analytics", &mut leases))
             .transpose()?;
@@ -406,6 +427,22 @@ impl App {
 fn partial_index(config: &Config) -> bool {
     config.log.backend == tidewater_log::LogBackend::Kafka
         && config.knowledge.index.backend == tidewater_knowledge::IndexBackend::Hnsw
+}
+
+/// The state of the pipeline `name` in PostgreSQL, when the log is Kafka and the index is
+/// pgvector (whose database it shares); `None` keeps it in the data directory.
+fn shared_state(config: &Config, name: &'static str) -> Result<Option<Arc<dyn SharedState>>> {
+    if config.log.backend != tidewater_log::LogBackend::Kafka {
+        return Ok(None);
+    }
+    let Ok(Some(pgvector)) = config.knowledge.index.pgvector() else {
+        return Ok(None);
+    };
+    let state = PgState::open(pgvector, name).map_err(|source| RuntimeError::SharedState {
+        name,
+        source: Box::new(source),
+    })?;
+    Ok(Some(state))
 }
 
 /// Joins the group that hands out the lease `name` among the members, and keeps the

@@ -43,6 +43,15 @@ pub enum RuntimeError {
         #[source]
         source: Box<tidewater_engine::EngineError>,
     },
+    /// The state that one member at a time owns cannot be opened in PostgreSQL.
+    #[error("cannot open the shared {name} state")]
+    SharedState {
+        /// The pipeline.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<tidewater_engine::EngineError>,
+    },
     /// The embedding model cannot be loaded.
     #[error("cannot load the embedding model")]
     Embedder(#[source] Box<tidewater_embed::EmbedError>),

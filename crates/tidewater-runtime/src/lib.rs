@@ -8,6 +8,7 @@ mod app;
 mod error;
 mod kafka_source;
 mod run;
+mod shared_state;
 
 pub use app::App;
 pub use error::RuntimeError;

@@ -2,9 +2,11 @@
 //! producer (keys, schema envelopes, tombstones, a multi-row transaction, transaction
 //! metadata, a record that is not JSON) give the same profiles as the same events posted
 //! over HTTP to an embedded Tidewater; a documents topic is indexed; bad records reach the
-//! pipelines' dead-letter topics on the broker, and the rest goes on. Two members keep
-//! whole profile replicas; one of them publishes the profiles and lists a shared folder,
-//! and the other takes both over when it is killed.
+//! pipelines' dead-letter topics on the broker, and the rest goes on. With pgvector, one
+//! member owns the profiles and KPI state in PostgreSQL and the others read it; the next
+//! owner takes it over as committed. Without, two members keep whole profile replicas;
+//! one of them publishes the profiles and lists a shared folder, and the other takes both
+//! over when it leaves.
 #![cfg(feature = "kafka")]
 
 mod support;
@@ -740,4 +742,184 @@ fn every_member_computes_the_kpis_and_each_window_is_published_once_across_a_han
     );
     assert!(appended(&other) > 0.0);
     other.terminate();
+}
+
+#[test]
+fn with_pgvector_one_member_owns_the_profiles_and_kpis_state_and_another_takes_it_over() {
+    let broker = KafkaBroker::start();
+    let pg = tidewater_testkit::PgVectorServer::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let sections = format!(
+        "{PROFILES}\n[analytics.window]\nsize = \"1s\"\nallowed_lateness = \"1s\"\nidle_timeout = \"2s\"\n\
+         [knowledge.index]\nbackend = \"pgvector\"\n[knowledge.index.pgvector]\ndsn = \"{}\"\n\
+         table_prefix = \"owned\"\n",
+        pg.dsn()
+    );
+    let config = members_config(dir.path(), &broker, "own", &sections);
+    let start = |name: &str| {
+        let mut member = Tidewater::start(&docs, &dir.path().join(name), &["--config", &config]);
+        member.wait_ready(Duration::from_secs(120));
+        member
+    };
+    let consumed = |member: &Tidewater, pipeline: &str, topic: &str| {
+        member.metric(&format!(
+            "tidewater_pipeline_records_total{{pipeline=\"{pipeline}\",topic=\"{topic}\"}}"
+        ))
+    };
+    // The whole profile as a member serves it, customer id included.
+    let profile = |member: &Tidewater, i: usize| {
+        let (status, profile) =
+            member.json("GET", &format!("/v1/profiles/email:c{i}@example.com"), None);
+        (status == 200 && profile["records"].as_array().is_some_and(|r| r.len() == 2))
+            .then_some(profile)
+    };
+    let profiles = |member: &Tidewater| (0..30).map(|i| profile(member, i)).collect::<Vec<_>>();
+    let mut changes = Vec::new();
+    for i in 0..30 {
+        let email = format!("c{i}@example.com");
+        changes.push(json!({"key": {"id": i}, "value": change("crm", "customers", "c",
+            json!({"id": i, "name": format!("C{i}"), "email": email, "city": "Lisbon"}), Value::Null, 10 + i, 100 + i)}));
+        changes.push(json!({"key": {"id": 1000 + i}, "value": change("loyalty", "members", "c",
+            json!({"id": 1000 + i, "name": format!("C{i}"), "email": email.to_uppercase(), "tier": "gold"}), Value::Null, 60 + i, 200 + i)}));
+    }
+    let edit = json!({"key": {"id": 0}, "value": change("crm", "customers", "u",
+        json!({"id": 0, "name": "C0", "email": "c0@example.com", "city": "Porto"}), Value::Null, 500, 900)});
+    let post = |member: &Tidewater, path: &str, events: &Value| {
+        let (status, body) = member.json("POST", path, Some(&events.to_string()));
+        assert_eq!(status, 202, "{body}");
+    };
+
+    // The first member alone takes both leases: it owns the state and runs the pipelines.
+    let a = start("a");
+    post(&a, "/v1/events/changes", &Value::Array(changes.clone()));
+    eventually(
+        Duration::from_secs(60),
+        "the owner merged every customer",
+        || profiles(&a).iter().all(Option::is_some),
+    );
+    // The second reads the owner's state: the same profiles, customer ids included,
+    // without consuming a record.
+    let b = start("b");
+    eventually(
+        Duration::from_secs(30),
+        "the reader serves the owner's profiles",
+        || profiles(&b) == profiles(&a),
+    );
+    assert_eq!(consumed(&b, "profiles", "changes"), 0.0);
+
+    // Conversations written through the reader are counted by the owner; the reader
+    // answers KPI queries from the owner's windows.
+    let now = tidewater_core::time::now_ms();
+    let conversations: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"conversation_id": format!("k{i}"), "event_time_ms": now + i * 50,
+            "question": "q", "answer": "a", "model": "m",
+            "latency": {"retrieval_ms": 5, "model_ms": 40, "total_ms": 45}})
+        })
+        .collect();
+    post(&b, "/v1/events/conversations", &Value::Array(conversations));
+    // A conversation 4 s later moves the watermark past their windows.
+    std::thread::sleep(Duration::from_secs(4));
+    let marker = json!({"conversation_id": "marker", "event_time_ms": tidewater_core::time::now_ms(),
+        "question": "q", "answer": "a", "model": "m",
+        "latency": {"retrieval_ms": 5, "model_ms": 40, "total_ms": 45}});
+    post(&b, "/v1/events/conversations", &json!([marker]));
+    let closed = |member: &Tidewater| -> Vec<Value> {
+        let (_, report) = member.json("GET", "/v1/kpis", None);
+        let windows = report["windows"].as_array().cloned().unwrap_or_default();
+        windows.into_iter().filter(|w| w["final"] == true).collect()
+    };
+    let counted = |windows: &[Value]| {
+        windows
+            .iter()
+            .map(|w| w["overall"]["conversations"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the owner closed every window",
+        || counted(&closed(&a)) == 20,
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the reader sees the owner's windows",
+        || closed(&b) == closed(&a),
+    );
+    assert_eq!(consumed(&b, "analytics", "conversations"), 0.0);
+    let windows_before = closed(&a);
+    let before = profiles(&a);
+
+    // The owner leaves: the other member takes the state over as it was committed (the
+    // same customer ids, the same windows) and goes on from there.
+    a.terminate();
+    post(&b, "/v1/events/changes", &json!([edit]));
+    eventually(
+        Duration::from_secs(90),
+        "the new owner applied the edit",
+        || profile(&b, 0).is_some_and(|p| p["attributes"]["city"] == "Porto"),
+    );
+    // (The count follows the commit that made the edit readable.)
+    eventually(
+        Duration::from_secs(5),
+        "the new owner counted the edit",
+        || consumed(&b, "profiles", "changes") > 0.0,
+    );
+    let after = profiles(&b);
+    assert_eq!(after[1..], before[1..], "taken over, not recomputed");
+    assert_eq!(
+        after[0].as_ref().unwrap()["customer_id"],
+        before[0].as_ref().unwrap()["customer_id"]
+    );
+    let windows_after = closed(&b);
+    assert!(
+        windows_before.iter().all(|w| windows_after.contains(w)),
+        "the new owner has the previous windows:\n{windows_before:?}\n{windows_after:?}"
+    );
+
+    // The profiles equal a from-scratch computation of the same changes by one embedded
+    // process.
+    let mut reference = Tidewater::start(
+        &docs,
+        &dir.path().join("reference"),
+        &["--config", &{
+            let path = dir.path().join("reference.toml");
+            std::fs::write(&path, PROFILES).unwrap();
+            path.to_str().unwrap().to_owned()
+        }],
+    );
+    reference.wait_ready(Duration::from_secs(120));
+    post(&reference, "/v1/events/changes", &Value::Array(changes));
+    post(&reference, "/v1/events/changes", &json!([edit]));
+    eventually(
+        Duration::from_secs(60),
+        "the reference applied every change",
+        || {
+            profile(&reference, 0).is_some_and(|p| p["attributes"]["city"] == "Porto")
+                && profiles(&reference).iter().all(Option::is_some)
+        },
+    );
+    let comparable_all = |profiles: Vec<Option<Value>>| {
+        profiles
+            .iter()
+            .map(|p| comparable(p.as_ref().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        comparable_all(profiles(&reference)),
+        comparable_all(after.clone())
+    );
+    reference.terminate();
+
+    // A new member reads the same state; killing the owner does not change what it serves.
+    let c = start("c");
+    eventually(
+        Duration::from_secs(30),
+        "the new member serves the owner's profiles",
+        || profiles(&c) == after,
+    );
+    b.kill();
+    assert_eq!(profiles(&c), after);
+    c.terminate();
 }
