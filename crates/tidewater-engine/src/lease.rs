@@ -4,6 +4,11 @@
 //! or leaves, the group hands it to another. On the embedded log the only process holds
 //! every lease ([`Lease::sole`]).
 //!
+//! Where a database the members share is at hand, a lease can be held through a lock of
+//! that database instead ([`Lease::locked`], a PostgreSQL advisory lock): the lock goes
+//! when its holder's session ends, at once when the process dies, without waiting for a
+//! group to rebalance.
+//!
 //! Work done under the lease takes a [`LeaseGuard`]; a revocation waits for the guards
 //! held at that moment before the group may give the lease to someone else, so a
 //! revoked holder never overlaps its successor. (A holder that stops answering the
@@ -25,6 +30,23 @@ use crate::EngineError;
 /// Prefix of a lease's topic and group: the lease `files.docs` is partition 0 of the
 /// topic `lease.files.docs`, held through the group of the same name.
 const PREFIX: &str = "lease.";
+
+/// How often a [`Lock`] is tried while another member holds it, and checked while held.
+const LOCK_POLL: Duration = Duration::from_millis(500);
+
+/// A lock in a service the members share (a PostgreSQL advisory lock): at most one
+/// member holds it, and it is freed when its holder's session ends.
+pub trait Lock: Send + 'static {
+    /// Tries to take the lock without waiting: `Ok(true)` when this member holds it now.
+    fn try_lock(&mut self) -> Result<bool, String>;
+
+    /// Whether the lock is still held (the session that holds it is alive). An error or
+    /// `false` means it may be someone else's now.
+    fn check(&mut self) -> Result<bool, String>;
+
+    /// Gives the lock up (ends the session).
+    fn unlock(&mut self);
+}
 
 /// Called on a thread of its own each time this member acquires the lease.
 type OnAcquire = Box<dyn Fn() + Send + Sync>;
@@ -141,6 +163,57 @@ impl Lease {
             std::thread::Builder::new()
                 .name(format!("lease-{name}-member"))
                 .spawn(move || serve_group(membership, &topic, &stop))
+                .map_err(EngineError::Spawn)?
+        };
+        Ok(Arc::new(Self {
+            state,
+            stop,
+            member: Mutex::new(Some(member)),
+        }))
+    }
+
+    /// A lease held through `lock`, tried and checked on a thread until
+    /// [`Lease::release`]. A lock found lost (its session broke) revokes the lease, waiting
+    /// for the work under way, before it is tried again.
+    pub fn locked(name: &str, mut lock: Box<dyn Lock>) -> Result<Arc<Self>, EngineError> {
+        let state = Arc::new(State {
+            name: name.to_owned(),
+            held: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            work: RwLock::new(()),
+            on_acquire: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let member = {
+            let (state, stop) = (Arc::clone(&state), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("lease-{name}-lock"))
+                .spawn(move || {
+                    let mut complained = false;
+                    while !stop.load(Ordering::SeqCst) {
+                        let outcome = match state.held.load(Ordering::SeqCst) {
+                            true => lock.check(),
+                            false => lock.try_lock(),
+                        };
+                        match outcome {
+                            Ok(true) => {
+                                state.acquired();
+                                complained = false;
+                            }
+                            Ok(false) => state.revoked(),
+                            Err(e) => {
+                                state.revoked();
+                                if !complained {
+                                    warn!(lease = %state.name, error = %e, "cannot reach the lease's lock; retrying");
+                                    complained = true;
+                                }
+                            }
+                        }
+                        std::thread::sleep(LOCK_POLL);
+                    }
+                    state.revoked();
+                    lock.unlock();
+                })
                 .map_err(EngineError::Spawn)?
         };
         Ok(Arc::new(Self {
@@ -267,5 +340,68 @@ mod tests {
             waited >= Duration::from_millis(150),
             "revoked after {waited:?}"
         );
+    }
+
+    /// A lock shared by the test's "members": the id of its holder; `lost` ends the
+    /// holder's session behind its back.
+    #[derive(Clone, Default)]
+    struct SharedLock(Arc<Mutex<Option<usize>>>);
+
+    struct MemberLock {
+        lock: SharedLock,
+        id: usize,
+    }
+
+    impl Lock for MemberLock {
+        fn try_lock(&mut self) -> Result<bool, String> {
+            let mut holder = self.lock.0.lock();
+            Ok(*holder.get_or_insert(self.id) == self.id)
+        }
+
+        fn check(&mut self) -> Result<bool, String> {
+            Ok(*self.lock.0.lock() == Some(self.id))
+        }
+
+        fn unlock(&mut self) {
+            let mut holder = self.lock.0.lock();
+            if *holder == Some(self.id) {
+                *holder = None;
+            }
+        }
+    }
+
+    #[test]
+    fn a_locked_lease_has_one_holder_and_moves_when_the_lock_is_lost_or_released() {
+        let shared = SharedLock::default();
+        let member = |id| {
+            let lock = MemberLock {
+                lock: shared.clone(),
+                id,
+            };
+            Lease::locked("profiles", Box::new(lock)).unwrap()
+        };
+        let first = member(1);
+        assert!(first.wait_held(Duration::from_secs(5)));
+        let second = member(2);
+        std::thread::sleep(LOCK_POLL * 2);
+        assert!(!second.is_held(), "one holder at a time");
+
+        // The first holder's session ends behind its back: it notices at its next check,
+        // and the second takes the lock.
+        *shared.0.lock() = None;
+        assert!(second.wait_held(Duration::from_secs(5)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while first.is_held() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!first.is_held(), "the lost lock revoked the lease");
+
+        // A release unlocks: the first takes it back.
+        second.release();
+        assert!(!second.is_held());
+        assert!(first.wait_held(Duration::from_secs(5)));
+        assert_eq!(*shared.0.lock(), Some(1));
+        first.release();
+        assert_eq!(*shared.0.lock(), None);
     }
 }

@@ -24,7 +24,7 @@ pub use config::EngineConfig;
 pub use dead_letter::{DeadLetter, DeadLetterRecord};
 pub use engine::{Engine, EngineHandle, ProgressWatcher, Replica, SinkEngine};
 pub use error::{EngineError, PipelineError};
-pub use lease::{Lease, LeaseGuard};
+pub use lease::{Lease, LeaseGuard, Lock};
 pub use outbox::{Handover, Outbox, OutboxEntry};
 pub use ownership::{Ownership, SharedState, Stopper};
 pub use pipeline::{Pipeline, Prepared};

@@ -41,5 +41,5 @@ pub use error::PgVectorError;
 pub use pool::APPLICATION_NAME;
 pub use schema::{MAX_INDEXED_DIMENSION, SCHEMA_VERSION};
 pub use search::{Filter, PgHit};
-pub use state::{PgStateBackend, PgStateStore, StateSnapshot, STATE_BLOCK};
+pub use state::{PgAdvisoryLock, PgStateBackend, PgStateStore, StateSnapshot, STATE_BLOCK};
 pub use store::{ChunkDigest, PgVectorStore, StoredChunk};

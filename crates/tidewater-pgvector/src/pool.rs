@@ -43,22 +43,29 @@ pub(crate) struct Conn<'a> {
     pub(crate) fresh: bool,
 }
 
+/// The client settings of a connection string, with this crate's defaults (application
+/// name, connect timeout, server notices at debug level).
+pub(crate) fn client_config(dsn: &str) -> Result<postgres::Config, PgVectorError> {
+    let mut config = postgres::Config::from_str(dsn)
+        .map_err(|e| PgVectorError::Config(format!("dsn: {}", describe(&e))))?;
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    // The driver logs the server's notices ("relation already exists, skipping") at info
+    // level; they are expected here.
+    config.notice_callback(|notice| {
+        tracing::debug!(severity = notice.severity(), "{}", notice.message());
+    });
+    Ok(config)
+}
+
 impl Pool {
     /// Parses the connection string; connects lazily.
     pub(crate) fn new(dsn: &str, size: usize) -> Result<Self, PgVectorError> {
-        let mut config = postgres::Config::from_str(dsn)
-            .map_err(|e| PgVectorError::Config(format!("dsn: {}", describe(&e))))?;
-        if config.get_application_name().is_none() {
-            config.application_name(APPLICATION_NAME);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        }
-        // The driver logs the server's notices ("relation already exists, skipping") at
-        // info level; they are expected here.
-        config.notice_callback(|notice| {
-            tracing::debug!(severity = notice.severity(), "{}", notice.message());
-        });
+        let config = client_config(dsn)?;
         Ok(Self {
             config,
             dsn: redact(dsn).into_owned(),

@@ -492,3 +492,91 @@ impl redb::StorageBackend for PgStateBackend {
         Ok(())
     }
 }
+
+/// First key of the advisory locks that hold leases ("TWLS"); the second is the hash of
+/// the table prefix and the lease's name.
+const LEASE_LOCK_CLASS: i32 = 0x5457_4C53;
+
+/// A session-level PostgreSQL advisory lock on a connection of its own: the lock that
+/// holds a lease among the members sharing the database. PostgreSQL frees it when the
+/// session ends: at once when the holder's process dies, after TCP notices when its
+/// network fails. (A process that is frozen but connected keeps it.)
+pub struct PgAdvisoryLock {
+    config: postgres::Config,
+    /// The connection string with its password masked, for errors.
+    dsn: String,
+    /// `{prefix}.{lease}`, hashed into the lock's second key.
+    key: String,
+    client: Option<postgres::Client>,
+}
+
+impl std::fmt::Debug for PgAdvisoryLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAdvisoryLock")
+            .field("key", &self.key)
+            .field("connected", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgAdvisoryLock {
+    /// The lock of lease `name` in the database of `config` (keyed by its table prefix
+    /// too, so deployments with their own prefix hold their own). Connects lazily.
+    pub fn new(config: &PgVectorConfig, name: &str) -> Result<Self, PgVectorError> {
+        config.validate().map_err(PgVectorError::Config)?;
+        Ok(Self {
+            config: crate::pool::client_config(&config.dsn)?,
+            dsn: tidewater_core::redact::redact(&config.dsn).into_owned(),
+            key: format!("{}.{name}", config.table_prefix),
+            client: None,
+        })
+    }
+
+    /// Tries to take the lock without waiting; `Ok(true)` when this session holds it.
+    pub fn try_lock(&mut self) -> Result<bool, PgVectorError> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self
+                .client
+                .insert(self.config.connect(postgres::NoTls).map_err(|source| {
+                    PgVectorError::Connect {
+                        dsn: self.dsn.clone(),
+                        source,
+                    }
+                })?),
+        };
+        let outcome = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&LEASE_LOCK_CLASS, &self.key],
+            )
+            .map(|row| row.get::<_, bool>(0))
+            .map_err(PgVectorError::query("trying a lease's lock"));
+        if outcome.is_err() {
+            self.client = None;
+        }
+        outcome
+    }
+
+    /// Whether the session holding the lock is still alive (then so is the lock).
+    pub fn check(&mut self) -> Result<bool, PgVectorError> {
+        let Some(client) = &mut self.client else {
+            return Ok(false);
+        };
+        match client.simple_query("SELECT 1") {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.client = None;
+                Err(PgVectorError::Query {
+                    what: "checking a lease's lock",
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Gives the lock up by ending the session.
+    pub fn unlock(&mut self) {
+        self.client = None;
+    }
+}

@@ -5,7 +5,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tidewater_engine::{empty_state_image, open_state_db_on, state_db_from_image};
-use tidewater_pgvector::{PgStateStore, PgVectorConfig, PgVectorError};
+use tidewater_pgvector::{PgAdvisoryLock, PgStateStore, PgVectorConfig, PgVectorError};
 use tidewater_testkit::PgVectorServer;
 
 const ROWS: TableDefinition<u64, &[u8]> = TableDefinition::new("rows");
@@ -152,4 +152,45 @@ fn snapshots_follow_the_owner_fetching_what_changed() {
         expected(150..300)
     );
     assert_eq!(rows(&owner), expected(150..300));
+}
+
+#[test]
+fn a_lease_lock_has_one_holder_and_is_freed_when_its_session_ends() {
+    let config = PgVectorConfig {
+        table_prefix: "st_lock".to_owned(),
+        ..PgVectorConfig::new(PgVectorServer::shared().dsn())
+    };
+    let lock = |name: &str| PgAdvisoryLock::new(&config, name).expect("lock");
+    let (mut first, mut second) = (lock("profiles"), lock("profiles"));
+    assert!(first.try_lock().unwrap());
+    assert!(!second.try_lock().unwrap(), "one holder at a time");
+    assert!(
+        lock("analytics").try_lock().unwrap(),
+        "another name, another lock"
+    );
+    assert!(first.check().unwrap());
+    first.unlock();
+    assert!(second.try_lock().unwrap(), "freed by unlock");
+
+    // The holder's session is ended behind its back (what its process dying does): the
+    // lock is free at once, and the holder finds out at its next check.
+    let mut admin = postgres::Client::connect(PgVectorServer::shared().dsn(), postgres::NoTls)
+        .expect("connecting");
+    let ended = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+               AND classid::bigint = $1 AND objid = hashtext('st_lock.profiles')::oid",
+            &[&(0x5457_4C53_i64)],
+        )
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(ended, 1);
+    let mut third = lock("profiles");
+    assert!(third.try_lock().unwrap(), "free once the session ended");
+    assert!(
+        second.check().is_err(),
+        "the previous holder learns it lost the lock"
+    );
+    assert!(!second.try_lock().unwrap());
 }

@@ -24,7 +24,7 @@ use tidewater_sources::FileSource;
 use tracing::{info, warn};
 
 use crate::kafka_source::{Destination, KafkaSource};
-use crate::shared_state::PgState;
+use crate::shared_state::{PgLock, PgState};
 use crate::RuntimeError;
 
 type Result<T> = std::result::Result<T, RuntimeError>;
@@ -118,7 +118,7 @@ impl App {
                 let replica = match shared {
                     true => Some(Replica {
                         group: format!("profiles.{}", member_id(&data_dir)?),
-                        publisher: lease(&log, "profiles", &mut leases)?,
+                        publisher: lease(&log, &config, "profiles", &mut leases)?,
                     }),
                     false => None,
                 };
@@ -147,7 +147,7 @@ impl App {
             )?,
         };
         let publisher = shared
-            .then(|| lease(&log, "analytics", &mut leases))
+            .then(|| lease(&log, &config, "analytics", &mut leases))
             .transpose()?;
         analytics.start(config.engine.clone(), publisher)?;
         let client = match &config.answer.llm {
@@ -214,7 +214,7 @@ impl App {
             let root = tidewater_core::content_hash(files.root.to_string_lossy().as_bytes());
             let name = format!("files.{}.{}", files.name, &root[..12]);
             let lease = match shared {
-                true => lease(&log, &name, &mut leases)?,
+                true => lease(&log, &config, &name, &mut leases)?,
                 false => Lease::sole(name),
             };
             sources.push((Arc::new(source), lease));
@@ -429,13 +429,19 @@ fn partial_index(config: &Config) -> bool {
         && config.knowledge.index.backend == tidewater_knowledge::IndexBackend::Hnsw
 }
 
-/// The state of the pipeline `name` in PostgreSQL, when the log is Kafka and the index is
-/// pgvector (whose database it shares); `None` keeps it in the data directory.
-fn shared_state(config: &Config, name: &'static str) -> Result<Option<Arc<dyn SharedState>>> {
+/// The PostgreSQL the members share besides the log: pgvector's, when the log is Kafka.
+/// It then holds the profiles and analytics state and the leases.
+fn shared_database(config: &Config) -> Option<&tidewater_pgvector::PgVectorConfig> {
     if config.log.backend != tidewater_log::LogBackend::Kafka {
-        return Ok(None);
+        return None;
     }
-    let Ok(Some(pgvector)) = config.knowledge.index.pgvector() else {
+    config.knowledge.index.pgvector().ok().flatten()
+}
+
+/// The state of the pipeline `name` in the [`shared_database`]; `None` keeps it in the
+/// data directory.
+fn shared_state(config: &Config, name: &'static str) -> Result<Option<Arc<dyn SharedState>>> {
+    let Some(pgvector) = shared_database(config) else {
         return Ok(None);
     };
     let state = PgState::open(pgvector, name).map_err(|source| RuntimeError::SharedState {
@@ -445,10 +451,25 @@ fn shared_state(config: &Config, name: &'static str) -> Result<Option<Arc<dyn Sh
     Ok(Some(state))
 }
 
-/// Joins the group that hands out the lease `name` among the members, and keeps the
-/// lease in `joined` too.
-fn lease(log: &Arc<dyn Log>, name: &str, joined: &mut Vec<Arc<Lease>>) -> Result<Arc<Lease>> {
-    let lease = Lease::join(Arc::clone(log), name).map_err(|source| RuntimeError::Lease {
+/// Takes part in handing out the lease `name` among the members: through an advisory
+/// lock of the [`shared_database`] when there is one (freed the moment its holder dies),
+/// else through a consumer group. Keeps the lease in `joined` too.
+fn lease(
+    log: &Arc<dyn Log>,
+    config: &Config,
+    name: &str,
+    joined: &mut Vec<Arc<Lease>>,
+) -> Result<Arc<Lease>> {
+    let lease = match shared_database(config) {
+        Some(pgvector) => tidewater_pgvector::PgAdvisoryLock::new(pgvector, name)
+            .map_err(|e| tidewater_engine::EngineError::SharedState {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })
+            .and_then(|lock| Lease::locked(name, Box::new(PgLock(lock)))),
+        None => Lease::join(Arc::clone(log), name),
+    }
+    .map_err(|source| RuntimeError::Lease {
         name: name.to_owned(),
         source: Box::new(source),
     })?;

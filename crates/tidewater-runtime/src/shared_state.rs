@@ -1,5 +1,6 @@
-//! Pipeline state in PostgreSQL ([`PgStateStore`]) as the engine's [`SharedState`]: the
-//! profiles and analytics state on Kafka when the index is pgvector.
+//! PostgreSQL as what the members share besides the log, on Kafka when the index is
+//! pgvector: pipeline state ([`PgStateStore`] as the engine's [`SharedState`]: profiles,
+//! analytics) and leases ([`PgAdvisoryLock`] as the engine's [`Lock`]).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -7,9 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redb::Database;
 use tidewater_engine::{
-    empty_state_image, open_state_db_on, state_db_from_image, EngineError, SharedState,
+    empty_state_image, open_state_db_on, state_db_from_image, EngineError, Lock, SharedState,
 };
-use tidewater_pgvector::{PgStateStore, PgVectorConfig, PgVectorError, StateSnapshot};
+use tidewater_pgvector::{
+    PgAdvisoryLock, PgStateStore, PgVectorConfig, PgVectorError, StateSnapshot,
+};
 
 /// One pipeline's state in PostgreSQL, with the last snapshot read of it.
 pub(crate) struct PgState {
@@ -67,5 +70,22 @@ impl SharedState for PgState {
             .map(|db| (snapshot.version, db));
         *cached = Some(snapshot);
         Ok(fresh)
+    }
+}
+
+/// A lease's lock: a PostgreSQL advisory lock.
+pub(crate) struct PgLock(pub(crate) PgAdvisoryLock);
+
+impl Lock for PgLock {
+    fn try_lock(&mut self) -> Result<bool, String> {
+        self.0.try_lock().map_err(|e| e.to_string())
+    }
+
+    fn check(&mut self) -> Result<bool, String> {
+        self.0.check().map_err(|e| e.to_string())
+    }
+
+    fn unlock(&mut self) {
+        self.0.unlock();
     }
 }

@@ -851,9 +851,10 @@ fn with_pgvector_one_member_owns_the_profiles_and_kpis_state_and_another_takes_i
     let windows_before = closed(&a);
     let before = profiles(&a);
 
-    // The owner leaves: the other member takes the state over as it was committed (the
-    // same customer ids, the same windows) and goes on from there.
-    a.terminate();
+    // The owner dies (SIGKILL): its advisory locks go with its sessions, and the other
+    // member takes the state over as it was committed (the same customer ids, the same
+    // windows) and goes on from there.
+    a.kill();
     post(&b, "/v1/events/changes", &json!([edit]));
     eventually(
         Duration::from_secs(90),
