@@ -242,9 +242,13 @@ fn heartbeat_is_idle_between_passes_and_stalls_while_the_sink_is_stuck() {
         assert!(Instant::now() < deadline, "d.md never delivered");
         thread::sleep(Duration::from_millis(10));
     }
+    // The dropped source is no longer watched; the running one is.
+    let statuses = watchdog.statuses();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].component, "source files:again");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while watchdog.statuses()[1].condition != Condition::Idle {
-        assert!(Instant::now() < deadline, "{:?}", watchdog.statuses()[1]);
+    while watchdog.statuses()[0].condition != Condition::Idle {
+        assert!(Instant::now() < deadline, "{:?}", watchdog.statuses()[0]);
         thread::sleep(Duration::from_millis(10));
     }
     running.stop();
