@@ -21,8 +21,8 @@
 //! commit and fenced by an owner token (see its module).
 //!
 //! The API is blocking (the sync `postgres` client); see [`PgVectorStore`] on calling it
-//! from async code. Connections are plain TCP or a Unix socket: TLS is not supported yet
-//! (`sslmode=require` fails to connect).
+//! from async code. Connections are TCP (TLS through rustls, as the connection string's
+//! `sslmode` and `sslrootcert` ask: see the `tls` module) or a Unix socket.
 
 #![warn(missing_docs)]
 
@@ -34,6 +34,7 @@ mod schema;
 mod search;
 mod state;
 mod store;
+mod tls;
 
 pub use batch::{BatchPosition, ChunkRow, DocumentRow, IndexChanges};
 pub use config::{IndexMethod, PgVectorConfig};

@@ -3,14 +3,14 @@
 //! connection on the next checkout.
 
 use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tidewater_core::redact::redact;
 
-use crate::error::{describe, PgVectorError};
+use crate::error::PgVectorError;
+use crate::tls::Tls;
 
 /// How long a connection attempt may take when the connection string does not say.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +20,7 @@ pub const APPLICATION_NAME: &str = "tidewater-pgvector";
 
 pub(crate) struct Pool {
     config: postgres::Config,
+    tls: Tls,
     /// The connection string with its password masked, for error messages.
     dsn: String,
     size: usize,
@@ -44,10 +45,9 @@ pub(crate) struct Conn<'a> {
 }
 
 /// The client settings of a connection string, with this crate's defaults (application
-/// name, connect timeout, server notices at debug level).
-pub(crate) fn client_config(dsn: &str) -> Result<postgres::Config, PgVectorError> {
-    let mut config = postgres::Config::from_str(dsn)
-        .map_err(|e| PgVectorError::Config(format!("dsn: {}", describe(&e))))?;
+/// name, connect timeout, server notices at debug level), and its TLS.
+pub(crate) fn client_config(dsn: &str) -> Result<(postgres::Config, Tls), PgVectorError> {
+    let (mut config, tls) = crate::tls::connection(dsn)?;
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
@@ -59,14 +59,15 @@ pub(crate) fn client_config(dsn: &str) -> Result<postgres::Config, PgVectorError
     config.notice_callback(|notice| {
         tracing::debug!(severity = notice.severity(), "{}", notice.message());
     });
-    Ok(config)
+    Ok((config, tls))
 }
 
 impl Pool {
     /// Parses the connection string; connects lazily.
     pub(crate) fn new(dsn: &str, size: usize) -> Result<Self, PgVectorError> {
-        let config = client_config(dsn)?;
+        let (config, tls) = client_config(dsn)?;
         Ok(Self {
+            tls,
             config,
             dsn: redact(dsn).into_owned(),
             size: size.max(1),
@@ -101,7 +102,7 @@ impl Pool {
             self.returned.wait(&mut state);
         }
         drop(state);
-        match self.config.connect(NoTls) {
+        match self.tls.connect(&self.config) {
             Ok(client) => Ok(Conn {
                 pool: self,
                 client: Some(client),

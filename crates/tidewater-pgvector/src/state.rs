@@ -503,6 +503,7 @@ const LEASE_LOCK_CLASS: i32 = 0x5457_4C53;
 /// network fails. (A process that is frozen but connected keeps it.)
 pub struct PgAdvisoryLock {
     config: postgres::Config,
+    tls: crate::tls::Tls,
     /// The connection string with its password masked, for errors.
     dsn: String,
     /// `{prefix}.{lease}`, hashed into the lock's second key.
@@ -524,8 +525,10 @@ impl PgAdvisoryLock {
     /// too, so deployments with their own prefix hold their own). Connects lazily.
     pub fn new(config: &PgVectorConfig, name: &str) -> Result<Self, PgVectorError> {
         config.validate().map_err(PgVectorError::Config)?;
+        let (client_config, tls) = crate::pool::client_config(&config.dsn)?;
         Ok(Self {
-            config: crate::pool::client_config(&config.dsn)?,
+            config: client_config,
+            tls,
             dsn: tidewater_core::redact::redact(&config.dsn).into_owned(),
             key: format!("{}.{name}", config.table_prefix),
             client: None,
@@ -538,7 +541,7 @@ impl PgAdvisoryLock {
             Some(client) => client,
             None => self
                 .client
-                .insert(self.config.connect(postgres::NoTls).map_err(|source| {
+                .insert(self.tls.connect(&self.config).map_err(|source| {
                     PgVectorError::Connect {
                         dsn: self.dsn.clone(),
                         source,
