@@ -47,6 +47,8 @@ fn authority(dir: &Path, name: &str) {
 
 impl TlsServer {
     fn start() -> Self {
+        // Installs PostgreSQL 15 if missing, and with it `openssl` (its packages depend on it).
+        run(Command::new("bash").arg(script()).arg("install"));
         let certs = tempfile::tempdir().unwrap();
         let dir = certs.path();
         authority(dir, "ca");
