@@ -64,6 +64,16 @@ struct State {
 }
 
 impl State {
+    fn new(name: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            held: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            work: RwLock::new(()),
+            on_acquire: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Called by the group's thread only (or once by [`Lease::sole`]).
     fn acquired(self: &Arc<Self>) {
         if self.held.load(Ordering::SeqCst) {
@@ -117,13 +127,7 @@ impl Lease {
     /// the work.
     pub fn sole(name: impl Into<String>) -> Arc<Self> {
         let lease = Arc::new(Self {
-            state: Arc::new(State {
-                name: name.into(),
-                held: AtomicBool::new(false),
-                generation: AtomicU64::new(0),
-                work: RwLock::new(()),
-                on_acquire: Mutex::new(Vec::new()),
-            }),
+            state: State::new(name),
             stop: Arc::new(AtomicBool::new(true)),
             member: Mutex::new(None),
         });
@@ -144,13 +148,7 @@ impl Lease {
                 retention_bytes: None,
             },
         )?;
-        let state = Arc::new(State {
-            name: name.to_owned(),
-            held: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            work: RwLock::new(()),
-            on_acquire: Mutex::new(Vec::new()),
-        });
+        let state = State::new(name);
         let listener = Listener {
             state: Arc::clone(&state),
         };
@@ -176,13 +174,7 @@ impl Lease {
     /// [`Lease::release`]. A lock found lost (its session broke) revokes the lease, waiting
     /// for the work under way, before it is tried again.
     pub fn locked(name: &str, mut lock: Box<dyn Lock>) -> Result<Arc<Self>, EngineError> {
-        let state = Arc::new(State {
-            name: name.to_owned(),
-            held: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            work: RwLock::new(()),
-            on_acquire: Mutex::new(Vec::new()),
-        });
+        let state = State::new(name);
         let stop = Arc::new(AtomicBool::new(false));
         let member = {
             let (state, stop) = (Arc::clone(&state), Arc::clone(&stop));

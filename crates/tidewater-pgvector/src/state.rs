@@ -98,6 +98,7 @@ impl PgStateStore {
                      data bytea NOT NULL,
                      PRIMARY KEY (name, block)
                  );
+                 ALTER TABLE {blocks} ALTER COLUMN data SET STORAGE EXTERNAL;
                  CREATE INDEX IF NOT EXISTS {blocks}_version ON {blocks} (name, version);",
                 stores = tables.stores,
                 blocks = tables.blocks,
@@ -340,8 +341,7 @@ impl PgStateBackend {
         self.owner
     }
 
-    /// Writes the pending blocks and the length in one transaction, if this is still the
-    /// owner.
+    /// Writes the pending blocks and the length atomically, if this is still the owner.
     fn write_pending(&self) -> Result<(), PgVectorError> {
         let (len, blocks, trim) = {
             let image = self.image.read();
@@ -368,13 +368,46 @@ impl PgStateBackend {
             (len, blocks, trim)
         };
         let mut conn = self.pool.get()?;
+        let numbers: Vec<i64> = blocks.iter().map(|(n, _)| *n).collect();
+        let data: Vec<&[u8]> = blocks.iter().map(|(_, d)| d.as_slice()).collect();
+        let Some(min_len) = trim else {
+            // The usual write: one statement (so one round trip to prepare and one to run,
+            // atomic on its own), the blocks inserted only if the owner token matched.
+            let version: Option<i64> = conn
+                .query_opt(
+                    &format!(
+                        "WITH s AS (
+                             UPDATE {stores} SET version = version + 1, len = $3
+                             WHERE name = $1 AND owner = $2 RETURNING version
+                         ), w AS (
+                             INSERT INTO {blocks} (name, block, version, data)
+                             SELECT $1, b, s.version, d
+                             FROM s, unnest($4::bigint[], $5::bytea[]) AS t(b, d)
+                             ON CONFLICT (name, block) DO UPDATE
+                             SET version = EXCLUDED.version, data = EXCLUDED.data
+                         )
+                         SELECT version FROM s",
+                        stores = self.tables.stores,
+                        blocks = self.tables.blocks,
+                    ),
+                    &[&self.name, &self.owner, &(len as i64), &numbers, &data],
+                )
+                .map_err(PgVectorError::query("writing the state"))?
+                .map(|row| row.get(0));
+            let version = version.ok_or_else(|| PgVectorError::StateTaken {
+                store: self.name.clone(),
+            })?;
+            tracing::trace!(store = %self.name, version, blocks = blocks.len(), len, "wrote the state");
+            return Ok(());
+        };
+        // The image shrank since the last write: trim, then write, in one transaction.
         let mut tx = conn
             .transaction()
             .map_err(PgVectorError::query("starting a transaction"))?;
         let version: i64 = tx
             .query_opt(
                 &format!(
-                    "UPDATE {} SET version = version + 1, len = $3
+                    "UPDATE {} SET version = version + 1, len = $3, trimmed = version + 1
                      WHERE name = $1 AND owner = $2 RETURNING version",
                     self.tables.stores
                 ),
@@ -385,30 +418,21 @@ impl PgStateBackend {
             .ok_or_else(|| PgVectorError::StateTaken {
                 store: self.name.clone(),
             })?;
-        if let Some(min_len) = trim {
-            // Blocks past the shortest length since the last write hold bytes of the
-            // longer image; the dirty blocks written next are those that hold data now.
-            tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE name = $1 AND block >= $2",
-                    self.tables.blocks
-                ),
-                &[&self.name, &(min_len.div_ceil(STATE_BLOCK as u64) as i64)],
-            )
-            .map_err(PgVectorError::query("trimming the state's blocks"))?;
-            tx.execute(
-                &format!(
-                    "UPDATE {} SET trimmed = $2 WHERE name = $1",
-                    self.tables.stores
-                ),
-                &[&self.name, &version],
-            )
-            .map_err(PgVectorError::query("recording the state's trim"))?;
-        }
-        let refs: Vec<(i64, &[u8])> = blocks.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        // Blocks past the shortest length since the last write hold bytes of the longer
+        // image; the dirty blocks written next are those that hold data now.
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE name = $1 AND block >= $2",
+                self.tables.blocks
+            ),
+            &[&self.name, &(min_len.div_ceil(STATE_BLOCK as u64) as i64)],
+        )
+        .map_err(PgVectorError::query("trimming the state's blocks"))?;
+        let refs: Vec<(i64, &[u8])> = numbers.iter().copied().zip(data).collect();
         write_blocks(&mut tx, &self.tables, &self.name, version, &refs)?;
         tx.commit()
             .map_err(PgVectorError::query("committing the state's write"))?;
+        tracing::trace!(store = %self.name, version, blocks = blocks.len(), len, "wrote the state");
         Ok(())
     }
 }

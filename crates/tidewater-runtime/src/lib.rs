@@ -13,3 +13,4 @@ mod shared_state;
 pub use app::App;
 pub use error::RuntimeError;
 pub use run::run_until_signal;
+pub use shared_state::PgState;

@@ -15,7 +15,7 @@ use tidewater_pgvector::{
 };
 
 /// One pipeline's state in PostgreSQL, with the last snapshot read of it.
-pub(crate) struct PgState {
+pub struct PgState {
     store: PgStateStore,
     /// What the tables are called, for errors.
     label: String,
@@ -24,7 +24,7 @@ pub(crate) struct PgState {
 
 impl PgState {
     /// The state `name` in the database of `config`.
-    pub(crate) fn open(config: &PgVectorConfig, name: &str) -> Result<Arc<Self>, EngineError> {
+    pub fn open(config: &PgVectorConfig, name: &str) -> Result<Arc<Self>, EngineError> {
         let store = PgStateStore::open(config, name).map_err(|e| error(name, &e))?;
         Ok(Arc::new(Self {
             label: format!("{name} in {}_state_blocks", config.table_prefix),

@@ -413,16 +413,8 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
         ))
     };
     let (a, b) = (start("a"), start("b"));
-    // Many customers, each in two tables keyed differently (so in different partitions
-    // more often than not), all written through member a.
-    let mut changes = Vec::new();
-    for i in 0..40 {
-        let email = format!("c{i}@example.com");
-        changes.push(json!({"key": {"id": i}, "value": change("crm", "customers", "c",
-            json!({"id": i, "name": format!("C{i}"), "email": email, "city": "Lisbon"}), Value::Null, 10 + i, 100 + i)}));
-        changes.push(json!({"key": {"id": 1000 + i}, "value": change("loyalty", "members", "c",
-            json!({"id": 1000 + i, "name": format!("C{i}"), "email": email.to_uppercase(), "tier": "gold"}), Value::Null, 60 + i, 200 + i)}));
-    }
+    // Many customers, all written through member a.
+    let changes = customers(40);
     let (status, body) = a.json(
         "POST",
         "/v1/events/changes",
@@ -490,8 +482,7 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
     // survivors' rejoin after a member dies, so the handover is tested with a clean
     // leave; SIGKILL of a replica is tested below.)
     publisher.terminate();
-    let edit = json!({"key": {"id": 0}, "value": change("crm", "customers", "u",
-        json!({"id": 0, "name": "C0", "email": "c0@example.com", "city": "Porto"}), Value::Null, 500, 900)});
+    let edit = customer_0_moves_to_porto();
     let (status, body) = other.json(
         "POST",
         "/v1/events/changes",
@@ -546,6 +537,26 @@ fn every_member_keeps_whole_profiles_one_member_publishes_and_lists_files() {
     other.kill();
     assert_eq!(profiles(&fresh), expected);
     fresh.terminate();
+}
+
+/// Customers `c0`…`c{n-1}`, each in two tables keyed differently (so in different
+/// partitions more often than not) and linked by email (one of them upper-case).
+fn customers(n: i64) -> Vec<Value> {
+    let mut changes = Vec::new();
+    for i in 0..n {
+        let email = format!("c{i}@example.com");
+        changes.push(json!({"key": {"id": i}, "value": change("crm", "customers", "c",
+            json!({"id": i, "name": format!("C{i}"), "email": email, "city": "Lisbon"}), Value::Null, 10 + i, 100 + i)}));
+        changes.push(json!({"key": {"id": 1000 + i}, "value": change("loyalty", "members", "c",
+            json!({"id": 1000 + i, "name": format!("C{i}"), "email": email.to_uppercase(), "tier": "gold"}), Value::Null, 60 + i, 200 + i)}));
+    }
+    changes
+}
+
+/// Customer `c0`'s CRM row, updated: the city is now Porto.
+fn customer_0_moves_to_porto() -> Value {
+    json!({"key": {"id": 0}, "value": change("crm", "customers", "u",
+        json!({"id": 0, "name": "C0", "email": "c0@example.com", "city": "Porto"}), Value::Null, 500, 900)})
 }
 
 /// Writes `dir/members.toml`: `sections`, then the broker as the log (consumer groups
@@ -776,16 +787,8 @@ fn with_pgvector_one_member_owns_the_profiles_and_kpis_state_and_another_takes_i
             .then_some(profile)
     };
     let profiles = |member: &Tidewater| (0..30).map(|i| profile(member, i)).collect::<Vec<_>>();
-    let mut changes = Vec::new();
-    for i in 0..30 {
-        let email = format!("c{i}@example.com");
-        changes.push(json!({"key": {"id": i}, "value": change("crm", "customers", "c",
-            json!({"id": i, "name": format!("C{i}"), "email": email, "city": "Lisbon"}), Value::Null, 10 + i, 100 + i)}));
-        changes.push(json!({"key": {"id": 1000 + i}, "value": change("loyalty", "members", "c",
-            json!({"id": 1000 + i, "name": format!("C{i}"), "email": email.to_uppercase(), "tier": "gold"}), Value::Null, 60 + i, 200 + i)}));
-    }
-    let edit = json!({"key": {"id": 0}, "value": change("crm", "customers", "u",
-        json!({"id": 0, "name": "C0", "email": "c0@example.com", "city": "Porto"}), Value::Null, 500, 900)});
+    let changes = customers(30);
+    let edit = customer_0_moves_to_porto();
     let post = |member: &Tidewater, path: &str, events: &Value| {
         let (status, body) = member.json("POST", path, Some(&events.to_string()));
         assert_eq!(status, 202, "{body}");

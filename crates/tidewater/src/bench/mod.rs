@@ -8,6 +8,7 @@ mod freshness;
 mod scale;
 mod shared;
 mod squad;
+mod state;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Conversations and feedback → KPIs and lake rows: backlog throughput, and the
     /// latency from a feedback event to its window's KPIs.
     Analytics(analytics::Args),
+    /// The profiles pipeline working off a backlog with its state in a local file and in
+    /// PostgreSQL (as members share it on Kafka), side by side.
+    State(state::Args),
     /// The cluster: indexing throughput with 1, 2, 3 members on Kafka and pgvector, one
     /// edit's freshness through the cluster, pgvector search against the built-in HNSW.
     #[cfg(feature = "kafka")]
@@ -41,6 +45,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Embed(args) => embed::run(args),
         BenchCommand::Cdc(args) => cdc::run(args),
         BenchCommand::Analytics(args) => analytics::run(args),
+        BenchCommand::State(args) => state::run(args),
         #[cfg(feature = "kafka")]
         BenchCommand::Scale(args) => scale::run(args),
     }
