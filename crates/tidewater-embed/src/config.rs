@@ -77,8 +77,15 @@ impl LocalModelConfig {
 #[serde(deny_unknown_fields)]
 pub struct OpenAiConfig {
     /// Base URL of the server, e.g. `http://localhost:8080` or `https://api.openai.com/v1`;
-    /// `/v1/embeddings` is appended (without doubling a trailing `/v1`).
+    /// `/v1/embeddings` is appended (without doubling a trailing `/v1`). Give this or
+    /// `base_urls`.
+    #[serde(default)]
     pub base_url: String,
+    /// Several servers of the same model, instead of `base_url`: each request goes to the
+    /// healthy one with the fewest requests in flight, and one that fails is left alone
+    /// for a back-off while the others take its share.
+    #[serde(default)]
+    pub base_urls: Vec<String>,
     /// Model name sent with each request; also the embedder's model id.
     pub model: String,
     /// Name of the environment variable holding the API key, sent as a bearer token.
@@ -90,10 +97,15 @@ pub struct OpenAiConfig {
     /// Token limit per input advertised to callers, who split longer texts.
     #[serde(default = "default_openai_max_tokens")]
     pub max_tokens: usize,
-    /// Inputs per request.
+    /// Inputs per request at most.
     #[serde(default = "default_openai_batch_size")]
     pub batch_size: usize,
-    /// Requests in flight at most, across all callers of one embedder.
+    /// Tokens per request at most (estimated as for `max_tokens`): requests are filled by
+    /// tokens, so many short texts share one and long ones go a few at a time. A single
+    /// text over the limit goes alone.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+    /// Requests in flight at most per server, across all callers of one embedder.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// Time limit of one request, from sending to the end of the response body.
@@ -113,15 +125,25 @@ pub struct OpenAiConfig {
 }
 
 impl OpenAiConfig {
+    /// The servers' base URLs: `base_urls`, or `base_url` alone.
+    pub fn endpoints(&self) -> Vec<&str> {
+        match self.base_urls.is_empty() {
+            true => vec![self.base_url.as_str()],
+            false => self.base_urls.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// A configuration with every optional setting at its default.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>, dimension: usize) -> Self {
         Self {
             base_url: base_url.into(),
+            base_urls: Vec::new(),
             model: model.into(),
             api_key_env: None,
             dimension,
             max_tokens: default_openai_max_tokens(),
             batch_size: default_openai_batch_size(),
+            batch_tokens: default_batch_tokens(),
             max_concurrency: default_max_concurrency(),
             timeout: default_timeout(),
             max_retries: default_max_retries(),
@@ -136,6 +158,9 @@ fn default_openai_max_tokens() -> usize {
 }
 fn default_openai_batch_size() -> usize {
     64
+}
+fn default_batch_tokens() -> usize {
+    8_192
 }
 fn default_max_concurrency() -> usize {
     4

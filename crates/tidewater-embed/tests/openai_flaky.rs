@@ -71,6 +71,8 @@ struct ServerState {
     served: Mutex<HashMap<String, usize>>,
     /// The `Authorization` headers received.
     auth: Mutex<Vec<Option<String>>>,
+    /// The number of inputs of each request received.
+    sizes: Mutex<Vec<usize>>,
 }
 
 impl ServerState {
@@ -116,6 +118,7 @@ async fn embeddings(
             .map(|v| v.to_str().unwrap().to_owned()),
     );
     assert_eq!(req.model, "test-model");
+    state.sizes.lock().unwrap().push(req.input.len());
     let key = req.input.first().cloned().unwrap_or_default();
     let attempt = {
         let mut attempts = state.attempts.lock().unwrap();
@@ -218,6 +221,7 @@ fn start_server(script: Box<Script>) -> (SocketAddr, Arc<ServerState>) {
         attempts: Mutex::new(HashMap::new()),
         served: Mutex::new(HashMap::new()),
         auth: Mutex::new(Vec::new()),
+        sizes: Mutex::new(Vec::new()),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -523,4 +527,85 @@ fn a_request_slower_than_the_timeout_is_retried() {
         started.elapsed()
     );
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+}
+
+/// A configuration sending to every server in `addrs`.
+fn config_for(addrs: &[SocketAddr]) -> OpenAiConfig {
+    let mut cfg = config(addrs[0]);
+    cfg.base_url = String::new();
+    cfg.base_urls = addrs.iter().map(|a| format!("http://{a}")).collect();
+    cfg
+}
+
+#[test]
+fn requests_are_filled_by_tokens_and_spread_over_every_endpoint() {
+    let (a, server_a) = start_server(Box::new(|_, _, _| Behaviour::Ok));
+    let (b, server_b) = start_server(Box::new(|_, _, _| Behaviour::Ok));
+    let mut cfg = config_for(&[a, b]);
+    cfg.batch_size = 64;
+    // Each short text is estimated at 6 tokens (`ceil(chars / 4) + 2`): 6 fit in 40.
+    cfg.batch_tokens = 40;
+    let embedder = OpenAiEmbedder::new(cfg).unwrap();
+    let mut inputs: Vec<String> = (10..46).map(|i| format!("{i} short text")).collect();
+    inputs.insert(20, "a long text ".repeat(40));
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let vectors = embedder.embed(&refs).unwrap();
+    assert_vectors(&inputs, &vectors);
+
+    let mut sizes: Vec<usize> = server_a.sizes.lock().unwrap().clone();
+    sizes.extend(server_b.sizes.lock().unwrap().iter());
+    sizes.sort_unstable();
+    // 20 short texts (6, 6, 6, 2), the long one alone, then 16 short ones (6, 6, 4).
+    assert_eq!(sizes, [1, 2, 4, 6, 6, 6, 6, 6], "inputs per request");
+    assert!(
+        server_a.requests.load(Ordering::SeqCst) > 0
+            && server_b.requests.load(Ordering::SeqCst) > 0,
+        "both endpoints take requests"
+    );
+}
+
+#[test]
+fn a_failing_endpoint_is_left_alone_while_the_others_take_its_requests() {
+    let (bad, bad_server) = start_server(Box::new(|_, _, _| Behaviour::Unavailable));
+    let (good, good_server) = start_server(Box::new(|_, _, _| Behaviour::Ok));
+    let mut cfg = config_for(&[bad, good]);
+    // Waiting out a back-off would take seconds: the retries must not wait for one.
+    cfg.backoff_initial = Duration::from_secs(5);
+    cfg.backoff_max = Duration::from_secs(5);
+    let embedder = OpenAiEmbedder::new(cfg).unwrap();
+    let inputs = texts(40, "spread");
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    assert_vectors(&inputs, &embedder.embed(&refs).unwrap());
+    let failed = bad_server.requests.load(Ordering::SeqCst);
+    // Only requests sent before its first failure came back went there: at most the
+    // embedder's requests in flight (3 per endpoint).
+    assert!(failed <= 6, "{failed} requests to the failing endpoint");
+    assert_eq!(good_server.served(Behaviour::Ok), 10);
+
+    // Still within its back-off: the next call leaves it alone entirely.
+    assert_vectors(&inputs, &embedder.embed(&refs).unwrap());
+    assert_eq!(bad_server.requests.load(Ordering::SeqCst), failed);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "no back-off was waited: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn one_base_url_or_several_not_both_nor_none() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut both = config_for(&[addr]);
+    both.base_url = format!("http://{addr}");
+    let err = OpenAiEmbedder::new(both).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+    let mut none = config(addr);
+    none.base_url = String::new();
+    let err = OpenAiEmbedder::new(none).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("base_url (or base_urls) is required"),
+        "{err}"
+    );
 }

@@ -1,8 +1,11 @@
 //! [`OpenAiEmbedder`]: a blocking [`Embedder`] over an async HTTP client running on a small
 //! tokio runtime the embedder owns.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use reqwest::header::RETRY_AFTER;
 use tidewater_core::redact::redact;
@@ -44,18 +47,86 @@ pub struct OpenAiEmbedder {
 /// What the request tasks need, shared with them.
 struct Shared {
     client: reqwest::Client,
-    url: reqwest::Url,
-    /// `url` with its secrets masked: what errors and logs show.
+    endpoints: Vec<Endpoint>,
+    /// Where the search for the least busy endpoint starts next, so that ties rotate.
+    next: AtomicUsize,
+    /// The endpoints' URLs, masked, comma-separated: what the embedder's errors name.
     shown: String,
     model: String,
     api_key: Option<String>,
     dimension: usize,
     max_tokens: usize,
     batch_size: usize,
+    batch_tokens: usize,
     max_retries: u32,
     backoff: Backoff,
-    /// Bounds the requests in flight to `max_concurrency`.
+    /// Bounds the requests in flight to `max_concurrency` per endpoint.
     in_flight: Semaphore,
+}
+
+/// One server, its load and its health.
+struct Endpoint {
+    url: reqwest::Url,
+    /// `url` with its secrets masked: what errors and logs show.
+    shown: String,
+    /// Requests sent to it and not answered yet.
+    in_flight: AtomicUsize,
+    health: Mutex<Health>,
+}
+
+/// Failures in a row, and until when an endpoint that failed is left alone.
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+impl Endpoint {
+    fn is_up(&self, now: Instant) -> bool {
+        self.health
+            .lock()
+            .down_until
+            .is_none_or(|until| until <= now)
+    }
+
+    /// A request failed in a way another try may fix: leave the endpoint alone for the
+    /// back-off of its failures in a row (or what it asked for).
+    fn failed(&self, backoff: &Backoff, retry_after: Option<Duration>, error: &EmbedError) {
+        let mut health = self.health.lock();
+        let pause = retry_after.map_or_else(
+            || backoff.bound(health.failures),
+            |asked| asked.min(backoff.max),
+        );
+        health.failures += 1;
+        health.down_until = Some(Instant::now() + pause);
+        if health.failures == 1 {
+            tracing::warn!(url = %self.shown, error = %error, ?pause, "embedding endpoint failed; the others take its requests meanwhile");
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut health = self.health.lock();
+        if health.failures > 0 {
+            tracing::info!(url = %self.shown, failures = health.failures, "embedding endpoint answers again");
+        }
+        *health = Health::default();
+    }
+}
+
+/// Counts a request in flight to an endpoint while it lives.
+struct Sending<'a>(&'a AtomicUsize);
+
+impl<'a> Sending<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How one request failed.
@@ -73,7 +144,7 @@ impl OpenAiEmbedder {
     /// Checks `cfg`, reads the API key from the environment and starts the HTTP client.
     /// Makes no request: an unreachable endpoint shows on the first [`Embedder::embed`].
     pub fn new(cfg: OpenAiConfig) -> Result<Self, EmbedError> {
-        let url = Self::check_config(&cfg)?;
+        let urls = Self::check_config(&cfg)?;
         let api_key = match &cfg.api_key_env {
             Some(var) => Some(
                 std::env::var(var).map_err(|_| EmbedError::MissingApiKey { var: var.clone() })?,
@@ -100,33 +171,50 @@ impl OpenAiEmbedder {
                 .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?
         };
 
+        let endpoints: Vec<Endpoint> = urls
+            .into_iter()
+            .map(|url| Endpoint {
+                shown: redact(url.as_str()).into_owned(),
+                url,
+                in_flight: AtomicUsize::new(0),
+                health: Mutex::new(Health::default()),
+            })
+            .collect();
+        let shown = endpoints
+            .iter()
+            .map(|e| e.shown.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
-                shown: redact(url.as_str()).into_owned(),
-                url,
+                in_flight: Semaphore::new(cfg.max_concurrency * endpoints.len()),
+                endpoints,
+                next: AtomicUsize::new(0),
+                shown,
                 model: cfg.model,
                 api_key,
                 dimension: cfg.dimension,
                 max_tokens: cfg.max_tokens,
                 batch_size: cfg.batch_size,
+                batch_tokens: cfg.batch_tokens,
                 max_retries: cfg.max_retries,
                 backoff: Backoff {
                     initial: cfg.backoff_initial,
                     max: cfg.backoff_max,
                 },
-                in_flight: Semaphore::new(cfg.max_concurrency),
             }),
             runtime: Some(runtime),
         })
     }
 
     /// Checks `cfg` as [`OpenAiEmbedder::new`] does, without starting anything (for
-    /// `tidewater check-config`): limits of at least 1, a positive timeout, an http or
-    /// https base URL. Returns the embeddings URL.
-    pub fn check_config(cfg: &OpenAiConfig) -> Result<reqwest::Url, EmbedError> {
+    /// `tidewater check-config`): limits of at least 1, a positive timeout, one http or
+    /// https base URL or several. Returns the embeddings URLs.
+    pub fn check_config(cfg: &OpenAiConfig) -> Result<Vec<reqwest::Url>, EmbedError> {
         for (key, value) in [
             ("batch_size", cfg.batch_size),
+            ("batch_tokens", cfg.batch_tokens),
             ("max_concurrency", cfg.max_concurrency),
             ("dimension", cfg.dimension),
             ("max_tokens", cfg.max_tokens),
@@ -138,11 +226,16 @@ impl OpenAiEmbedder {
         if cfg.timeout.is_zero() {
             return Err(invalid("timeout must be positive".into()));
         }
-        embeddings_url(&cfg.base_url)
+        match (cfg.base_url.is_empty(), cfg.base_urls.is_empty()) {
+            (true, true) => return Err(invalid("base_url (or base_urls) is required".into())),
+            (false, false) => return Err(invalid("give base_url or base_urls, not both".into())),
+            _ => {}
+        }
+        cfg.endpoints().into_iter().map(embeddings_url).collect()
     }
 
-    /// The endpoint requests go to, `{base_url}/v1/embeddings`, with any password or
-    /// secret parameter in it masked.
+    /// The endpoints requests go to, `{base_url}/v1/embeddings` each, comma-separated,
+    /// with any password or secret parameter masked.
     pub fn url(&self) -> &str {
         &self.shared.shown
     }
@@ -195,10 +288,7 @@ impl Embedder for OpenAiEmbedder {
             return Ok(Vec::new());
         }
         let runtime = self.runtime.as_ref().ok_or(EmbedError::WorkerLost)?;
-        let batches: Vec<Vec<String>> = texts
-            .chunks(self.shared.batch_size)
-            .map(|chunk| chunk.iter().map(|t| (*t).to_owned()).collect())
-            .collect();
+        let batches = self.batches(texts);
         // The work runs as a task on the embedder's runtime and this thread waits on a plain
         // channel: `Runtime::block_on` would panic when the caller is itself on a runtime.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -211,7 +301,54 @@ impl Embedder for OpenAiEmbedder {
     }
 }
 
+impl OpenAiEmbedder {
+    /// `texts` in requests of at most `batch_tokens` estimated tokens and `batch_size`
+    /// inputs, in order; a text over the token limit goes alone.
+    fn batches(&self, texts: &[&str]) -> Vec<Vec<String>> {
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        let mut tokens = 0;
+        for text in texts {
+            let cost = self.count_tokens(text);
+            let fits = batches.last().is_some_and(|batch| {
+                batch.len() < self.shared.batch_size && tokens + cost <= self.shared.batch_tokens
+            });
+            if !fits {
+                batches.push(Vec::new());
+                tokens = 0;
+            }
+            tokens += cost;
+            batches
+                .last_mut()
+                .expect("a batch was just pushed")
+                .push((*text).to_owned());
+        }
+        batches
+    }
+}
+
 impl Shared {
+    /// The endpoint for the next request: of those not left alone after a failure, the one
+    /// with the fewest requests in flight (ties rotate); when every one is, the one that
+    /// comes back first.
+    fn pick(&self) -> &Endpoint {
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let order = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        order
+            .clone()
+            .filter(|e| e.is_up(now))
+            .min_by_key(|e| e.in_flight.load(Ordering::SeqCst))
+            .or_else(|| order.min_by_key(|e| e.health.lock().down_until))
+            .expect("at least one endpoint")
+    }
+
+    /// Whether some endpoint may be tried at once.
+    fn any_up(&self) -> bool {
+        let now = Instant::now();
+        self.endpoints.iter().any(|e| e.is_up(now))
+    }
+
     /// Embeds each batch in its own task, at most `max_concurrency` requests in flight, and
     /// concatenates the vectors in batch order. The first error ends the call; returning
     /// drops the remaining tasks, which cancels their requests.
@@ -232,13 +369,31 @@ impl Shared {
         Ok(results.into_iter().flatten().flatten().collect())
     }
 
-    /// Sends one batch, retrying retryable failures.
+    /// Sends one batch, retrying retryable failures: at once on another endpoint while
+    /// one is up, else after a back-off (these waits are the retries `max_retries` counts).
     async fn embed_batch(&self, input: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut retry = 0;
+        // Tries without a wait, bounded so that endpoints failing in turn still end.
+        let mut switches = 0;
         loop {
-            match self.request(&input).await {
+            let endpoint = self.pick();
+            let outcome = self.request(endpoint, &input).await;
+            match &outcome {
+                Ok(_) => endpoint.succeeded(),
+                Err(Failure::Retryable { error, retry_after }) => {
+                    endpoint.failed(&self.backoff, *retry_after, error);
+                }
+                Err(Failure::Fatal(_)) => {}
+            }
+            match outcome {
                 Ok(vectors) => return Ok(vectors),
                 Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retryable { .. })
+                    if self.any_up()
+                        && switches < self.endpoints.len() * (self.max_retries as usize + 1) =>
+                {
+                    switches += 1;
+                }
                 Err(Failure::Retryable { error, .. }) if retry >= self.max_retries => {
                     return Err(EmbedError::RetriesExhausted {
                         url: self.shown.clone(),
@@ -263,32 +418,42 @@ impl Shared {
         }
     }
 
-    /// Sends one request, holding a concurrency permit until its answer is read.
-    async fn request(&self, input: &[String]) -> Result<Vec<Vec<f32>>, Failure> {
+    /// Sends one request to `endpoint`, holding a concurrency permit until its answer is
+    /// read.
+    async fn request(
+        &self,
+        endpoint: &Endpoint,
+        input: &[String],
+    ) -> Result<Vec<Vec<f32>>, Failure> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| Failure::Fatal(EmbedError::WorkerLost))?;
-        let mut request = self.client.post(self.url.clone()).json(&EmbeddingsRequest {
-            model: &self.model,
-            input,
-        });
+        let _sending = Sending::new(&endpoint.in_flight);
+        let shown = &endpoint.shown;
+        let mut request = self
+            .client
+            .post(endpoint.url.clone())
+            .json(&EmbeddingsRequest {
+                model: &self.model,
+                input,
+            });
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let response = request.send().await.map_err(|e| transport(shown, e))?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        let body = response.bytes().await.map_err(|e| transport(shown, e))?;
 
         if !status.is_success() {
             let error = EmbedError::Status {
-                url: self.shown.clone(),
+                url: shown.clone(),
                 status: status.as_u16(),
                 message: error_message(&body),
             };
@@ -302,31 +467,31 @@ impl Shared {
             // A garbled answer is more likely a proxy or server hiccup than a standing fault.
             ResponseProblem::Malformed(reason) => Failure::Retryable {
                 error: EmbedError::BadResponse {
-                    url: self.shown.clone(),
+                    url: shown.clone(),
                     reason,
                 },
                 retry_after: None,
             },
             ResponseProblem::Dimension { actual } => {
                 Failure::Fatal(EmbedError::DimensionMismatch {
-                    url: self.shown.clone(),
+                    url: shown.clone(),
                     expected: self.dimension,
                     actual,
                 })
             }
         })
     }
+}
 
-    /// A failure to send or to read the answer (refused, reset, timed out): retryable.
-    fn transport(&self, source: reqwest::Error) -> Failure {
-        Failure::Retryable {
-            error: EmbedError::Transport {
-                url: self.shown.clone(),
-                // reqwest's error carries the URL, password included: `url` names it.
-                source: source.without_url(),
-            },
-            retry_after: None,
-        }
+/// A failure to send or to read the answer (refused, reset, timed out): retryable.
+fn transport(shown: &str, source: reqwest::Error) -> Failure {
+    Failure::Retryable {
+        error: EmbedError::Transport {
+            url: shown.to_owned(),
+            // reqwest's error carries the URL, password included: `url` names it.
+            source: source.without_url(),
+        },
+        retry_after: None,
     }
 }
 
