@@ -66,6 +66,32 @@ impl DeadLetterRecord {
         }
     }
 
+    /// A rejected row of a file (an import), not of a topic: `topic` names the file,
+    /// `partition` the unit it was read in (a Parquet row group, a batch of lines) and
+    /// `offset` the row within it, so that each row is one dead letter.
+    pub fn for_row(
+        pipeline: &str,
+        file: &str,
+        unit: u32,
+        row: u64,
+        value: &[u8],
+        reason: String,
+    ) -> Self {
+        let now = tidewater_core::time::now_ms();
+        Self {
+            pipeline: pipeline.to_owned(),
+            topic: file.to_owned(),
+            partition: unit,
+            offset: row,
+            reason,
+            key_base64: None,
+            value_base64: base64::engine::general_purpose::STANDARD.encode(value),
+            timestamp_ms: now,
+            rejected_at_ms: now,
+            headers: Vec::new(),
+        }
+    }
+
     /// The original headers.
     pub fn headers(&self) -> Result<Vec<Header>, base64::DecodeError> {
         let b64 = base64::engine::general_purpose::STANDARD;

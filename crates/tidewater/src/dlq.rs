@@ -105,6 +105,11 @@ pub fn run(command: DlqCommand) -> Result<()> {
             Ok(())
         }
         DlqCommand::Replay { store, pipeline } => {
+            anyhow::ensure!(
+                pipeline != "import",
+                "dead letters of an import are rows of files, not events of a topic: fix the \
+                 rows and import the file again"
+            );
             let log = store.open_log()?;
             let letters = read_letters(log.as_ref(), &pipeline)?;
             let mut replayed = 0;

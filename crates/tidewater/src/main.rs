@@ -4,6 +4,7 @@ mod bench;
 mod dlq;
 mod events;
 mod export;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum Command {
     /// Send events from NDJSON files to a running Tidewater.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Append the rows of Parquet or JSON Lines files to the documents topic (resumable).
+    Import(import::Args),
     /// Export data from the lake (fine-tuning JSONL).
     #[command(subcommand)]
     Export(export::ExportCommand),
@@ -124,6 +127,7 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Bench(cmd) => bench::run(cmd),
         Command::Dlq(cmd) => dlq::run(cmd),
+        Command::Import(args) => import::run(args),
         Command::Events(cmd) => events::run(cmd),
         Command::Export(cmd) => export::run(cmd),
     }
