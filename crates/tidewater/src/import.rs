@@ -106,6 +106,12 @@ impl Format {
 struct Progress {
     /// The file, as given.
     path: String,
+    /// Its size and modification time (ms since the epoch) when the import began: a file
+    /// changed since is imported again from its start.
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    modified_ms: u64,
     /// Units appended whole.
     units_done: u64,
     /// JSON Lines: the byte offset where the next unit starts.
@@ -247,14 +253,34 @@ fn import_file(
         .with_context(|| format!("cannot open {}", path.display()))?;
     let key = &tidewater_core::content_hash(canonical.to_string_lossy().as_bytes())[..16];
     let progress_path = target.imports.join(format!("{key}.json"));
+    let meta = std::fs::metadata(&canonical)?;
+    let (size, modified_ms) = (
+        meta.len(),
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let fresh = || Progress {
+        path: path.display().to_string(),
+        size,
+        modified_ms,
+        ..Progress::default()
+    };
     let mut progress: Progress = match std::fs::read(&progress_path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is damaged", progress_path.display()))?,
-        Err(_) => Progress {
-            path: path.display().to_string(),
-            ..Progress::default()
-        },
+        Err(_) => fresh(),
     };
+    if (progress.size, progress.modified_ms) != (size, modified_ms) {
+        if progress.units_done > 0 || progress.intent.is_some() {
+            eprintln!(
+                "{}: changed since it was imported; importing it again from the start",
+                path.display()
+            );
+        }
+        progress = fresh();
+    }
     let mut source = Source::open(path, format, columns, args.batch_rows)?;
     let bar = progress_bar(args.quiet, path, source.total(), progress.units_done);
     let (mut documents, mut dead) = (0, 0);

@@ -117,12 +117,21 @@ fn rows_become_indexed_documents_and_bad_rows_dead_letters() {
         "{}",
         stdout(&out)
     );
-    // Done files are not imported again.
+    // Done files are not imported again; a changed one is, from its start.
     let again = import(&data, &all);
     assert!(
         stdout(&again).contains("imported 0 documents (0 rows"),
         "{}",
         stdout(&again)
+    );
+    let mut changed = lines.join("\n") + "\n";
+    changed.push_str(&(json!({"id": "j9", "text": "A line added later."}).to_string() + "\n"));
+    std::fs::write(&jsonl, changed).unwrap();
+    let out = import(&data, &all);
+    assert!(
+        stdout(&out).contains("imported 5 documents (4 rows"),
+        "{}",
+        stdout(&out)
     );
 
     // The dead letters name file, unit and row.
@@ -157,7 +166,7 @@ fn rows_become_indexed_documents_and_bad_rows_dead_letters() {
     // A Tidewater started on the data directory indexes the imported documents.
     let mut tidewater = Tidewater::start(&docs, &data, &[]);
     tidewater.wait_ready(Duration::from_secs(120));
-    for id in ["j1", "4", "101", "109"] {
+    for id in ["j1", "4", "j9", "101", "109"] {
         let (status, doc) = tidewater.json("GET", &format!("/v1/documents/{id}"), None);
         assert_eq!(status, 200, "{id}: {doc}");
     }
