@@ -26,7 +26,8 @@ cargo test --workspace --locked --no-fail-fast --features tidewater/kafka 2>&1 |
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+# Only the summary lines count: test output may say "N failed" too.
+failed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s += $6} END {print s + 0}')
 echo "${passed} passed, ${failed} failed"
 if [[ "$status" -ne 0 ]]; then exit "$status"; fi
 if [[ "$passed" -eq 0 ]]; then echo "error: no test ran" >&2; exit 1; fi

@@ -290,6 +290,17 @@ fn members_share_partitions_and_pgvector_equals_one_embedded_run_through_kills_a
                 eprintln!("member {index}: {line}");
             }
         }
+        // A partition that no member consumes shows as lag that does not shrink.
+        for (index, member) in cluster.members.iter().enumerate() {
+            let Some(member) = member else { continue };
+            let (_, metrics) = member.request("GET", "/metrics", None);
+            for line in metrics
+                .lines()
+                .filter(|l| l.starts_with("tidewater_pipeline_lag_records{pipeline=\"knowledge\""))
+            {
+                eprintln!("member {index} now: {line}");
+            }
+        }
     }
     let missing: Vec<_> = want.iter().filter(|c| !got.contains(c)).take(5).collect();
     let extra: Vec<_> = got.iter().filter(|c| !want.contains(c)).take(5).collect();
