@@ -402,10 +402,7 @@ fn view_of(db: Arc<Database>, config: &AnalyticsConfig, metrics: &Metrics) -> Re
 }
 
 fn shared_error(reason: impl std::fmt::Display) -> tidewater_engine::EngineError {
-    tidewater_engine::EngineError::SharedState {
-        name: "analytics".into(),
-        reason: reason.to_string(),
-    }
+    tidewater_engine::EngineError::shared_state("analytics", reason)
 }
 
 /// What starts a run of the pipeline.

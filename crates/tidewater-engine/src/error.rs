@@ -133,6 +133,16 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// [`EngineError::SharedState`] of the state `name`.
+    pub fn shared_state(name: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::SharedState {
+            name: name.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 impl From<EngineError> for PipelineError {
     fn from(e: EngineError) -> Self {
         match e {

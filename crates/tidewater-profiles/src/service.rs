@@ -188,10 +188,7 @@ impl Profiles {
 }
 
 fn shared_error(reason: impl std::fmt::Display) -> EngineError {
-    EngineError::SharedState {
-        name: "profiles".into(),
-        reason: reason.to_string(),
-    }
+    EngineError::shared_state("profiles", reason)
 }
 
 /// What a run of the pipeline publishes to, cloned for each run.

@@ -462,10 +462,7 @@ fn lease(
 ) -> Result<Arc<Lease>> {
     let lease = match shared_database(config) {
         Some(pgvector) => tidewater_pgvector::PgAdvisoryLock::new(pgvector, name)
-            .map_err(|e| tidewater_engine::EngineError::SharedState {
-                name: name.to_owned(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| tidewater_engine::EngineError::shared_state(name, e))
             .and_then(|lock| Lease::locked(name, Box::new(PgLock(lock)))),
         None => Lease::join(Arc::clone(log), name),
     }

@@ -35,10 +35,7 @@ impl PgState {
 }
 
 fn error(name: &str, e: &PgVectorError) -> EngineError {
-    EngineError::SharedState {
-        name: name.to_owned(),
-        reason: e.to_string(),
-    }
+    EngineError::shared_state(name, e)
 }
 
 impl SharedState for PgState {

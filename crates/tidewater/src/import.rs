@@ -36,7 +36,9 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use indicatif::{ProgressBar, ProgressStyle};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -485,6 +487,8 @@ fn save(path: &Path, progress: &Progress) -> Result<()> {
 enum Source<'a> {
     Parquet {
         path: PathBuf,
+        /// The footer, read once.
+        metadata: ArrowReaderMetadata,
         row_groups: Vec<u64>,
         projection: Vec<usize>,
         columns: &'a Columns<'a>,
@@ -507,9 +511,9 @@ impl<'a> Source<'a> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         match format {
             Format::Parquet => {
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
                     .context("not a readable Parquet file (truncated, or another format)")?;
-                let schema = builder.schema().clone();
+                let schema = metadata.schema().clone();
                 let mut projection = Vec::new();
                 for (role, name) in [("id", columns.id), ("text", columns.text)]
                     .into_iter()
@@ -526,7 +530,7 @@ impl<'a> Source<'a> {
                     );
                     projection.push(index);
                 }
-                let row_groups = builder
+                let row_groups = metadata
                     .metadata()
                     .row_groups()
                     .iter()
@@ -534,6 +538,7 @@ impl<'a> Source<'a> {
                     .collect();
                 Ok(Self::Parquet {
                     path: path.to_owned(),
+                    metadata,
                     row_groups,
                     projection,
                     columns,
@@ -569,6 +574,7 @@ impl<'a> Source<'a> {
         match self {
             Self::Parquet {
                 path,
+                metadata,
                 row_groups,
                 projection,
                 columns,
@@ -577,7 +583,8 @@ impl<'a> Source<'a> {
                     return Ok(None);
                 }
                 let file = File::open(&*path)?;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+                let builder =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
                 let mask = ProjectionMask::roots(builder.parquet_schema(), projection.clone());
                 let reader = builder
                     .with_row_groups(vec![unit as usize])
