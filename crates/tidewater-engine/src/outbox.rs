@@ -867,15 +867,50 @@ mod tests {
         table.range(("o", 0)..=("o", u64::MAX)).unwrap().count()
     }
 
+    /// Two replicas of one outbox "o" on topic "out", each with a state database of its
+    /// own: `holder` holds `lease_a`; `replica`'s lease is released.
+    struct Replicas {
+        _dir: tempfile::TempDir,
+        log: Arc<EmbeddedLog>,
+        first: Database,
+        second: Database,
+        metrics: Metrics,
+        lease_a: Arc<Lease>,
+        holder: Outbox,
+        replica: Outbox,
+    }
+
+    impl Replicas {
+        fn new(handover: Handover) -> Self {
+            let (dir, log, first) = setup();
+            let second = crate::open_state_db(&dir.path().join("replica.redb")).unwrap();
+            let (lease_a, lease_b) = (Lease::sole("o"), Lease::sole("o"));
+            lease_b.release();
+            Self {
+                holder: Outbox::new("o", "out").leased(Arc::clone(&lease_a), handover),
+                replica: Outbox::new("o", "out").leased(lease_b, handover),
+                _dir: dir,
+                log,
+                first,
+                second,
+                metrics: Metrics::default(),
+                lease_a,
+            }
+        }
+    }
+
     #[test]
     fn a_new_holder_publishes_only_what_the_previous_holder_did_not() {
-        let (dir, log, first) = setup();
-        let second = crate::open_state_db(&dir.path().join("replica.redb")).unwrap();
-        let metrics = Metrics::default();
-        let (lease_a, lease_b) = (Lease::sole("o"), Lease::sole("o"));
-        lease_b.release();
-        let holder = Outbox::new("o", "out").leased(Arc::clone(&lease_a), Handover::Sequence);
-        let replica = Outbox::new("o", "out").leased(Arc::clone(&lease_b), Handover::Sequence);
+        let Replicas {
+            _dir,
+            log,
+            first,
+            second,
+            metrics,
+            lease_a,
+            holder,
+            replica,
+        } = Replicas::new(Handover::Sequence);
         // Both replicas record the same entries; only the holder appends.
         record(&first, &holder, numbered(0..5));
         record(&second, &replica, numbered(0..3));
@@ -948,13 +983,16 @@ mod tests {
 
     #[test]
     fn a_new_holder_skips_what_the_topic_covers_by_timestamp() {
-        let (dir, log, first) = setup();
-        let second = crate::open_state_db(&dir.path().join("replica.redb")).unwrap();
-        let metrics = Metrics::default();
-        let (lease_a, lease_b) = (Lease::sole("o"), Lease::sole("o"));
-        lease_b.release();
-        let holder = Outbox::new("o", "out").leased(Arc::clone(&lease_a), Handover::Timestamp);
-        let replica = Outbox::new("o", "out").leased(Arc::clone(&lease_b), Handover::Timestamp);
+        let Replicas {
+            _dir,
+            log,
+            first,
+            second,
+            metrics,
+            lease_a,
+            holder,
+            replica,
+        } = Replicas::new(Handover::Timestamp);
         record(&first, &holder, [1, 2, 4, 5].map(timed));
         assert_eq!(holder.publish(&first, log.as_ref(), &metrics).unwrap(), 4);
         // The replica saw other windows (3, not 4), and is behind.
