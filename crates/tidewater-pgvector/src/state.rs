@@ -336,11 +336,6 @@ impl PgStateBackend {
         Arc::clone(&self.failed)
     }
 
-    /// This owner's token.
-    pub fn owner(&self) -> i64 {
-        self.owner
-    }
-
     /// Writes the pending blocks and the length atomically, if this is still the owner.
     fn write_pending(&self) -> Result<(), PgVectorError> {
         let (len, blocks, trim) = {
