@@ -78,6 +78,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=Path, help="output of `tidewater bench embed --dump-texts`")
     parser.add_argument("--chunks", type=Path, help="output of `tidewater bench squad --dump-chunks`")
+    parser.add_argument("--model-dir", type=Path, help="the model (default: Tidewater's default model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -88,8 +89,9 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(args.threads)
-    model = SentenceTransformer(str(default_model_dir()), device="cpu")
-    model.max_seq_length = 256
+    # The model's own sentence_bert_config.json sets its length (256 for MiniLM, 384 for
+    # MPNet), as Tidewater reads it.
+    model = SentenceTransformer(str(args.model_dir or default_model_dir()), device="cpu")
     result = {"peer": "sentence-transformers", "torch": torch.__version__, "threads": args.threads}
     if args.texts:
         texts = json.loads(args.texts.read_text())

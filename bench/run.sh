@@ -14,17 +14,33 @@ out=bench-results
 mkdir -p "$out"
 
 scripts/fetch-model.sh
+scripts/fetch-model.sh all-mpnet-base-v2
+# Where fetch-model.sh puts it: beside the default model.
+if [[ -n "${TIDEWATER_MODEL_DIR:-}" ]]; then
+    mpnet="$(dirname "$TIDEWATER_MODEL_DIR")/all-mpnet-base-v2"
+else
+    mpnet="${XDG_CACHE_HOME:-$HOME/.cache}/tidewater/models/all-mpnet-base-v2"
+fi
 cargo build --release --locked -p tidewater
 bin="$CARGO_TARGET_DIR/release/tidewater"
 squad="$shared_data/squad-v2-dev-subset.json"
 
 echo "== machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
-echo "== tidewater bench embed"
-"$bin" bench embed --file "$squad" --dump-texts "$out/embed-texts.json" --json "$out/embed.json"
-echo "== tidewater bench squad"
+for round in 1 2 3; do
+    echo "== tidewater bench embed (f32, int8), round $round"
+    "$bin" bench embed --file "$squad" --dump-texts "$out/embed-texts.json" --json "$out/embed-$round.json"
+    echo "== peer: sentence-transformers (CPU torch, 2 threads) on the same texts, round $round"
+    "$venv/bin/python" bench/peer.py --texts "$out/embed-texts.json" --json "$out/peer-embed-$round.json"
+done
+echo "== tidewater bench embed, all-mpnet-base-v2"
+"$bin" bench embed --file "$squad" --model-dir "$mpnet" --dump-texts "$out/embed-texts-mpnet.json" --json "$out/embed-mpnet.json"
+"$venv/bin/python" bench/peer.py --model-dir "$mpnet" --texts "$out/embed-texts-mpnet.json" --json "$out/peer-embed-mpnet.json"
+echo "== tidewater bench squad (all-MiniLM-L6-v2 f32, int8; all-mpnet-base-v2)"
 "$bin" bench squad --file "$squad" --dump-chunks "$out/squad-chunks.json" --json "$out/squad.json"
-echo "== peer: sentence-transformers (CPU torch, 2 threads) on the same texts and chunks"
-"$venv/bin/python" bench/peer.py --texts "$out/embed-texts.json" --chunks "$out/squad-chunks.json" --json "$out/peer.json"
+"$bin" bench squad --file "$squad" --precision int8 --json "$out/squad-int8.json"
+"$bin" bench squad --file "$squad" --model-dir "$mpnet" --json "$out/squad-mpnet.json"
+echo "== peer: sentence-transformers, exact search over the same chunks"
+"$venv/bin/python" bench/peer.py --chunks "$out/squad-chunks.json" --json "$out/peer-squad.json"
 echo "== tidewater bench freshness"
 "$bin" bench freshness --edits 60 --size 1024 --json "$out/freshness.json"
 echo "== tidewater bench analytics (conversations and feedback → KPIs and lake)"

@@ -7,6 +7,7 @@ cd "$repo_root"
 export TIDEWATER_SHARED_DATA="$shared_data"
 
 scripts/fetch-model.sh
+scripts/fetch-model.sh all-mpnet-base-v2 # the parity tests compare MPNet too
 # The CDC tests start their own PostgreSQL clusters; install the packages once, up front,
 # so parallel tests never race for the package manager.
 scripts/postgres.sh install
@@ -21,8 +22,9 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
 # The Kafka backend is a feature: test it with everything else (the embedded tests run the
-# same either way).
-cargo test --workspace --locked --no-fail-fast --features tidewater/kafka 2>&1 | tee "$log"
+# same either way). So is candle, the local model's CUDA engine: its code and its CPU test
+# are kept building here, where no GPU is.
+cargo test --workspace --locked --no-fail-fast --features tidewater/kafka,tidewater/candle 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')

@@ -3,18 +3,21 @@
 
 The vectors come from the sentence-transformers library itself, run on the same model
 files the Rust backend loads, so the test checks the whole pipeline (tokenisation,
-truncation at 256 tokens, the encoder, mean pooling, normalisation) against the
-implementation everyone else uses.
+truncation at the model's max_seq_length, the encoder, mean pooling, normalisation)
+against the implementation everyone else uses.
 
 Re-run it whenever the model or the text set changes:
 
-    scripts/fetch-model.sh                              # the model, once
+    scripts/fetch-model.sh [NAME]                       # the model, once
     python3 -m venv ~/.cache/tidewater-st-venv          # outside the repository:
     ~/.cache/tidewater-st-venv/bin/pip install sentence-transformers   # torch is large
-    ~/.cache/tidewater-st-venv/bin/python bench/reference/make_reference.py
+    ~/.cache/tidewater-st-venv/bin/python bench/reference/make_reference.py [--model NAME]
 
-It writes crates/tidewater-embed/tests/fixtures/reference_vectors.json:
-    {"model": ..., "max_seq_length": 256, "generator": {...versions...},
+NAME is a model scripts/fetch-model.sh knows; all-MiniLM-L6-v2 unless given. The model
+directory is resolved as that script resolves it. The vectors of all-MiniLM-L6-v2 go to
+crates/tidewater-embed/tests/fixtures/reference_vectors.json, those of any other model to
+reference_vectors-NAME.json beside it, each as
+    {"model": NAME, "max_seq_length": N, "generator": {...versions...},
      "texts": [...], "token_counts": [...], "vectors": [[...], ...]}
 `token_counts` are the tokenizer's counts with special tokens and without truncation,
 the oracle for `Embedder::count_tokens`.
@@ -27,17 +30,36 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = REPO / "crates/tidewater-embed/tests/fixtures/reference_vectors.json"
+FIXTURES = REPO / "crates/tidewater-embed/tests/fixtures"
 SQUAD = REPO.parent / "shared/data/squad-v2-dev-subset.json"
-MAX_SEQ_LENGTH = 256
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# The models scripts/fetch-model.sh fetches, each with the max_seq_length its
+# sentence_bert_config.json sets: the length sentence-transformers embeds at, and so the
+# one the reference is made at. Checking it also catches a model directory that holds
+# another model than the one named.
+MAX_SEQ_LENGTHS = {
+    "all-MiniLM-L6-v2": 256,
+    "all-mpnet-base-v2": 384,
+}
 
 
-def default_model_dir() -> Path:
-    """Resolved like tidewater_embed::default_model_dir() and scripts/fetch-model.sh."""
+def default_model_dir(model: str) -> Path:
+    """Resolved like scripts/fetch-model.sh (and, for the default model,
+    tidewater_embed::default_model_dir())."""
     if os.environ.get("TIDEWATER_MODEL_DIR"):
-        return Path(os.environ["TIDEWATER_MODEL_DIR"])
+        # The default model's directory; the others go beside it.
+        default = Path(os.environ["TIDEWATER_MODEL_DIR"])
+        return default if model == DEFAULT_MODEL else default.with_name(model)
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ["HOME"], ".cache")
-    return Path(cache) / "tidewater/models/all-MiniLM-L6-v2"
+    return Path(cache) / "tidewater/models" / model
+
+
+def default_out(model: str) -> Path:
+    # The default model keeps the name the parity test has always read.
+    if model == DEFAULT_MODEL:
+        return FIXTURES / "reference_vectors.json"
+    return FIXTURES / f"reference_vectors-{model}.json"
 
 
 def texts(squad_path: Path) -> list:
@@ -95,35 +117,42 @@ def to_json(out: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=default_model_dir())
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--model", choices=sorted(MAX_SEQ_LENGTHS), default=DEFAULT_MODEL)
+    parser.add_argument("--model-dir", type=Path,
+                        help="default: resolved like scripts/fetch-model.sh")
+    parser.add_argument("--out", type=Path,
+                        help="default: tests/fixtures/reference_vectors[-NAME].json")
     parser.add_argument("--squad", type=Path, default=SQUAD)
     args = parser.parse_args()
+    model_dir = args.model_dir or default_model_dir(args.model)
+    out_path = args.out or default_out(args.model)
+    expected_length = MAX_SEQ_LENGTHS[args.model]
 
-    if not (args.model_dir / "model.safetensors").is_file():
-        print(f"no model in {args.model_dir}; run scripts/fetch-model.sh", file=sys.stderr)
+    if not (model_dir / "model.safetensors").is_file():
+        print(f"no model in {model_dir}; run scripts/fetch-model.sh {args.model}",
+              file=sys.stderr)
         return 1
 
     import sentence_transformers
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(args.model_dir), device="cpu")
-    if model.max_seq_length != MAX_SEQ_LENGTH:
-        print(f"expected max_seq_length {MAX_SEQ_LENGTH}, model says {model.max_seq_length}",
-              file=sys.stderr)
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    if model.max_seq_length != expected_length:
+        print(f"expected max_seq_length {expected_length} for {args.model}, the model in "
+              f"{model_dir} says {model.max_seq_length}", file=sys.stderr)
         return 1
 
     inputs = texts(args.squad)
     vectors = model.encode(inputs, batch_size=8, convert_to_numpy=True,
                            normalize_embeddings=False)
     token_counts = [len(model.tokenizer(t, truncation=False)["input_ids"]) for t in inputs]
-    if max(token_counts) <= MAX_SEQ_LENGTH:
+    if max(token_counts) <= model.max_seq_length:
         print("no text exceeds max_seq_length: truncation would go untested", file=sys.stderr)
         return 1
 
     out = {
-        "model": args.model_dir.name,
+        "model": args.model,
         "max_seq_length": model.max_seq_length,
         "generator": {
             "script": "bench/reference/make_reference.py",
@@ -134,9 +163,9 @@ def main() -> int:
         "token_counts": token_counts,
         "vectors": [[short(x) for x in v.tolist()] for v in vectors],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(to_json(out))
-    print(f"wrote {len(inputs)} vectors of {vectors.shape[1]} floats to {args.out}; "
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(to_json(out))
+    print(f"wrote {len(inputs)} vectors of {vectors.shape[1]} floats to {out_path}; "
           f"token counts {min(token_counts)}..{max(token_counts)}")
     return 0
 

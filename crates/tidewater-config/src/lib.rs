@@ -319,7 +319,7 @@ impl Config {
         match &self.embedding {
             EmbedderConfig::Local(local) => {
                 at_least_one("embedding.batch_size", local.batch_size as u64)?;
-                if local.max_seq_len < 2 {
+                if local.max_seq_len.is_some_and(|n| n < 2) {
                     return invalid("embedding.max_seq_len must be at least 2".into());
                 }
                 if local.threads == Some(0) {

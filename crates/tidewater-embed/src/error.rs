@@ -57,7 +57,7 @@ pub enum EmbedError {
     },
 
     /// The tokenizer rejected a text.
-    #[cfg(feature = "candle")]
+    #[cfg(feature = "local")]
     #[error("tokenizing failed: {source}")]
     Tokenize {
         /// The tokenizer's error.
@@ -66,7 +66,7 @@ pub enum EmbedError {
     },
 
     /// The thread pool for `threads` could not be started.
-    #[cfg(feature = "candle")]
+    #[cfg(feature = "local")]
     #[error("starting {threads} inference threads failed: {source}")]
     ThreadPool {
         /// The configured thread count.
@@ -165,7 +165,7 @@ impl EmbedError {
             | Self::ModelMissing { .. }
             | Self::ModelFormat { .. }
             | Self::MissingApiKey { .. } => ErrorDomain::User,
-            #[cfg(feature = "candle")]
+            #[cfg(feature = "local")]
             Self::Tokenize { .. } => ErrorDomain::User,
             Self::Status { status, .. } if is_input_rejection(*status) => ErrorDomain::User,
             // Disk and endpoint failures come from outside the process.
@@ -176,7 +176,9 @@ impl EmbedError {
             | Self::DimensionMismatch { .. }
             | Self::RetriesExhausted { .. } => ErrorDomain::External,
             #[cfg(feature = "candle")]
-            Self::Candle { .. } | Self::ThreadPool { .. } => ErrorDomain::Internal,
+            Self::Candle { .. } => ErrorDomain::Internal,
+            #[cfg(feature = "local")]
+            Self::ThreadPool { .. } => ErrorDomain::Internal,
             Self::Runtime { .. } | Self::WorkerLost => ErrorDomain::Internal,
         }
     }

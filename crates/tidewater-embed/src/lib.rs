@@ -1,6 +1,7 @@
-//! Sentence embeddings: the [`Embedder`] trait, the local candle backend (all-MiniLM-L6-v2
-//! and other BERT-family sentence models, mean pooling, L2-normalised) and an
-//! OpenAI-compatible `/v1/embeddings` backend with bounded concurrency, timeouts and retries.
+//! Sentence embeddings: the [`Embedder`] trait, the local backend (all-MiniLM-L6-v2,
+//! all-mpnet-base-v2 and other BERT-family sentence models on Tidewater's own CPU encoder,
+//! f32 or int8; candle on a CUDA device) and an OpenAI-compatible `/v1/embeddings` backend
+//! with bounded concurrency, timeouts and retries.
 //!
 //! [`build_embedder`] turns an [`EmbedderConfig`] into a shared `Arc<dyn Embedder>`.
 #![warn(missing_docs)]
@@ -8,14 +9,22 @@
 #[cfg(feature = "candle")]
 pub mod candle;
 pub mod config;
+#[cfg(feature = "local")]
+mod encoder;
 pub mod error;
+#[cfg(feature = "local")]
+mod local;
 pub mod model_dir;
 pub mod openai;
+#[cfg(feature = "local")]
+mod tokenize;
 
 #[cfg(feature = "candle")]
 pub use candle::CandleEmbedder;
-pub use config::{build_embedder, EmbedderConfig, LocalModelConfig, OpenAiConfig};
+pub use config::{build_embedder, EmbedderConfig, LocalModelConfig, OpenAiConfig, Precision};
 pub use error::EmbedError;
+#[cfg(feature = "local")]
+pub use local::LocalEmbedder;
 pub use model_dir::default_model_dir;
 pub use openai::OpenAiEmbedder;
 

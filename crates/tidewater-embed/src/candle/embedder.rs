@@ -1,18 +1,18 @@
 //! [`CandleEmbedder`]: loads a sentence model directory and embeds texts with it.
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer};
 
 use super::batching::batches_by_length;
 use crate::model_dir::check_model_dir;
+use crate::tokenize::{load_tokenizers, model_id_of, thread_pool};
 use crate::{EmbedError, Embedder, LocalModelConfig};
 
-/// A BERT-family sentence model run by candle on the CPU (or the first CUDA device when
-/// built with the `cuda` feature and one is present).
+/// A BERT sentence model run by candle: on the first CUDA device when built with the
+/// `cuda` feature and one is present, else on the CPU (where [`crate::LocalEmbedder`] is
+/// faster; `tidewater bench embed` compares them).
 ///
 /// Texts are tokenised with truncation at `max_seq_len`, grouped by length into batches,
 /// run through the encoder, mean-pooled over their real tokens and L2-normalised: the
@@ -52,16 +52,7 @@ impl CandleEmbedder {
     /// Fails with [`EmbedError::ModelMissing`], naming the path and `scripts/fetch-model.sh`,
     /// when the directory or one of its files is absent.
     pub fn load(cfg: &LocalModelConfig) -> Result<Self, EmbedError> {
-        if cfg.batch_size == 0 {
-            return Err(invalid("batch_size must be at least 1"));
-        }
-        if cfg.max_seq_len < 2 {
-            // Room for [CLS] and [SEP] at least.
-            return Err(invalid("max_seq_len must be at least 2"));
-        }
-        if cfg.threads == Some(0) {
-            return Err(invalid("threads must be at least 1"));
-        }
+        cfg.validate()?;
         let dir = cfg.resolved_model_dir();
         check_model_dir(&dir)?;
 
@@ -71,14 +62,15 @@ impl CandleEmbedder {
                 path: config_path.clone(),
                 reason: e.to_string(),
             })?;
-        if cfg.max_seq_len > bert_config.max_position_embeddings {
+        let max_seq_len = cfg.max_seq_len.unwrap_or(256);
+        if max_seq_len > bert_config.max_position_embeddings {
             return Err(invalid(&format!(
-                "max_seq_len {} exceeds the model's {} positions",
-                cfg.max_seq_len, bert_config.max_position_embeddings
+                "max_seq_len {max_seq_len} exceeds the model's {} positions",
+                bert_config.max_position_embeddings
             )));
         }
 
-        let (tokenizer, counter) = load_tokenizers(&dir.join("tokenizer.json"), cfg.max_seq_len)?;
+        let (tokenizer, counter) = load_tokenizers(&dir.join("tokenizer.json"), max_seq_len)?;
         let device = pick_device()?;
         let weights_path = dir.join("model.safetensors");
         // Read rather than mmap: mmap needs `unsafe` (the file could change underneath), and
@@ -91,23 +83,14 @@ impl CandleEmbedder {
                 source,
             })?;
 
-        let pool = match cfg.threads {
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("tidewater-embed-{i}"))
-                    .build()
-                    .map_err(|source| EmbedError::ThreadPool { threads: n, source })?,
-            ),
-            None => None,
-        };
+        let pool = thread_pool(cfg.threads)?;
 
         let model_id = model_id_of(&dir);
         tracing::info!(
             model = %model_id,
             dir = %dir.display(),
             dimension = bert_config.hidden_size,
-            max_seq_len = cfg.max_seq_len,
+            max_seq_len,
             device = ?device,
             "loaded local embedding model"
         );
@@ -118,7 +101,7 @@ impl CandleEmbedder {
             device,
             model_id,
             dimension: bert_config.hidden_size,
-            max_seq_len: cfg.max_seq_len,
+            max_seq_len,
             batch_size: cfg.batch_size,
             pad_id: u32::try_from(bert_config.pad_token_id).unwrap_or(0),
             pool,
@@ -214,36 +197,10 @@ impl Embedder for CandleEmbedder {
     }
 }
 
-/// The tokenizer truncating at `max_seq_len` and without padding, and an untruncated copy
-/// for counting.
-fn load_tokenizers(path: &Path, max_seq_len: usize) -> Result<(Tokenizer, Tokenizer), EmbedError> {
-    let bytes = fs_err::read(path)?;
-    let mut counter = Tokenizer::from_bytes(&bytes).map_err(|e| EmbedError::ModelFormat {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    // Padding is per batch, after grouping by length; the file's fixed padding would not be.
-    counter.with_padding(None);
-    let mut tokenizer = counter.clone();
-    // Keep the file's strategy and direction, but not its length: all-MiniLM-L6-v2's file says
-    // 128 while sentence-transformers runs the model at 256.
-    let truncation = TruncationParams {
-        max_length: max_seq_len,
-        ..tokenizer.get_truncation().cloned().unwrap_or_default()
-    };
-    tokenizer
-        .with_truncation(Some(truncation))
-        .map_err(|e| EmbedError::ModelFormat {
-            path: path.to_path_buf(),
-            reason: format!("cannot truncate at {max_seq_len} tokens: {e}"),
-        })?;
-    counter
-        .with_truncation(None)
-        .map_err(|e| EmbedError::ModelFormat {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok((tokenizer, counter))
+/// Whether a CUDA device is there for candle.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_available() -> bool {
+    candle_core::utils::cuda_is_available() && Device::new_cuda(0).is_ok()
 }
 
 #[cfg(feature = "cuda")]
@@ -257,14 +214,6 @@ fn pick_device() -> Result<Device, EmbedError> {
 #[cfg(not(feature = "cuda"))]
 fn pick_device() -> Result<Device, EmbedError> {
     Ok(Device::Cpu)
-}
-
-/// The model's name: its directory's name, e.g. `all-MiniLM-L6-v2`.
-fn model_id_of(dir: &Path) -> String {
-    dir.file_name().map_or_else(
-        || dir.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 fn invalid(reason: &str) -> EmbedError {

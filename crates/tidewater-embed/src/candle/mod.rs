@@ -1,7 +1,10 @@
-//! The local backend: a BERT-family sentence model (all-MiniLM-L6-v2 by default) run
-//! in-process by candle, mean-pooled and L2-normalised like sentence-transformers.
+//! candle's BERT as a local engine: the CUDA path of the local backend, and on the CPU a
+//! point of comparison for Tidewater's own encoder. Mean-pooled and L2-normalised like
+//! sentence-transformers.
 
 mod batching;
 mod embedder;
 
+#[cfg(feature = "cuda")]
+pub(crate) use embedder::cuda_available;
 pub use embedder::CandleEmbedder;

@@ -1,11 +1,14 @@
-//! `tidewater bench embed`: embedding throughput for ~250-token chunks and for short
-//! queries, on texts that the peer script in `bench/` can read too (`--dump-texts`).
+//! `tidewater bench embed`: embedding throughput of the local model for ~250-token chunks
+//! and for short queries, in f32 and int8 (and on candle's CPU backend when built with the
+//! `candle` feature, for comparison), on texts that the peer script in `bench/` reads too
+//! (`--dump-texts`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
+use tidewater_embed::Embedder;
 
 /// Options of `bench embed`.
 #[derive(clap::Args)]
@@ -22,7 +25,10 @@ pub struct Args {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Write the texts used as JSON here (input of `bench/st_embed.py`).
+    /// The model directory (default: the default model's).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Write the texts used as JSON here (input of `bench/peer.py`).
     #[arg(long)]
     dump_texts: Option<PathBuf>,
     /// Write the results as JSON here.
@@ -33,7 +39,11 @@ pub struct Args {
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
     let (docs, questions) = super::shared::squad_file::load(&args.file)?;
-    let embedder = tidewater_embed::build_embedder(&tidewater_embed::EmbedderConfig::default())?;
+    let config = tidewater_embed::LocalModelConfig {
+        model_dir: args.model_dir.clone(),
+        ..Default::default()
+    };
+    let embedder = tidewater_embed::LocalEmbedder::load(&config)?;
     // Chunks: consecutive paragraph text cut to ~250 model tokens at word boundaries.
     let words: Vec<&str> = docs
         .iter()
@@ -58,44 +68,41 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.dump_texts {
         super::shared::write_json(Some(path), &json!({"chunks": chunks, "queries": queries}))?;
     }
+    let mut engines: Vec<(&str, Box<dyn Embedder>)> = vec![("f32", Box::new(embedder))];
+    let int8 = tidewater_embed::LocalModelConfig {
+        precision: tidewater_embed::Precision::Int8,
+        ..config.clone()
+    };
+    engines.push((
+        "int8",
+        Box::new(tidewater_embed::LocalEmbedder::load(&int8)?),
+    ));
+    // candle's BERT, for comparison; it does not run MPNet.
+    #[cfg(feature = "candle")]
+    match tidewater_embed::CandleEmbedder::load(&config) {
+        Ok(candle) => engines.push(("candle-f32", Box::new(candle))),
+        Err(e) => eprintln!("candle left out: {e}"),
+    }
+
     let mut sets = Vec::new();
-    for (name, texts) in [("chunks_250_tokens", &chunks), ("short_queries", &queries)] {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens: usize = refs
-            .iter()
-            .map(|t| embedder.count_tokens(t).min(embedder.max_tokens()))
-            .sum();
-        embedder.embed(&refs[..refs.len().min(8)])?; // warm-up
-        let mut seconds = Vec::new();
-        for _ in 0..args.runs.max(1) {
-            let started = Instant::now();
-            embedder.embed(&refs)?;
-            seconds.push(started.elapsed().as_secs_f64());
+    for (engine, embedder) in &engines {
+        for (name, texts) in [("chunks_250_tokens", &chunks), ("short_queries", &queries)] {
+            sets.push(time_set(embedder.as_ref(), engine, name, texts, args.runs)?);
         }
-        let median = super::shared::quantile(&seconds, 0.5);
-        sets.push(json!({
-            "set": name,
-            "texts": refs.len(),
-            "tokens": tokens,
-            "mean_tokens": tokens as f64 / refs.len().max(1) as f64,
-            "median_seconds": median,
-            "texts_per_second": refs.len() as f64 / median,
-            "tokens_per_second": tokens as f64 / median,
-            "runs": seconds,
-        }));
     }
     println!(
         "embedding throughput, model {} (median of {} runs)",
-        embedder.model_id(),
+        engines[0].1.model_id(),
         args.runs.max(1)
     );
     println!(
-        "{:<18} {:>6} {:>11} {:>10} {:>12}",
-        "set", "texts", "mean tok", "texts/s", "tokens/s"
+        "{:<11} {:<18} {:>6} {:>9} {:>10} {:>11}",
+        "engine", "set", "texts", "mean tok", "texts/s", "tokens/s"
     );
     for s in &sets {
         println!(
-            "{:<18} {:>6} {:>11.1} {:>10.1} {:>12.0}",
+            "{:<11} {:<18} {:>6} {:>9.1} {:>10.1} {:>11.0}",
+            s["engine"].as_str().unwrap_or(""),
             s["set"].as_str().unwrap_or(""),
             s["texts"],
             s["mean_tokens"].as_f64().unwrap_or(0.0),
@@ -105,7 +112,41 @@ pub fn run(args: Args) -> Result<()> {
     }
     super::shared::write_json(
         args.json.as_ref(),
-        &json!({"benchmark": "embed", "model": embedder.model_id(), "sets": sets}),
+        &json!({"benchmark": "embed", "model": engines[0].1.model_id(), "sets": sets}),
     )?;
     Ok(())
+}
+
+/// Times embedding `texts` as one call, `runs` times after a warm-up.
+fn time_set(
+    embedder: &dyn Embedder,
+    engine: &str,
+    name: &str,
+    texts: &[String],
+    runs: usize,
+) -> Result<serde_json::Value> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokens: usize = refs
+        .iter()
+        .map(|t| embedder.count_tokens(t).min(embedder.max_tokens()))
+        .sum();
+    embedder.embed(&refs[..refs.len().min(8)])?; // warm-up
+    let mut seconds = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        embedder.embed(&refs)?;
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    let median = super::shared::quantile(&seconds, 0.5);
+    Ok(json!({
+        "engine": engine,
+        "set": name,
+        "texts": refs.len(),
+        "tokens": tokens,
+        "mean_tokens": tokens as f64 / refs.len().max(1) as f64,
+        "median_seconds": median,
+        "texts_per_second": refs.len() as f64 / median,
+        "tokens_per_second": tokens as f64 / median,
+        "runs": seconds,
+    }))
 }

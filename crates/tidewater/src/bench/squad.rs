@@ -27,6 +27,19 @@ pub struct Args {
     /// Write the indexed chunks and the questions as JSON here (input of `bench/peer.py`).
     #[arg(long)]
     dump_chunks: Option<PathBuf>,
+    /// The local model's directory (default: the default model's), e.g. all-mpnet-base-v2's.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// The local model's precision.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+}
+
+/// `--precision`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Precision {
+    F32,
+    Int8,
 }
 
 #[derive(Default)]
@@ -78,6 +91,14 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     config.reconcile.on_start = false;
+    config.embedding = tidewater_embed::EmbedderConfig::Local(tidewater_embed::LocalModelConfig {
+        model_dir: args.model_dir.clone(),
+        precision: match args.precision {
+            Precision::F32 => tidewater_embed::Precision::F32,
+            Precision::Int8 => tidewater_embed::Precision::Int8,
+        },
+        ..Default::default()
+    });
     let app = App::start(config)?;
 
     eprintln!("ingesting {} paragraphs…", docs.len());

@@ -1,0 +1,396 @@
+//! The encoder's element-wise and row kernels (layer norm, GELU, softmax) and its f32
+//! matrix product.
+//!
+//! The row kernels are plain loops written so that the compiler vectorises them (no
+//! branches, `exp` and `erf` as polynomials instead of libm calls); each is compiled twice,
+//! once for the baseline CPU and once with AVX-512 enabled, and the second is chosen at run
+//! time when the CPU has it. Softmax and GELU would otherwise cost a fifth of the encoder's
+//! time in scalar `exp` calls.
+#![allow(unsafe_code)] // run-time CPU dispatch and the gemm crate's raw-pointer API, see SAFETY notes
+
+use std::sync::OnceLock;
+
+/// Whether the AVX-512 versions of the kernels may run on this CPU.
+pub(crate) fn has_avx512() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Defines `pub(crate) fn $name` running `$body` (an `#[inline(always)]` fn), compiled once
+/// with AVX-512 enabled and once without, chosen at run time.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if has_avx512() {
+                    // SAFETY: `has_avx512` checked that this CPU has every feature `wide`
+                    // is compiled with.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+dispatched! {
+    /// Layer normalisation of each `width`-long row of `rows`, in place:
+    /// `(x - mean) / sqrt(var + eps) * gamma + beta`.
+    fn layer_norm(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_body
+}
+
+dispatched! {
+    /// GELU (the exact, erf-based form BERT and MPNet use), in place.
+    fn gelu(xs: &mut [f32]) => gelu_body
+}
+
+dispatched! {
+    /// The numerators of a softmax: each `width`-long row of `rows` becomes
+    /// `e^(x - max)`, and its sum goes to `sums`. Dividing by the sum is left to the caller.
+    fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) => exp_rows_body
+}
+
+#[inline(always)]
+fn layer_norm_body(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let (gamma, beta) = (&gamma[..width], &beta[..width]);
+    for row in rows.chunks_exact_mut(width) {
+        let mean = lane_sum(row, |x| x) / width as f32;
+        let var = lane_sum(row, |x| (x - mean) * (x - mean)) / width as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = (*x - mean) * inv * g + b;
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_body(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+#[inline(always)]
+fn exp_rows_body(rows: &mut [f32], width: usize, sums: &mut [f32]) {
+    for (row, sum) in rows.chunks_exact_mut(width).zip(sums) {
+        let max = lane_max(row);
+        for x in row.iter_mut() {
+            *x = exp(*x - max);
+        }
+        *sum = lane_sum(row, |x| x);
+    }
+}
+
+/// Lanes of the partial sums and maxima below: a reduction into one scalar is strictly
+/// ordered and never vectorised, one into 16 independent lanes is.
+const LANES: usize = 16;
+
+/// `Σ f(x)` over `xs`, summed in `LANES` partial sums.
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().map(|&x| f(x)).sum::<f32>();
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `xs` folded by `op` in `LANES` independent lanes, then across them; `op` must be
+/// associative and commutative (max, min).
+#[inline(always)]
+fn lane_fold(xs: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(init, |a, &x| op(a, x));
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = op(*a, x);
+        }
+    }
+    acc.iter().fold(tail, |a, &x| op(a, x))
+}
+
+// Plain comparisons, not `f32::max`/`min`: those handle NaN, which costs a compare and a
+// blend per vector, and the encoder's values are never NaN.
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    lane_fold(xs, f32::NEG_INFINITY, max)
+}
+
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+#[inline(always)]
+fn min(a: f32, b: f32) -> f32 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+dispatched! {
+    /// Quantises `row` to bytes, asymmetrically: `code = round(x / scale) + zero` in
+    /// 0..=255, the range spanning the row's minimum and maximum (and 0, which so has an
+    /// exact code). Writes `[scale, zero]` to `scale_zero`.
+    fn quantize_row(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32; 2]) => quantize_row_body
+}
+
+#[inline(always)]
+fn quantize_row_body(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32; 2]) {
+    let (min, max) = (lane_fold(row, 0.0, min), lane_fold(row, 0.0, max));
+    let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
+    let zero = (-min / scale).round_ties_even();
+    let inv = 1.0 / scale;
+    for (q, v) in codes.iter_mut().zip(row) {
+        // Adding 2^23 leaves the whole number in the low mantissa bits (a bit cast, which
+        // vectorises, where `as u8` saturates element by element).
+        *q = ((v * inv + zero).round_ties_even().clamp(0.0, 255.0) + 8_388_608.0).to_bits() as u8;
+    }
+    *scale_zero = [scale, zero];
+}
+
+/// `e^x` for f32, branch-free (Cephes' `expf` polynomial, relative error about 2e-7):
+/// `x = n ln 2 + r`, `e^x = 2^n e^r`.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    // e^88 is still finite in f32 (2^n below needs n ≤ 127); below −87.3 the result is
+    // below f32's normal range anyway.
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // ln 2 split in two so that `n * LN2_HI` is exact.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let er = p * r * r + r + 1.0;
+    er * exp2_int(n)
+}
+
+/// `2^n` for a whole `n` in −126..=127, built from its exponent bits. Adding 1.5 × 2^23
+/// puts `n` in the low bits of the sum's mantissa; unlike `n as i32` (which saturates and
+/// is compiled one element at a time) the bit cast vectorises.
+#[inline(always)]
+fn exp2_int(n: f32) -> f32 {
+    let biased = (n + 12_582_912.0)
+        .to_bits()
+        .wrapping_sub(0x4B40_0000)
+        .wrapping_add(127);
+    f32::from_bits(biased << 23)
+}
+
+/// The error function (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+/// A row-major f32 matrix view: `rows × cols` elements, row `i` starting at
+/// `offset + i * stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub stride: usize,
+}
+
+/// `dst[i][j] = (accumulate ? dst[i][j] : 0) + scale * Σ_p a[i][p] * b[p][j]` for an
+/// `m × k` matrix `a` and a `k × n` matrix `b`, given `b` either row-major (`b_transposed`
+/// false: `b[p][j]` at `p * stride + j`) or as the rows of its transpose (`b[p][j]` at
+/// `j * stride + p`). `dst` is row-major with row stride `dst_stride`. Parallel over the
+/// current rayon pool when `parallel`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    (m, n, k): (usize, usize, usize),
+    a: View<'_>,
+    b: View<'_>,
+    b_transposed: bool,
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    scale: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (b_rs, b_cs) = match b_transposed {
+        false => (b.stride, 1),
+        true => (1, b.stride),
+    };
+    // The gemm crate takes raw pointers: check here that every element it may touch is in
+    // bounds of its slice, which makes the call below sound.
+    let last = |offset: usize, rows: usize, rs: usize, cols: usize, cs: usize| {
+        offset + (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+    };
+    assert!(
+        last(0, m, dst_stride, n, 1) < dst.len(),
+        "matmul: dst too small"
+    );
+    if k > 0 {
+        assert!(
+            last(a.offset, m, a.stride, k, 1) < a.data.len(),
+            "matmul: a too small"
+        );
+        assert!(
+            last(b.offset, k, b_rs, n, b_cs) < b.data.len(),
+            "matmul: b too small"
+        );
+    }
+    let parallelism = match parallel {
+        true => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        false => gemm::Parallelism::None,
+    };
+    let signed = |x: usize| x as isize;
+    // SAFETY: the asserts above keep every accessed element inside its slice; `dst` is a
+    // unique borrow and does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            signed(dst_stride),
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            1,
+            signed(a.stride),
+            b.data.as_ptr().add(b.offset),
+            signed(b_cs),
+            signed(b_rs),
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_match_the_standard_library() {
+        for i in -2000..=2000 {
+            let x = i as f32 / 50.0; // -40 ..= 40
+            let want = (x as f64).exp();
+            let rel = ((exp(x) as f64 - want) / want).abs();
+            assert!(rel < 1e-6, "exp({x}): {} vs {want}", exp(x));
+        }
+        for i in -600..=600 {
+            let x = i as f64 / 100.0;
+            let want = libm_erf(x);
+            // A&S 7.1.26 is within 1.5e-7; f32 rounding of `1 - poly * e^-x²` adds a little.
+            assert!((erf(x as f32) as f64 - want).abs() < 1e-6, "erf({x})");
+        }
+    }
+
+    /// erf by its series / continued fraction in f64, as an oracle.
+    fn libm_erf(x: f64) -> f64 {
+        // erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)), fine for |x| <= 6 in f64
+        // with enough terms; beyond 4 erf is 1 within 1e-8.
+        if x.abs() > 4.0 {
+            return x.signum();
+        }
+        let mut sum = 0.0;
+        let mut term = x;
+        for n in 0..200 {
+            sum += term / (2 * n + 1) as f64;
+            term *= -x * x / (n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn softmax_numerators_and_layer_norm_rows() {
+        // 40 wide: two full lanes and a tail.
+        let mut rows: Vec<f32> = (0..80)
+            .map(|i| (i % 40) as f32 / 7.0 - (i / 40) as f32)
+            .collect();
+        let want = rows.clone();
+        let mut sums = [0.0; 2];
+        exp_rows(&mut rows, 40, &mut sums);
+        for (r, (row, sum)) in rows.chunks(40).zip(sums).enumerate() {
+            let max = want[r * 40 + 39];
+            let expected: Vec<f32> = want[r * 40..(r + 1) * 40]
+                .iter()
+                .map(|x| (x - max).exp())
+                .collect();
+            for (got, e) in row.iter().zip(&expected) {
+                assert!((got - e).abs() < 1e-6, "{got} vs {e}");
+            }
+            assert!((sum - expected.iter().sum::<f32>()).abs() < 1e-5);
+        }
+
+        let mut rows = vec![1.0, 3.0];
+        layer_norm(&mut rows, 2, &[2.0, 2.0], &[0.5, 0.5], 0.0);
+        assert!((rows[0] - -1.5).abs() < 1e-6 && (rows[1] - 2.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn matmul_with_strides_and_accumulation() {
+        // a: 2×3, b: 3×2 given transposed (2 rows of 3).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+        let mut dst = vec![10.0, 10.0, 10.0, 10.0];
+        matmul(
+            (2, 2, 3),
+            View {
+                data: &a,
+                offset: 0,
+                stride: 3,
+            },
+            View {
+                data: &bt,
+                offset: 0,
+                stride: 3,
+            },
+            true,
+            &mut dst,
+            2,
+            true,
+            0.5,
+            false,
+        );
+        assert_eq!(dst, vec![10.0 + 2.0, 10.0 + 1.0, 10.0 + 5.0, 10.0 + 2.5]);
+    }
+}

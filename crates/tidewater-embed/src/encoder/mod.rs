@@ -1,0 +1,341 @@
+//! A transformer encoder for sentence models on the CPU: BERT and MPNet by their
+//! `config.json`, in f32 or with int8 linear layers.
+//!
+//! Written for throughput rather than generality. A batch is *packed*: the sequences'
+//! tokens are laid end to end in one `tokens × hidden` matrix, without padding, so every
+//! linear layer is one large matrix product over all tokens of the batch and no work is
+//! spent on pad tokens; only attention looks at sequence boundaries. Bias additions and
+//! residual connections are folded into the products (the output starts as the bias or the
+//! residual and the product is accumulated onto it), and layer norm, GELU and softmax are
+//! vectorised row kernels ([`kernels`]).
+
+mod int8;
+mod kernels;
+mod weights;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use kernels::View;
+pub(crate) use weights::EncoderConfig;
+
+use crate::{EmbedError, Precision};
+
+/// A linear layer: `y = x W + b`, with `W` stored `inputs × outputs`.
+enum Weights {
+    F32(Vec<f32>),
+    Int8(int8::QuantizedLinear),
+}
+
+pub(crate) struct Linear {
+    weights: Weights,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Linear {
+    /// `weights` given `inputs × outputs` row-major.
+    fn new(
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        inputs: usize,
+        outputs: usize,
+        precision: Precision,
+    ) -> Self {
+        let weights = match precision {
+            Precision::F32 => Weights::F32(weights),
+            Precision::Int8 => Weights::Int8(int8::QuantizedLinear::new(&weights, inputs, outputs)),
+        };
+        Self {
+            weights,
+            bias,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// `out = residual + x W + b` for the `rows` rows of `x`, where `residual` is what `out`
+    /// holds when `accumulate`, else zero.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+        debug_assert_eq!(x.len(), rows * self.inputs);
+        let out = &mut out[..rows * self.outputs];
+        for row in out.chunks_exact_mut(self.outputs) {
+            match accumulate {
+                true => row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b),
+                false => row.copy_from_slice(&self.bias),
+            }
+        }
+        match &self.weights {
+            Weights::F32(w) => kernels::matmul(
+                (rows, self.outputs, self.inputs),
+                View {
+                    data: x,
+                    offset: 0,
+                    stride: self.inputs,
+                },
+                View {
+                    data: w,
+                    offset: 0,
+                    stride: self.outputs,
+                },
+                false,
+                out,
+                self.outputs,
+                true,
+                1.0,
+                true,
+            ),
+            Weights::Int8(q) => q.forward(x, rows, out, true),
+        }
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value side by side: `hidden × 3 hidden`.
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: Norm,
+    up: Linear,
+    down: Linear,
+    output_norm: Norm,
+}
+
+/// MPNet's learned attention bias by bucketed relative position, shared by all layers.
+struct RelativeBias {
+    /// `buckets × heads`.
+    table: Vec<f32>,
+    buckets: usize,
+}
+
+/// The encoder: embeddings, then `layers` post-norm transformer layers.
+pub(crate) struct Encoder {
+    config: EncoderConfig,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    /// Row 0 of the token type embeddings (BERT); sentence models embed one segment.
+    token_type: Option<Vec<f32>>,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    relative: Option<RelativeBias>,
+    /// Activation buffers of finished passes, for the next ones.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// The activations of one pass.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+impl Encoder {
+    /// The model's configuration.
+    pub(crate) fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    /// Runs the encoder on `sequences` (token ids, special tokens included) and hands the
+    /// last hidden states to `read`, packed: `Σ len × hidden`, sequence after sequence.
+    pub(crate) fn forward<R>(
+        &self,
+        sequences: &[&[u32]],
+        read: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R, EmbedError> {
+        let h = self.config.hidden;
+        let tokens: usize = sequences.iter().map(|s| s.len()).sum();
+        for s in sequences {
+            if s.len() > self.config.max_sequence_len() {
+                return Err(EmbedError::InvalidConfig {
+                    reason: format!(
+                        "a sequence of {} tokens exceeds the model's {} positions",
+                        s.len(),
+                        self.config.max_sequence_len()
+                    ),
+                });
+            }
+        }
+        // Reusing the buffers saves the page faults of fresh ones (several percent of a pass).
+        let mut scratch = self.scratch.lock().pop().unwrap_or_default();
+        let Scratch {
+            x,
+            qkv,
+            context,
+            inner,
+        } = &mut scratch;
+        for (buffer, width) in [
+            (&mut *x, h),
+            (&mut *qkv, 3 * h),
+            (&mut *context, h),
+            (&mut *inner, self.config.intermediate),
+        ] {
+            // Every element is written before it is read, so old contents do not matter.
+            buffer.resize(tokens * width, 0.0);
+        }
+        self.embed(sequences, x)?;
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+        // Post-norm layers; each residual connection accumulates onto `x` in place.
+        for layer in &self.layers {
+            layer.qkv.forward(x, tokens, qkv, false);
+            self.attention(qkv, &lengths, context);
+            layer.attention_out.forward(context, tokens, x, true);
+            self.norm(x, &layer.attention_norm);
+            layer.up.forward(x, tokens, inner, false);
+            inner.par_chunks_mut(16 * 1024).for_each(kernels::gelu);
+            layer.down.forward(inner, tokens, x, true);
+            self.norm(x, &layer.output_norm);
+        }
+        let result = read(x);
+        self.scratch.lock().push(scratch);
+        Ok(result)
+    }
+
+    fn norm(&self, rows: &mut [f32], norm: &Norm) {
+        let h = self.config.hidden;
+        rows.par_chunks_mut(64 * h).for_each(|rows| {
+            kernels::layer_norm(rows, h, &norm.gamma, &norm.beta, self.config.layer_norm_eps)
+        });
+    }
+
+    /// Word + position (+ token type) embeddings, normalised, into `x`.
+    fn embed(&self, sequences: &[&[u32]], x: &mut [f32]) -> Result<(), EmbedError> {
+        let h = self.config.hidden;
+        let mut rows = x.chunks_exact_mut(h);
+        for s in sequences {
+            for (i, &id) in s.iter().enumerate() {
+                let id = id as usize;
+                if id >= self.config.vocab_size {
+                    return Err(EmbedError::InvalidConfig {
+                        reason: format!(
+                            "token id {id} is outside the model's vocabulary of {}",
+                            self.config.vocab_size
+                        ),
+                    });
+                }
+                let row = rows.next().expect("x holds every token");
+                let position = self.config.position_offset + i;
+                row.copy_from_slice(&self.word[id * h..(id + 1) * h]);
+                row.iter_mut()
+                    .zip(&self.position[position * h..(position + 1) * h])
+                    .for_each(|(r, p)| *r += p);
+                if let Some(token_type) = &self.token_type {
+                    row.iter_mut().zip(token_type).for_each(|(r, t)| *r += t);
+                }
+            }
+        }
+        self.norm(x, &self.embedding_norm);
+        Ok(())
+    }
+
+    /// Multi-head self-attention of each sequence over itself, from the packed
+    /// `tokens × 3 hidden` query/key/value rows into `context` (`tokens × hidden`).
+    fn attention(&self, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
+        let h = self.config.hidden;
+        let heads = self.config.heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        // Split `context` into each sequence's rows, so sequences run in parallel.
+        let mut parts = Vec::with_capacity(lengths.len());
+        let mut rest = context;
+        let mut start = 0;
+        for &len in lengths {
+            let (mine, tail) = rest.split_at_mut(len * h);
+            parts.push((start, len, mine));
+            rest = tail;
+            start += len;
+        }
+        parts.into_par_iter().for_each_init(
+            <(Vec<f32>, Vec<f32>)>::default,
+            |(scores, sums), (start, len, out): (usize, usize, &mut [f32])| {
+                scores.resize(len * len, 0.0);
+                sums.resize(len, 0.0);
+                let bias = self.relative.as_ref().map(|r| r.buckets_for(len));
+                for head in 0..heads {
+                    let q = View {
+                        data: qkv,
+                        offset: start * 3 * h + head * d,
+                        stride: 3 * h,
+                    };
+                    let k = View {
+                        data: qkv,
+                        offset: start * 3 * h + h + head * d,
+                        stride: 3 * h,
+                    };
+                    let v = View {
+                        data: qkv,
+                        offset: start * 3 * h + 2 * h + head * d,
+                        stride: 3 * h,
+                    };
+                    kernels::matmul((len, len, d), q, k, true, scores, len, false, scale, false);
+                    if let (Some(relative), Some(buckets)) = (&self.relative, &bias) {
+                        for (s, &b) in scores.iter_mut().zip(buckets) {
+                            *s += relative.table[b * heads + head];
+                        }
+                    }
+                    // Softmax, with the division by each row's sum left for the row of the
+                    // product, which is d wide rather than len.
+                    kernels::exp_rows(scores, len, sums);
+                    let p = View {
+                        data: scores,
+                        offset: 0,
+                        stride: len,
+                    };
+                    kernels::matmul(
+                        (len, d, len),
+                        p,
+                        v,
+                        false,
+                        &mut out[head * d..],
+                        h,
+                        false,
+                        1.0,
+                        false,
+                    );
+                    for (row, sum) in out.chunks_exact_mut(h).zip(sums.iter()) {
+                        let inv = 1.0 / sum;
+                        row[head * d..(head + 1) * d]
+                            .iter_mut()
+                            .for_each(|x| *x *= inv);
+                    }
+                }
+            },
+        );
+    }
+}
+
+impl RelativeBias {
+    /// The bucket of each (query, key) pair of a `len`-token sequence, row-major: MPNet's
+    /// bidirectional buckets (half for each direction; exact up to a quarter of them, then
+    /// logarithmic up to a distance of 128).
+    fn buckets_for(&self, len: usize) -> Vec<usize> {
+        const MAX_DISTANCE: f32 = 128.0;
+        let half = self.buckets / 2;
+        let exact = half / 2;
+        let mut out = Vec::with_capacity(len * len);
+        for i in 0..len {
+            for j in 0..len {
+                // MPNet takes n = -(key - query) = i - j.
+                let n = i as i64 - j as i64;
+                let mut bucket = if n < 0 { half } else { 0 };
+                let n = n.unsigned_abs() as usize;
+                bucket += if n < exact {
+                    n
+                } else {
+                    let large = exact as f32
+                        + ((n as f32 / exact as f32).ln() / (MAX_DISTANCE / exact as f32).ln()
+                            * (half - exact) as f32);
+                    (large as usize).min(half - 1)
+                };
+                out.push(bucket);
+            }
+        }
+        out
+    }
+}
