@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use tokenizers::{Encoding, Tokenizer};
+use tokenizers::Encoding;
 
 use crate::config::Precision;
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::model_dir::check_model_dir;
-use crate::tokenize::{load_tokenizers, model_id_of, thread_pool};
+use crate::tokenize::{model_id_of, TextInput};
 use crate::{EmbedError, Embedder, LocalModelConfig};
 
 /// Tokens of one forward pass at most: inputs are packed without padding, so a pass of
@@ -33,15 +33,10 @@ enum Pooling {
 /// L2-normalised: the pipeline sentence-transformers uses, so vectors match its output.
 pub struct LocalEmbedder {
     encoder: Encoder,
-    /// Truncates at `max_seq_len`; inputs are packed, never padded.
-    tokenizer: Tokenizer,
-    /// The same tokenizer without truncation, for [`Embedder::count_tokens`].
-    counter: Tokenizer,
+    /// Inputs are packed, never padded.
+    input: TextInput,
     model_id: String,
-    max_seq_len: usize,
     pooling: Pooling,
-    /// Set when `threads` is configured: inference runs inside it.
-    pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -49,7 +44,7 @@ impl std::fmt::Debug for LocalEmbedder {
         f.debug_struct("LocalEmbedder")
             .field("model_id", &self.model_id)
             .field("dimension", &self.encoder.config().hidden)
-            .field("max_seq_len", &self.max_seq_len)
+            .field("max_seq_len", &self.input.max_seq_len())
             .field("pooling", &self.pooling)
             .finish_non_exhaustive()
     }
@@ -77,7 +72,7 @@ impl LocalEmbedder {
                 config.max_sequence_len()
             )));
         }
-        let (tokenizer, counter) = load_tokenizers(&dir.join("tokenizer.json"), max_seq_len)?;
+        let input = TextInput::load(&dir.join("tokenizer.json"), max_seq_len, cfg.threads)?;
         let encoder = Encoder::load(config, &dir.join("model.safetensors"), cfg.precision)?;
         let model_id = match cfg.precision {
             Precision::F32 => model_id_of(&dir),
@@ -95,12 +90,9 @@ impl LocalEmbedder {
         );
         Ok(Self {
             encoder,
-            tokenizer,
-            counter,
+            input,
             model_id,
-            max_seq_len,
             pooling: sentence.pooling,
-            pool: thread_pool(cfg.threads)?,
         })
     }
 
@@ -108,10 +100,7 @@ impl LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|source| EmbedError::Tokenize { source })?;
+        let encodings = self.input.encode(texts)?;
         let mut out = Vec::with_capacity(texts.len());
         let mut pass: Vec<&[u32]> = Vec::new();
         let mut pass_tokens = 0;
@@ -163,22 +152,15 @@ impl Embedder for LocalEmbedder {
     }
 
     fn max_tokens(&self) -> usize {
-        self.max_seq_len
+        self.input.max_seq_len()
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        // A text the tokenizer rejects cannot be embedded either; counting it as too long
-        // makes callers split it, and `embed` reports the error.
-        self.counter
-            .encode(text, true)
-            .map_or(usize::MAX, |e| e.len())
+        self.input.count_tokens(text)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        match &self.pool {
-            Some(pool) => pool.install(|| self.embed_all(texts)),
-            None => self.embed_all(texts),
-        }
+        self.input.run(|| self.embed_all(texts))
     }
 }
 

@@ -3,11 +3,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{Encoding, Tokenizer};
+use tokenizers::Encoding;
 
 use super::batching::batches_by_length;
 use crate::model_dir::check_model_dir;
-use crate::tokenize::{load_tokenizers, model_id_of, thread_pool};
+use crate::tokenize::{model_id_of, TextInput};
 use crate::{EmbedError, Embedder, LocalModelConfig};
 
 /// A BERT sentence model run by candle: on the first CUDA device when built with the
@@ -19,19 +19,13 @@ use crate::{EmbedError, Embedder, LocalModelConfig};
 /// pipeline sentence-transformers uses for all-MiniLM-L6-v2, so vectors match its output.
 pub struct CandleEmbedder {
     model: BertModel,
-    /// Truncates at `max_seq_len`; padding is done per batch by hand.
-    tokenizer: Tokenizer,
-    /// The same tokenizer without truncation, for [`Embedder::count_tokens`].
-    counter: Tokenizer,
+    /// Padding is done per batch by hand; the thread pool bounds candle's matrix kernels.
+    input: TextInput,
     device: Device,
     model_id: String,
     dimension: usize,
-    max_seq_len: usize,
     batch_size: usize,
     pad_id: u32,
-    /// Set when `threads` is configured: inference runs inside it, so candle's matrix
-    /// kernels use at most that many threads.
-    pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for CandleEmbedder {
@@ -39,7 +33,7 @@ impl std::fmt::Debug for CandleEmbedder {
         f.debug_struct("CandleEmbedder")
             .field("model_id", &self.model_id)
             .field("dimension", &self.dimension)
-            .field("max_seq_len", &self.max_seq_len)
+            .field("max_seq_len", &self.input.max_seq_len())
             .field("batch_size", &self.batch_size)
             .field("device", &self.device)
             .finish_non_exhaustive()
@@ -70,7 +64,7 @@ impl CandleEmbedder {
             )));
         }
 
-        let (tokenizer, counter) = load_tokenizers(&dir.join("tokenizer.json"), max_seq_len)?;
+        let input = TextInput::load(&dir.join("tokenizer.json"), max_seq_len, cfg.threads)?;
         let device = pick_device()?;
         let weights_path = dir.join("model.safetensors");
         // Read rather than mmap: mmap needs `unsafe` (the file could change underneath), and
@@ -83,8 +77,6 @@ impl CandleEmbedder {
                 source,
             })?;
 
-        let pool = thread_pool(cfg.threads)?;
-
         let model_id = model_id_of(&dir);
         tracing::info!(
             model = %model_id,
@@ -96,15 +88,12 @@ impl CandleEmbedder {
         );
         Ok(Self {
             model,
-            tokenizer,
-            counter,
+            input,
             device,
             model_id,
             dimension: bert_config.hidden_size,
-            max_seq_len,
             batch_size: cfg.batch_size,
             pad_id: u32::try_from(bert_config.pad_token_id).unwrap_or(0),
-            pool,
         })
     }
 
@@ -112,10 +101,7 @@ impl CandleEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|source| EmbedError::Tokenize { source })?;
+        let encodings = self.input.encode(texts)?;
         let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for batch in batches_by_length(&lengths, self.batch_size) {
@@ -178,22 +164,15 @@ impl Embedder for CandleEmbedder {
     }
 
     fn max_tokens(&self) -> usize {
-        self.max_seq_len
+        self.input.max_seq_len()
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        // A text the tokenizer rejects cannot be embedded either; counting it as too long
-        // makes callers split it, and `embed` reports the error.
-        self.counter
-            .encode(text, true)
-            .map_or(usize::MAX, |e| e.len())
+        self.input.count_tokens(text)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        match &self.pool {
-            Some(pool) => pool.install(|| self.embed_all(texts)),
-            None => self.embed_all(texts),
-        }
+        self.input.run(|| self.embed_all(texts))
     }
 }
 
@@ -238,7 +217,7 @@ mod tests {
             "a much longer text, which pads the short one to many times its length: \
              the quick brown fox jumps over the lazy dog, again and again and again",
         ];
-        let encodings = model.tokenizer.encode_batch(texts.to_vec(), true).unwrap();
+        let encodings = model.input.encode(&texts).unwrap();
         assert!(encodings[1].len() > 4 * encodings[0].len());
         let together = model.forward(&[&encodings[0], &encodings[1]]).unwrap();
         for (i, encoding) in encodings.iter().enumerate() {

@@ -19,6 +19,46 @@ pub(crate) enum Architecture {
     MpNet,
 }
 
+/// The names of one layer's tensors, under `encoder.layer.{i}.`.
+struct LayerTensors {
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attention_out: &'static str,
+    attention_norm: &'static str,
+    up: &'static str,
+    down: &'static str,
+    output_norm: &'static str,
+}
+
+impl Architecture {
+    /// Where Hugging Face's implementation keeps each layer's weights.
+    fn layer_tensors(self) -> LayerTensors {
+        match self {
+            Self::Bert => LayerTensors {
+                query: "attention.self.query",
+                key: "attention.self.key",
+                value: "attention.self.value",
+                attention_out: "attention.output.dense",
+                attention_norm: "attention.output.LayerNorm",
+                up: "intermediate.dense",
+                down: "output.dense",
+                output_norm: "output.LayerNorm",
+            },
+            Self::MpNet => LayerTensors {
+                query: "attention.attn.q",
+                key: "attention.attn.k",
+                value: "attention.attn.v",
+                attention_out: "attention.attn.o",
+                attention_norm: "attention.LayerNorm",
+                up: "intermediate.dense",
+                down: "output.dense",
+                output_norm: "output.LayerNorm",
+            },
+        }
+    }
+}
+
 /// The shape of an encoder.
 #[derive(Debug, Clone)]
 pub(crate) struct EncoderConfig {
@@ -178,52 +218,19 @@ impl Encoder {
                 Ok(Linear::new(weights, bias, inputs, width, precision))
             };
 
+        let names = config.architecture.layer_tensors();
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
-            let p = format!("encoder.layer.{i}");
-            let layer = match config.architecture {
-                Architecture::Bert => Layer {
-                    qkv: linear(
-                        &[
-                            &format!("{p}.attention.self.query"),
-                            &format!("{p}.attention.self.key"),
-                            &format!("{p}.attention.self.value"),
-                        ],
-                        h,
-                        h,
-                    )?,
-                    attention_out: linear(&[&format!("{p}.attention.output.dense")], h, h)?,
-                    attention_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                    up: linear(
-                        &[&format!("{p}.intermediate.dense")],
-                        h,
-                        config.intermediate,
-                    )?,
-                    down: linear(&[&format!("{p}.output.dense")], config.intermediate, h)?,
-                    output_norm: norm(&format!("{p}.output.LayerNorm"))?,
-                },
-                Architecture::MpNet => Layer {
-                    qkv: linear(
-                        &[
-                            &format!("{p}.attention.attn.q"),
-                            &format!("{p}.attention.attn.k"),
-                            &format!("{p}.attention.attn.v"),
-                        ],
-                        h,
-                        h,
-                    )?,
-                    attention_out: linear(&[&format!("{p}.attention.attn.o")], h, h)?,
-                    attention_norm: norm(&format!("{p}.attention.LayerNorm"))?,
-                    up: linear(
-                        &[&format!("{p}.intermediate.dense")],
-                        h,
-                        config.intermediate,
-                    )?,
-                    down: linear(&[&format!("{p}.output.dense")], config.intermediate, h)?,
-                    output_norm: norm(&format!("{p}.output.LayerNorm"))?,
-                },
-            };
-            layers.push(layer);
+            let name = |part: &str| format!("encoder.layer.{i}.{part}");
+            let (q, k, v) = (name(names.query), name(names.key), name(names.value));
+            layers.push(Layer {
+                qkv: linear(&[&q, &k, &v], h, h)?,
+                attention_out: linear(&[&name(names.attention_out)], h, h)?,
+                attention_norm: norm(&name(names.attention_norm))?,
+                up: linear(&[&name(names.up)], h, config.intermediate)?,
+                down: linear(&[&name(names.down)], config.intermediate, h)?,
+                output_norm: norm(&name(names.output_norm))?,
+            });
         }
         let token_type = match config.architecture {
             Architecture::Bert => {
