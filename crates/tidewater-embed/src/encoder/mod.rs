@@ -21,13 +21,15 @@ pub(crate) use weights::EncoderConfig;
 
 use crate::{EmbedError, Precision};
 
-/// A linear layer: `y = x W + b`, with `W` stored `inputs × outputs`.
+/// A linear layer's weights in the configured precision.
 enum Weights {
+    /// `inputs × outputs`, row-major.
     F32(Vec<f32>),
     Int8(int8::QuantizedLinear),
 }
 
-pub(crate) struct Linear {
+/// A linear layer: `y = x W + b`.
+struct Linear {
     weights: Weights,
     bias: Vec<f32>,
     inputs: usize,
