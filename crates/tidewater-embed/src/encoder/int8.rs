@@ -25,7 +25,7 @@ const PANELS: usize = 4;
 /// Rows computed together by the micro-kernel.
 const ROWS: usize = 6;
 /// Rows per parallel task: enough to amortise reading the weights once per task.
-const ROWS_PER_TASK: usize = 48;
+pub(crate) const ROWS_PER_TASK: usize = 48;
 
 /// A linear layer's weights in int8 (see the module docs).
 pub(crate) struct QuantizedLinear {
@@ -86,14 +86,17 @@ impl QuantizedLinear {
     pub(crate) fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
-        let task_rows = ROWS_PER_TASK;
-        x.par_chunks(task_rows * self.inputs)
-            .zip(out.par_chunks_mut(task_rows * self.outputs))
-            .for_each(|(x, out)| {
-                let rows = x.len() / self.inputs;
-                let rows_q = self.quantize_rows(x, rows);
-                self.multiply(&rows_q, rows, out, accumulate);
-            });
+        x.par_chunks(ROWS_PER_TASK * self.inputs)
+            .zip(out.par_chunks_mut(ROWS_PER_TASK * self.outputs))
+            .for_each(|(x, out)| self.forward_serial(x, x.len() / self.inputs, out, accumulate));
+    }
+
+    /// As [`QuantizedLinear::forward`], on the calling thread.
+    pub(crate) fn forward_serial(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+        assert_eq!(x.len(), rows * self.inputs);
+        assert_eq!(out.len(), rows * self.outputs);
+        let q = self.quantize_rows(x, rows);
+        self.multiply(&q, rows, out, accumulate);
     }
 
     /// Quantises each row (see the module docs), `k_padded` wide; the padding meets zero
