@@ -80,11 +80,7 @@ impl LocalModelConfig {
 
     /// Checks the settings that do not depend on the model.
     pub fn validate(&self) -> Result<(), EmbedError> {
-        let invalid = |reason: &str| {
-            Err(EmbedError::InvalidConfig {
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = |reason: &str| Err(EmbedError::invalid_config(reason));
         if self.batch_size == 0 {
             return invalid("batch_size must be at least 1");
         }

@@ -153,6 +153,13 @@ pub enum EmbedError {
 }
 
 impl EmbedError {
+    /// [`EmbedError::InvalidConfig`] with `reason`.
+    pub fn invalid_config(reason: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            reason: reason.into(),
+        }
+    }
+
     /// Whose fault the error is.
     ///
     /// Configuration and model-file problems count as [`ErrorDomain::User`] (the operator's

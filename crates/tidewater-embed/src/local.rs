@@ -64,10 +64,10 @@ impl LocalEmbedder {
         let sentence = SentenceConfig::read(&dir)?;
         let max_seq_len = cfg.max_seq_len.or(sentence.max_seq_length).unwrap_or(256);
         if max_seq_len < 2 {
-            return Err(invalid("max_seq_len must be at least 2"));
+            return Err(EmbedError::invalid_config("max_seq_len must be at least 2"));
         }
         if max_seq_len > config.max_sequence_len() {
-            return Err(invalid(&format!(
+            return Err(EmbedError::invalid_config(format!(
                 "max_seq_len {max_seq_len} exceeds the model's {} positions",
                 config.max_sequence_len()
             )));
@@ -229,10 +229,4 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, E
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
-}
-
-fn invalid(reason: &str) -> EmbedError {
-    EmbedError::InvalidConfig {
-        reason: reason.to_string(),
-    }
 }

@@ -58,7 +58,7 @@ impl CandleEmbedder {
             })?;
         let max_seq_len = cfg.max_seq_len.unwrap_or(256);
         if max_seq_len > bert_config.max_position_embeddings {
-            return Err(invalid(&format!(
+            return Err(EmbedError::invalid_config(format!(
                 "max_seq_len {max_seq_len} exceeds the model's {} positions",
                 bert_config.max_position_embeddings
             )));
@@ -193,12 +193,6 @@ fn pick_device() -> Result<Device, EmbedError> {
 #[cfg(not(feature = "cuda"))]
 fn pick_device() -> Result<Device, EmbedError> {
     Ok(Device::Cpu)
-}
-
-fn invalid(reason: &str) -> EmbedError {
-    EmbedError::InvalidConfig {
-        reason: reason.to_string(),
-    }
 }
 
 #[cfg(test)]

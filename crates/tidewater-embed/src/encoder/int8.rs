@@ -81,22 +81,22 @@ impl QuantizedLinear {
         }
     }
 
-    /// `out[t][n] = (accumulate ? out[t][n] : 0) + Σ_k x[t][k] w[k][n]` for the `rows`
+    /// `out[t][n] += Σ_k x[t][k] w[k][n]` for the `rows`
     /// rows of `x` (row-major, `inputs` wide); `out` is `outputs` wide.
-    pub(crate) fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+    pub(crate) fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
         x.par_chunks(ROWS_PER_TASK * self.inputs)
             .zip(out.par_chunks_mut(ROWS_PER_TASK * self.outputs))
-            .for_each(|(x, out)| self.forward_serial(x, x.len() / self.inputs, out, accumulate));
+            .for_each(|(x, out)| self.forward_serial(x, x.len() / self.inputs, out));
     }
 
     /// As [`QuantizedLinear::forward`], on the calling thread.
-    pub(crate) fn forward_serial(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+    pub(crate) fn forward_serial(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
         let q = self.quantize_rows(x, rows);
-        self.multiply(&q, rows, out, accumulate);
+        self.multiply(&q, rows, out);
     }
 
     /// Quantises each row (see the module docs), `k_padded` wide; the padding meets zero
@@ -116,18 +116,18 @@ impl QuantizedLinear {
         q
     }
 
-    fn multiply(&self, x: &QuantizedRows, rows: usize, out: &mut [f32], accumulate: bool) {
+    fn multiply(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if has_vnni() {
             // SAFETY: `has_vnni` checked that the CPU has AVX-512F/BW/VNNI; `x` and `out`
             // hold `rows` rows, which `multiply_vnni` checks before its unchecked reads.
-            unsafe { self.multiply_vnni(x, rows, out, accumulate) };
+            unsafe { self.multiply_vnni(x, rows, out) };
             return;
         }
-        self.multiply_portable(x, rows, out, accumulate);
+        self.multiply_portable(x, rows, out);
     }
 
-    fn multiply_portable(&self, x: &QuantizedRows, rows: usize, out: &mut [f32], accumulate: bool) {
+    fn multiply_portable(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
         for t in 0..rows {
             let q = &x.values[t * self.k_padded..(t + 1) * self.k_padded];
             for n in 0..self.outputs {
@@ -138,7 +138,7 @@ impl QuantizedLinear {
                     .sum();
                 let y = x.scales[t] * self.scales[n] * (acc as f32 - x.zeros[t] * self.sums[n]);
                 let o = &mut out[t * self.outputs + n];
-                *o = if accumulate { *o + y } else { y };
+                *o += y;
             }
         }
     }
@@ -147,13 +147,7 @@ impl QuantizedLinear {
     /// rows, `k_padded / 4` steps of `ROWS × PANELS` `vpdpbusd`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn multiply_vnni(
-        &self,
-        x: &QuantizedRows,
-        rows: usize,
-        out: &mut [f32],
-        accumulate: bool,
-    ) {
+    unsafe fn multiply_vnni(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let groups = self.k_padded / 4;
         let panel_len = groups * 64;
@@ -210,10 +204,7 @@ impl QuantizedLinear {
                         let centred = _mm512_fnmadd_ps(row_zero, sums, _mm512_cvtepi32_ps(*a));
                         let y = _mm512_mul_ps(_mm512_mul_ps(row_scale, scale), centred);
                         let dst = out.as_mut_ptr().add(t * self.outputs + n0);
-                        let y = match accumulate {
-                            true => _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, dst)),
-                            false => y,
-                        };
+                        let y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, dst));
                         _mm512_mask_storeu_ps(dst, mask, y);
                     }
                 }
@@ -269,10 +260,10 @@ mod tests {
                 .collect();
             let layer = QuantizedLinear::new(&w, inputs, outputs);
             let mut got = vec![1.0; rows * outputs];
-            layer.forward(&x, rows, &mut got, true);
+            layer.forward(&x, rows, &mut got);
             let q = layer.quantize_rows(&x, rows);
             let mut portable = vec![1.0; rows * outputs];
-            layer.multiply_portable(&q, rows, &mut portable, true);
+            layer.multiply_portable(&q, rows, &mut portable);
             for t in 0..rows {
                 for n in 0..outputs {
                     let exact: f32 = 1.0

@@ -88,7 +88,7 @@ impl Linear {
                 1.0,
                 true,
             ),
-            Weights::Int8(q) => q.forward(x, rows, out, true),
+            Weights::Int8(q) => q.forward(x, rows, out),
         }
     }
 }
@@ -108,11 +108,14 @@ struct Layer {
     output_norm: Norm,
 }
 
-/// MPNet's learned attention bias by bucketed relative position, shared by all layers.
+/// MPNet's learned attention bias by relative position, shared by all layers: for each
+/// head, the bias of every query−key distance a sequence can have, looked up from the
+/// model's bucket table once at load.
 struct RelativeBias {
-    /// `buckets × heads`.
-    table: Vec<f32>,
-    buckets: usize,
+    /// `heads × (2 max_len − 1)`: head `h`'s bias for `i − j = d` at
+    /// `h * (2 max_len − 1) + d + max_len − 1`.
+    by_distance: Vec<f32>,
+    max_len: usize,
 }
 
 /// The encoder: embeddings, then `layers` post-norm transformer layers.
@@ -155,13 +158,11 @@ impl Encoder {
         let tokens: usize = sequences.iter().map(|s| s.len()).sum();
         for s in sequences {
             if s.len() > self.config.max_sequence_len() {
-                return Err(EmbedError::InvalidConfig {
-                    reason: format!(
-                        "a sequence of {} tokens exceeds the model's {} positions",
-                        s.len(),
-                        self.config.max_sequence_len()
-                    ),
-                });
+                return Err(EmbedError::invalid_config(format!(
+                    "a sequence of {} tokens exceeds the model's {} positions",
+                    s.len(),
+                    self.config.max_sequence_len()
+                )));
             }
         }
         // Reusing the buffers saves the page faults of fresh ones (several percent of a pass).
@@ -213,14 +214,14 @@ impl Encoder {
                     for row in inner.chunks_exact_mut(wide) {
                         row.copy_from_slice(&layer.up.bias);
                     }
-                    up.forward_serial(x, rows, inner, true);
+                    up.forward_serial(x, rows, inner);
                     kernels::gelu(inner);
                     for row in x.chunks_exact_mut(h) {
                         row.iter_mut()
                             .zip(&layer.down.bias)
                             .for_each(|(o, b)| *o += b);
                     }
-                    down.forward_serial(inner, rows, x, true);
+                    down.forward_serial(inner, rows, x);
                 });
             return;
         }
@@ -244,12 +245,10 @@ impl Encoder {
             for (i, &id) in s.iter().enumerate() {
                 let id = id as usize;
                 if id >= self.config.vocab_size {
-                    return Err(EmbedError::InvalidConfig {
-                        reason: format!(
-                            "token id {id} is outside the model's vocabulary of {}",
-                            self.config.vocab_size
-                        ),
-                    });
+                    return Err(EmbedError::invalid_config(format!(
+                        "token id {id} is outside the model's vocabulary of {}",
+                        self.config.vocab_size
+                    )));
                 }
                 let row = rows.next().expect("x holds every token");
                 let position = self.config.position_offset + i;
@@ -288,7 +287,6 @@ impl Encoder {
             |(scores, sums), (start, len, out): (usize, usize, &mut [f32])| {
                 scores.resize(len * len, 0.0);
                 sums.resize(len, 0.0);
-                let bias = self.relative.as_ref().map(|r| r.buckets_for(len));
                 for head in 0..heads {
                     let q = View {
                         data: qkv,
@@ -306,10 +304,8 @@ impl Encoder {
                         stride: 3 * h,
                     };
                     kernels::matmul((len, len, d), q, k, true, scores, len, false, scale, false);
-                    if let (Some(relative), Some(buckets)) = (&self.relative, &bias) {
-                        for (s, &b) in scores.iter_mut().zip(buckets) {
-                            *s += relative.table[b * heads + head];
-                        }
+                    if let Some(relative) = &self.relative {
+                        relative.add_to(scores, len, head);
                     }
                     // Softmax, with the division by each row's sum left for the row of the
                     // product, which is d wide rather than len.
@@ -343,31 +339,52 @@ impl Encoder {
 }
 
 impl RelativeBias {
-    /// The bucket of each (query, key) pair of a `len`-token sequence, row-major: MPNet's
-    /// bidirectional buckets (half for each direction; exact up to a quarter of them, then
-    /// logarithmic up to a distance of 128).
-    fn buckets_for(&self, len: usize) -> Vec<usize> {
-        const MAX_DISTANCE: f32 = 128.0;
-        let half = self.buckets / 2;
-        let exact = half / 2;
-        let mut out = Vec::with_capacity(len * len);
-        for i in 0..len {
-            for j in 0..len {
-                // MPNet takes n = -(key - query) = i - j.
-                let n = i as i64 - j as i64;
-                let mut bucket = if n < 0 { half } else { 0 };
-                let n = n.unsigned_abs() as usize;
-                bucket += if n < exact {
-                    n
-                } else {
-                    let large = exact as f32
-                        + ((n as f32 / exact as f32).ln() / (MAX_DISTANCE / exact as f32).ln()
-                            * (half - exact) as f32);
-                    (large as usize).min(half - 1)
-                };
-                out.push(bucket);
+    /// The bias of `table` (`buckets × heads`, as MPNet stores it) for every distance of a
+    /// sequence of up to `max_len` tokens.
+    fn new(table: &[f32], buckets: usize, heads: usize, max_len: usize) -> Self {
+        let width = 2 * max_len - 1;
+        let mut by_distance = vec![0f32; heads * width];
+        for (d, i) in (-(max_len as i64 - 1)..max_len as i64).zip(0..) {
+            let bucket = bucket_of(d, buckets);
+            for head in 0..heads {
+                by_distance[head * width + i] = table[bucket * heads + head];
             }
         }
-        out
+        Self {
+            by_distance,
+            max_len,
+        }
+    }
+
+    /// Adds head `head`'s bias to the `len × len` attention scores of one sequence.
+    fn add_to(&self, scores: &mut [f32], len: usize, head: usize) {
+        let width = 2 * self.max_len - 1;
+        let bias = &self.by_distance[head * width..(head + 1) * width];
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            // Row i needs distances i − j for j = 0..len: a run of the table, backwards.
+            let first = i + self.max_len - len; // distance i − (len − 1)
+            for (s, b) in row.iter_mut().zip(bias[first..first + len].iter().rev()) {
+                *s += b;
+            }
+        }
+    }
+}
+
+/// MPNet's bucket of the query−key distance `i − j`: bidirectional (half the buckets for
+/// each sign), exact up to a quarter of them, then logarithmic up to a distance of 128.
+fn bucket_of(distance: i64, buckets: usize) -> usize {
+    const MAX_DISTANCE: f32 = 128.0;
+    let half = buckets / 2;
+    let exact = half / 2;
+    // MPNet takes n = -(key - query) = i - j.
+    let sign = if distance < 0 { half } else { 0 };
+    let n = distance.unsigned_abs() as usize;
+    sign + if n < exact {
+        n
+    } else {
+        let large = exact as f32
+            + ((n as f32 / exact as f32).ln() / (MAX_DISTANCE / exact as f32).ln()
+                * (half - exact) as f32);
+        (large as usize).min(half - 1)
     }
 }

@@ -154,6 +154,12 @@ impl EncoderConfig {
                 raw.hidden_size, raw.num_attention_heads
             )));
         }
+        if architecture == Architecture::MpNet && raw.relative_attention_num_buckets < 4 {
+            return Err(format(format!(
+                "relative_attention_num_buckets {} is too few (at least 4)",
+                raw.relative_attention_num_buckets
+            )));
+        }
         let position_offset = match architecture {
             Architecture::Bert => 0,
             // Positions count from padding_idx + 1, as in RoBERTa.
@@ -240,13 +246,15 @@ impl Encoder {
         };
         let relative = match config.architecture {
             Architecture::Bert => None,
-            Architecture::MpNet => Some(RelativeBias {
-                table: store.get(
+            Architecture::MpNet => Some(RelativeBias::new(
+                &store.get(
                     "encoder.relative_attention_bias.weight",
                     &[config.relative_buckets, config.heads],
                 )?,
-                buckets: config.relative_buckets,
-            }),
+                config.relative_buckets,
+                config.heads,
+                config.max_sequence_len(),
+            )),
         };
         Ok(Self {
             word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,

@@ -168,7 +168,9 @@ impl OpenAiEmbedder {
             reqwest::Client::builder()
                 .timeout(cfg.timeout)
                 .build()
-                .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?
+                .map_err(|e| {
+                    EmbedError::invalid_config(format!("cannot build the HTTP client: {e}"))
+                })?
         };
 
         let endpoints: Vec<Endpoint> = urls
@@ -220,15 +222,25 @@ impl OpenAiEmbedder {
             ("max_tokens", cfg.max_tokens),
         ] {
             if value == 0 {
-                return Err(invalid(format!("{key} must be at least 1")));
+                return Err(EmbedError::invalid_config(format!(
+                    "{key} must be at least 1"
+                )));
             }
         }
         if cfg.timeout.is_zero() {
-            return Err(invalid("timeout must be positive".into()));
+            return Err(EmbedError::invalid_config("timeout must be positive"));
         }
         match (cfg.base_url.is_empty(), cfg.base_urls.is_empty()) {
-            (true, true) => return Err(invalid("base_url (or base_urls) is required".into())),
-            (false, false) => return Err(invalid("give base_url or base_urls, not both".into())),
+            (true, true) => {
+                return Err(EmbedError::invalid_config(
+                    "base_url (or base_urls) is required",
+                ))
+            }
+            (false, false) => {
+                return Err(EmbedError::invalid_config(
+                    "give base_url or base_urls, not both",
+                ))
+            }
             _ => {}
         }
         cfg.endpoints().into_iter().map(embeddings_url).collect()
@@ -505,15 +517,13 @@ fn embeddings_url(base_url: &str) -> Result<reqwest::Url, EmbedError> {
     };
     let shown = redact(base_url);
     let url = reqwest::Url::parse(&full)
-        .map_err(|e| invalid(format!("base_url {shown:?} is not a URL: {e}")))?;
+        .map_err(|e| EmbedError::invalid_config(format!("base_url {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("base_url {shown:?} must be http or https")));
+        return Err(EmbedError::invalid_config(format!(
+            "base_url {shown:?} must be http or https"
+        )));
     }
     Ok(url)
-}
-
-fn invalid(reason: String) -> EmbedError {
-    EmbedError::InvalidConfig { reason }
 }
 
 #[cfg(test)]
