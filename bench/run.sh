@@ -3,9 +3,12 @@
 # writing JSON results under bench-results/ (git-ignored). Record the numbers, with the
 # machine, commit and date, in BENCHMARKS.md.
 #
-# Needs a virtual environment with sentence-transformers for the peer, outside the
-# repository (PyPI's torch is large):
-#   python3 -m venv ~/.cache/tidewater-st-venv && ~/.cache/tidewater-st-venv/bin/pip install sentence-transformers
+# Needs a virtual environment with sentence-transformers, pyarrow and psycopg for the
+# peers, outside the repository (PyPI's torch is large):
+#   python3 -m venv ~/.cache/tidewater-st-venv
+#   ~/.cache/tidewater-st-venv/bin/pip install sentence-transformers pyarrow 'psycopg[binary]'
+# `bench ingest` on the dictionary corpus takes about an hour on two cores; set
+# TIDEWATER_BENCH_INGEST_LIMIT to index fewer of its ~249,000 entries.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$repo_root"
@@ -52,3 +55,11 @@ pgdir="$(mktemp -d)"
 dsn="$(scripts/postgres.sh start "$pgdir" "${TIDEWATER_BENCH_PG_PORT:-55433}")"
 trap 'scripts/postgres.sh stop "$pgdir" >/dev/null 2>&1 || true' EXIT
 "$bin" bench cdc --dsn "$dsn" --rate 1000 --seconds 30 --json "$out/cdc.json"
+echo "== tidewater bench ingest: SQuAD paragraphs with the local model, beside the Python loop"
+"$bin" bench ingest --corpus squad --squad "$squad" --peer-python "$venv/bin/python" \
+    --work-dir "$CARGO_TARGET_DIR/bench-ingest" --json "$out/ingest-squad.json"
+echo "== tidewater bench ingest: GCIDE entries with the stub endpoint, beside the Python loop"
+scripts/fetch-corpus.sh gcide >/dev/null
+"$bin" bench ingest --corpus gcide --limit "${TIDEWATER_BENCH_INGEST_LIMIT:-0}" \
+    --peer-python "$venv/bin/python" --work-dir "$CARGO_TARGET_DIR/bench-ingest" \
+    --json "$out/ingest-gcide.json"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the Python environment the lake's tests read Parquet with:
-# a venv holding pyarrow and duckdb. Prints the venv's python path as its last line.
+# a venv holding pyarrow and duckdb, and psycopg for the ingest benchmark's peer.
+# Prints the venv's python path as its last line.
 #
 #   scripts/python-env.sh                       # venv at ~/.cache/tidewater-py
 #   TIDEWATER_PYTHON_ENV=/tmp/py scripts/python-env.sh
@@ -28,10 +29,11 @@ if [[ ! -x "$python" ]]; then
     python3 -m venv --clear "$env_dir" >&2
 fi
 
+# module:package — psycopg is what `bench/ingest_peer.py` loads PostgreSQL with.
 missing=()
-for module in pyarrow duckdb; do
-    if ! "$python" -c "import $module" >/dev/null 2>&1; then
-        missing+=("$module")
+for pair in pyarrow:pyarrow duckdb:duckdb 'psycopg:psycopg[binary]'; do
+    if ! "$python" -c "import ${pair%%:*}" >/dev/null 2>&1; then
+        missing+=("${pair#*:}")
     fi
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -39,5 +41,5 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     "$python" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
 fi
 
-"$python" -c 'import pyarrow, duckdb; print("pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)' >&2
+"$python" -c 'import pyarrow, duckdb, psycopg; print("pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__, "psycopg", psycopg.__version__)' >&2
 echo "$python"

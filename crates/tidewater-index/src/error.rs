@@ -33,6 +33,12 @@ pub enum IndexError {
         /// The key.
         key: u64,
     },
+    /// A key given twice to one [`crate::VectorIndex::upsert_many`].
+    #[error("key {key} appears twice in one batch of upserts")]
+    DuplicateKey {
+        /// The key.
+        key: u64,
+    },
     /// An invalid setting.
     #[error("invalid index setting index.{field}: {reason}")]
     InvalidConfig {
@@ -103,6 +109,7 @@ impl IndexError {
             Self::DimensionMismatch { .. }
                 | Self::NonFiniteValue { .. }
                 | Self::ReservedKey { .. }
+                | Self::DuplicateKey { .. }
                 | Self::InvalidConfig { .. }
                 | Self::IncompatibleFile { .. }
                 | Self::NonUtf8Path { .. }

@@ -26,6 +26,15 @@ pub trait VectorIndex: Send + Sync {
     /// Stores `vector` under `key`, replacing the vector already there.
     fn upsert(&self, key: u64, vector: &[f32]) -> Result<(), IndexError>;
 
+    /// Stores every `(key, vector)` of `items`, as [`VectorIndex::upsert`] one by one
+    /// would. Keys must be distinct. An index may insert them in parallel; on an error
+    /// some may be stored and others not (upserting them all again is safe).
+    fn upsert_many(&self, items: &[(u64, Vec<f32>)]) -> Result<(), IndexError> {
+        items
+            .iter()
+            .try_for_each(|(key, vector)| self.upsert(*key, vector))
+    }
+
     /// Removes `key`; returns whether it was present.
     fn remove(&self, key: u64) -> Result<bool, IndexError>;
 

@@ -467,3 +467,64 @@ fn concurrent_searches_during_writes() {
     assert!(searches >= 120);
     assert!(index.len() > 3_000);
 }
+
+/// `upsert_many` (parallel inside the HNSW index) gives the same index as one-by-one
+/// upserts: every key present once, replaced vectors replaced, removed slots reused, and
+/// recall against exact search as high.
+#[test]
+fn upsert_many_matches_one_by_one_upserts() {
+    const DIMENSION: usize = 64;
+    let mut rng = StdRng::seed_from_u64(23);
+    for (name, index) in both(DIMENSION, Metric::Cosine) {
+        let exact = ExactIndex::new(DIMENSION, Metric::Cosine).unwrap();
+        // Batches larger than one lock hold, over a growing index, with replacements of
+        // keys from earlier batches and removals whose slots the next batch reuses.
+        for batch in 0..6u64 {
+            let items: Vec<(u64, Vec<f32>)> = (0..1_000u64)
+                .map(|i| (batch * 700 + i, random_unit(&mut rng, DIMENSION)))
+                .collect();
+            index.upsert_many(&items).unwrap();
+            exact.upsert_many(&items).unwrap();
+            for key in (batch * 700..batch * 700 + 1_000).step_by(7) {
+                assert_eq!(
+                    index.remove(key).unwrap(),
+                    exact.remove(key).unwrap(),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(index.len(), exact.len(), "{name}");
+        let mut found = 0;
+        for _ in 0..100 {
+            let query = random_unit(&mut rng, DIMENSION);
+            let truth: HashSet<u64> = keys(&exact.search(&query, 10, None).unwrap())
+                .into_iter()
+                .collect();
+            let hits = index.search(&query, 10, None).unwrap();
+            found += hits.iter().filter(|h| truth.contains(&h.key)).count();
+        }
+        let recall = found as f64 / 1000.0;
+        assert!(recall >= 0.95, "{name}: recall {recall}");
+        // A replaced vector is found as itself, with score 1.
+        let (key, vector) = (4_200u64, random_unit(&mut rng, DIMENSION));
+        index.upsert_many(&[(key, vector.clone())]).unwrap();
+        let best = index.search(&vector, 1, None).unwrap()[0];
+        assert_eq!(best.key, key, "{name}");
+        assert!((best.score - 1.0).abs() < 1e-4, "{name}: {best:?}");
+    }
+}
+
+#[test]
+fn upsert_many_refuses_a_key_twice_and_bad_vectors() {
+    let index = usearch(4, Metric::Cosine);
+    let err = index
+        .upsert_many(&[(1, vec![1.0, 0.0, 0.0, 0.0]), (1, vec![0.0, 1.0, 0.0, 0.0])])
+        .unwrap_err();
+    assert!(matches!(err, IndexError::DuplicateKey { key: 1 }), "{err}");
+    let err = index
+        .upsert_many(&[(2, vec![1.0, 0.0, 0.0, 0.0]), (3, vec![1.0, 0.0])])
+        .unwrap_err();
+    assert!(matches!(err, IndexError::DimensionMismatch { .. }), "{err}");
+    // Checked before anything is stored.
+    assert!(index.is_empty());
+}

@@ -23,6 +23,10 @@ use crate::state::{
 };
 use crate::KnowledgeError;
 
+/// Vectors handed to the index at once (it inserts them in parallel): a bound on the
+/// memory a long catch-up or a rebuild holds, 6 MB of 384-d vectors.
+const UPSERT_BATCH: usize = 4096;
+
 /// A document's user metadata.
 type Metadata = serde_json::Map<String, serde_json::Value>;
 
@@ -182,12 +186,16 @@ impl IndexStore {
             let row = parse_doc(doc_id.value(), row.value())?;
             metadata.insert(Arc::from(doc_id.value()), Arc::new(row.metadata));
         }
+        let mut upserts = Vec::new();
         for entry in chunks.iter()? {
             let (key, row) = entry?;
             let row = parse_chunk(key.value(), row.value())?;
             if insert_vectors {
-                self.index
-                    .upsert(key.value(), &chunk_vector(&embeddings, &row)?)?;
+                upserts.push((key.value(), chunk_vector(&embeddings, &row)?));
+                if upserts.len() == UPSERT_BATCH {
+                    self.index.upsert_many(&upserts)?;
+                    upserts.clear();
+                }
             }
             keys.insert(
                 key.value(),
@@ -196,6 +204,7 @@ impl IndexStore {
                 },
             );
         }
+        self.index.upsert_many(&upserts)?;
         self.metrics.index_vectors.set(self.index.len() as i64);
         self.metrics.documents.set(metadata.len() as i64);
         Ok(())
@@ -215,14 +224,25 @@ impl IndexStore {
         let docs = txn.open_table(DOCS)?;
         let mut last = *applied;
         let mut touched_docs = Vec::new();
+        // Each entry brings its key in line with the committed state, whatever happened
+        // before, so a key named twice needs doing once; the vectors go in as one batch,
+        // which the index may insert in parallel.
+        let mut seen = HashSet::new();
+        let mut upserts = Vec::new();
         for entry in journal.range(*applied + 1..)? {
             let (seq, key) = entry?;
             let key = key.value();
             last = seq.value();
-            // Bring the key in line with the committed state, whatever happened before.
+            if !seen.insert(key) {
+                continue;
+            }
             match get_chunk(&chunks, key)? {
                 Some(row) => {
-                    self.index.upsert(key, &chunk_vector(&embeddings, &row)?)?;
+                    upserts.push((key, chunk_vector(&embeddings, &row)?));
+                    if upserts.len() == UPSERT_BATCH {
+                        self.index.upsert_many(&upserts)?;
+                        upserts.clear();
+                    }
                     let doc_id: Arc<str> = Arc::from(row.doc_id.as_str());
                     touched_docs.push(Arc::clone(&doc_id));
                     self.keys.write().insert(key, KeyInfo { doc_id });
@@ -235,6 +255,7 @@ impl IndexStore {
                 }
             }
         }
+        self.index.upsert_many(&upserts)?;
         if last != *applied {
             let mut metadata = self.doc_metadata.write();
             for doc_id in touched_docs {

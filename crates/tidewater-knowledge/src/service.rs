@@ -329,6 +329,16 @@ impl Knowledge {
         }
     }
 
+    /// Rebuilds pgvector's IVFFlat index with lists sized to the rows now present (its
+    /// centres are learnt from the rows there when it is built: do it after a bulk load).
+    /// Nothing to do for the built-in index or pgvector's HNSW.
+    pub fn rebuild_index(&self) -> Result<(), KnowledgeError> {
+        match &self.backend {
+            Backend::Hnsw(_) => Ok(()),
+            Backend::Pgvector(shared) => Ok(shared.store.rebuild_index()?),
+        }
+    }
+
     /// The status of a document, if it is stored.
     pub fn document(&self, doc_id: &str) -> Result<Option<DocumentStatus>, KnowledgeError> {
         match &self.backend {

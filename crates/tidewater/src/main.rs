@@ -5,6 +5,7 @@ mod dlq;
 mod events;
 mod export;
 mod import;
+mod index;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum Command {
     Events(events::EventsCommand),
     /// Append the rows of Parquet or JSON Lines files to the documents topic (resumable).
     Import(import::Args),
+    /// Upkeep of the vector index (pgvector's IVFFlat after a bulk load).
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Export data from the lake (fine-tuning JSONL).
     #[command(subcommand)]
     Export(export::ExportCommand),
@@ -130,6 +134,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Import(args) => import::run(args),
         Command::Events(cmd) => events::run(cmd),
         Command::Export(cmd) => export::run(cmd),
+        Command::Index(cmd) => index::run(cmd),
     }
 }
 

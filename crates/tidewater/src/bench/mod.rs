@@ -4,6 +4,7 @@ mod analytics;
 mod cdc;
 mod embed;
 mod freshness;
+mod ingest;
 #[cfg(feature = "kafka")]
 mod scale;
 mod shared;
@@ -22,6 +23,10 @@ pub enum BenchCommand {
     Freshness(freshness::Args),
     /// Embedding throughput: chunks/s and tokens/s for ~250-token chunks and short queries.
     Embed(embed::Args),
+    /// A corpus imported from Parquet and indexed, per vector store (built-in HNSW,
+    /// pgvector HNSW and IVFFlat): ingest records/s, query latency, recall@10 against
+    /// exact search; optionally beside a plain-Python loader.
+    Ingest(ingest::Args),
     /// PostgreSQL commit → profile visible: latency at a steady change rate, and the
     /// highest rate the profiles pipeline sustains.
     Cdc(cdc::Args),
@@ -43,6 +48,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Squad(args) => squad::run(args),
         BenchCommand::Freshness(args) => freshness::run(args),
         BenchCommand::Embed(args) => embed::run(args),
+        BenchCommand::Ingest(args) => ingest::run(args),
         BenchCommand::Cdc(args) => cdc::run(args),
         BenchCommand::Analytics(args) => analytics::run(args),
         BenchCommand::State(args) => state::run(args),

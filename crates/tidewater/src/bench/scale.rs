@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tidewater_core::{content_hash, DocumentEvent, DocumentFormat, DocumentOp};
@@ -22,7 +22,10 @@ use tidewater_pgvector::{
     BatchPosition, ChunkRow, DocumentRow, Filter, IndexChanges, PgVectorConfig, PgVectorStore,
 };
 
-use super::shared::{quantile, squad_file, write_json};
+use super::shared::{
+    free_port, fresh_server, quantile, script, squad_file, start_stub_endpoint, write_json,
+    STUB_DIMENSION,
+};
 
 /// Options of `bench scale`.
 #[derive(clap::Args)]
@@ -59,108 +62,8 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-/// Dimension of the fast endpoint's vectors (MiniLM's).
-const STUB_DIMENSION: usize = 384;
 /// Dimension of the search comparison's vectors.
 const SEARCH_DIMENSION: usize = 64;
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
-
-/// Stops the server `scripts/NAME` runs in `dir`, empties `dir` (earlier runs' topics and
-/// tables would skew the figures) and starts it again on a free port; returns its address.
-fn fresh_server(name: &str, dir: &Path) -> Result<String> {
-    let dir_str = dir.to_str().unwrap_or_default();
-    let _ = script(name, &["stop", dir_str]);
-    let _ = std::fs::remove_dir_all(dir);
-    script(name, &["start", dir_str, &free_port()?.to_string()])
-}
-
-/// Runs `scripts/NAME ARGS…`; returns its last line (an address).
-fn script(name: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("bash")
-        .arg(scripts().join(name))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running scripts/{name}"))?;
-    if !out.status.success() {
-        bail!("scripts/{name} {args:?} failed ({})", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A deterministic word-hash embedding (the same as the test endpoint's idea): fast, so
-/// the pipeline around the model is what is measured.
-fn stub_vector(text: &str, dimension: usize) -> Vec<f32> {
-    let mut vector = vec![0f32; dimension];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let hash = blake3::hash(word.to_lowercase().as_bytes());
-        let bytes = hash.as_bytes();
-        let position = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        vector[position % dimension] += if bytes[4] & 1 == 1 { 1.0 } else { -1.0 };
-    }
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        vector[0] = 1.0;
-        return vector;
-    }
-    vector.iter().map(|x| x / norm).collect()
-}
-
-/// Serves `POST /v1/embeddings` on a free port from a thread of its own; returns its base URL.
-fn start_stub_endpoint() -> Result<String> {
-    use axum::routing::post;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("stub runtime");
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/v1/embeddings",
-                post(|axum::Json(body): axum::Json<Value>| async move {
-                    let texts: Vec<String> = match &body["input"] {
-                        Value::String(s) => vec![s.clone()],
-                        Value::Array(items) => items
-                            .iter()
-                            .map(|t| t.as_str().unwrap_or_default().to_owned())
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    let data: Vec<Value> = texts
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": stub_vector(t, STUB_DIMENSION)}))
-                        .collect();
-                    axum::Json(json!({"object": "list", "data": data, "model": "stub"}))
-                }),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    Ok(format!("http://{addr}"))
-}
 
 /// A member: `tidewater run` in a process of its own.
 struct Member {
