@@ -78,6 +78,16 @@ pub struct Args {
     /// `bench/ingest_peer.py` on the same file for each pgvector store.
     #[arg(long)]
     peer_python: Option<PathBuf>,
+    /// The pgvector index methods the peer loads into (of those `--stores` names).
+    /// Loading into an HNSW index is bound by pgvector's insertion for both loaders, and
+    /// slow on a large corpus.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = ["hnsw", "ivfflat"],
+        default_value = "hnsw,ivfflat"
+    )]
+    peer_indexes: Vec<String>,
     /// Where the corpus file, the data directories and the database live.
     #[arg(long, default_value = "target/bench-ingest")]
     work_dir: PathBuf,
@@ -190,7 +200,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut peers = Vec::new();
     if let Some(python) = &args.peer_python {
         let dsn = dsn.as_deref().context("the peer needs PostgreSQL")?;
-        for store in args.stores.iter().filter_map(|s| s.pgvector_method()) {
+        let methods = args
+            .stores
+            .iter()
+            .filter_map(|s| s.pgvector_method())
+            .filter(|m| args.peer_indexes.iter().any(|p| p == m));
+        for store in methods {
             let peer = run_peer(python, &corpus, &parquet, &work, dsn, store, &run_id)?;
             let ours = rows
                 .iter()
