@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -142,20 +142,6 @@ fn prepare(data: &Path, events: &[(&'static str, String, Value)]) {
             log.append(topic, chunk.to_vec()).unwrap();
         }
     }
-}
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("TIDEWATER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tidewater-py/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/python-env.sh (pyarrow and DuckDB)",
-        path.display()
-    );
-    path
 }
 
 /// Every lake row, canonical and sorted (pyarrow opens each file). `settled`: also fail

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -37,20 +37,6 @@ fn write_dictionary(path: &Path, count: usize) {
     text.push_str("[1913 Webster]\n\n");
     text.push_str(&format!("Entry0 \\En\"try\\, n.\n   {}.\n\n", sentences[0]));
     std::fs::write(path, text).unwrap();
-}
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("TIDEWATER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tidewater-py/bin/python")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/python-env.sh (pyarrow, psycopg)",
-        path.display()
-    );
-    path
 }
 
 #[test]

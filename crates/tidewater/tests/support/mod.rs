@@ -19,6 +19,22 @@ pub fn shared_data() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
+/// The Python of `scripts/python-env.sh` (pyarrow, DuckDB, psycopg): `$TIDEWATER_PYTHON`,
+/// else the default venv's.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("TIDEWATER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tidewater-py/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/python-env.sh",
+        path.display()
+    );
+    path
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
