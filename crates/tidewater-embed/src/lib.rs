@@ -25,7 +25,7 @@ pub use config::{build_embedder, EmbedderConfig, LocalModelConfig, OpenAiConfig,
 pub use error::EmbedError;
 #[cfg(feature = "local")]
 pub use local::LocalEmbedder;
-pub use model_dir::default_model_dir;
+pub use model_dir::{cache_dir, default_model_dir};
 pub use openai::OpenAiEmbedder;
 
 /// Turns texts into vectors.

@@ -26,14 +26,18 @@ pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = non_empty_env(MODEL_DIR_ENV) {
         return PathBuf::from(dir);
     }
-    let cache = non_empty_env("XDG_CACHE_HOME")
+    cache_dir().join("models").join(DEFAULT_MODEL_NAME)
+}
+
+/// Tidewater's cache directory, where the scripts put models and corpora:
+/// `$XDG_CACHE_HOME/tidewater`, else `$HOME/.cache/tidewater`, else under the system
+/// temporary directory.
+pub fn cache_dir() -> PathBuf {
+    non_empty_env("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| non_empty_env("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache
+        .unwrap_or_else(std::env::temp_dir)
         .join("tidewater")
-        .join("models")
-        .join(DEFAULT_MODEL_NAME)
 }
 
 /// Checks that `dir` holds a model: the directory and each of [`REQUIRED_FILES`] exist.

@@ -52,6 +52,8 @@ pub struct UsearchIndex {
     metric: Metric,
     /// Scratch contexts reserved in usearch, one per concurrent operation.
     contexts: usize,
+    /// Threads [`VectorIndex::upsert_many`] inserts with: one per core, within `contexts`.
+    insert_threads: usize,
     searches: Semaphore,
 }
 
@@ -129,11 +131,13 @@ impl UsearchIndex {
     }
 
     fn wrap(index: Index, dimension: usize, metric: Metric, contexts: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             index: RwLock::new(index),
             dimension,
             metric,
             contexts,
+            insert_threads: cores.min(contexts),
             searches: Semaphore::new(contexts),
         }
     }
@@ -186,7 +190,6 @@ impl VectorIndex for UsearchIndex {
                 return Err(IndexError::DuplicateKey { key: *key });
             }
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for group in items.chunks(UPSERT_GROUP) {
             let index = self.index.write();
             for (key, _) in group {
@@ -213,7 +216,7 @@ impl VectorIndex for UsearchIndex {
                 })
             };
             // No search runs under the write lock, so every context is free for inserts.
-            let threads = cores.min(self.contexts).min(group.len() / MIN_PER_THREAD);
+            let threads = self.insert_threads.min(group.len() / MIN_PER_THREAD);
             if threads <= 1 {
                 add(group)?;
                 continue;

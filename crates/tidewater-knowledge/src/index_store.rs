@@ -191,11 +191,7 @@ impl IndexStore {
             let (key, row) = entry?;
             let row = parse_chunk(key.value(), row.value())?;
             if insert_vectors {
-                upserts.push((key.value(), chunk_vector(&embeddings, &row)?));
-                if upserts.len() == UPSERT_BATCH {
-                    self.index.upsert_many(&upserts)?;
-                    upserts.clear();
-                }
+                self.queue_upsert(&mut upserts, key.value(), chunk_vector(&embeddings, &row)?)?;
             }
             keys.insert(
                 key.value(),
@@ -207,6 +203,22 @@ impl IndexStore {
         self.index.upsert_many(&upserts)?;
         self.metrics.index_vectors.set(self.index.len() as i64);
         self.metrics.documents.set(metadata.len() as i64);
+        Ok(())
+    }
+
+    /// Adds `(key, vector)` to `upserts`, handing them to the index once there are
+    /// [`UPSERT_BATCH`]; the caller hands over the rest at the end.
+    fn queue_upsert(
+        &self,
+        upserts: &mut Vec<(u64, Vec<f32>)>,
+        key: u64,
+        vector: Vec<f32>,
+    ) -> Result<(), KnowledgeError> {
+        upserts.push((key, vector));
+        if upserts.len() == UPSERT_BATCH {
+            self.index.upsert_many(upserts)?;
+            upserts.clear();
+        }
         Ok(())
     }
 
@@ -238,11 +250,7 @@ impl IndexStore {
             }
             match get_chunk(&chunks, key)? {
                 Some(row) => {
-                    upserts.push((key, chunk_vector(&embeddings, &row)?));
-                    if upserts.len() == UPSERT_BATCH {
-                        self.index.upsert_many(&upserts)?;
-                        upserts.clear();
-                    }
+                    self.queue_upsert(&mut upserts, key, chunk_vector(&embeddings, &row)?)?;
                     let doc_id: Arc<str> = Arc::from(row.doc_id.as_str());
                     touched_docs.push(Arc::clone(&doc_id));
                     self.keys.write().insert(key, KeyInfo { doc_id });

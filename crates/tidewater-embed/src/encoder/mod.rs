@@ -62,12 +62,7 @@ impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
         debug_assert_eq!(x.len(), rows * self.inputs);
         let out = &mut out[..rows * self.outputs];
-        for row in out.chunks_exact_mut(self.outputs) {
-            match accumulate {
-                true => row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b),
-                false => row.copy_from_slice(&self.bias),
-            }
-        }
+        self.start_with_bias(out, accumulate);
         match &self.weights {
             Weights::F32(w) => kernels::matmul(
                 (rows, self.outputs, self.inputs),
@@ -89,6 +84,17 @@ impl Linear {
                 true,
             ),
             Weights::Int8(q) => q.forward(x, rows, out),
+        }
+    }
+
+    /// Each `outputs`-wide row of `out` becomes `residual + b`, where `residual` is what
+    /// it holds when `accumulate`, else zero: the start the products add onto.
+    fn start_with_bias(&self, out: &mut [f32], accumulate: bool) {
+        for row in out.chunks_exact_mut(self.outputs) {
+            match accumulate {
+                true => row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b),
+                false => row.copy_from_slice(&self.bias),
+            }
         }
     }
 }
@@ -211,16 +217,10 @@ impl Encoder {
                 .for_each(|(x, inner)| {
                     let rows = x.len() / h;
                     let inner = &mut inner[..rows * wide];
-                    for row in inner.chunks_exact_mut(wide) {
-                        row.copy_from_slice(&layer.up.bias);
-                    }
+                    layer.up.start_with_bias(inner, false);
                     up.forward_serial(x, rows, inner);
                     kernels::gelu(inner);
-                    for row in x.chunks_exact_mut(h) {
-                        row.iter_mut()
-                            .zip(&layer.down.bias)
-                            .for_each(|(o, b)| *o += b);
-                    }
+                    layer.down.start_with_bias(x, true);
                     down.forward_serial(inner, rows, x);
                 });
             return;

@@ -280,12 +280,7 @@ fn squad_corpus(args: &Args) -> Result<Corpus> {
 fn gcide_corpus(args: &Args) -> Result<Corpus> {
     let path = match &args.gcide {
         Some(path) => path.clone(),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-            .context("neither XDG_CACHE_HOME nor HOME is set: name the file with --gcide")?
-            .join("tidewater/corpora/gcide.txt"),
+        None => tidewater_embed::cache_dir().join("corpora/gcide.txt"),
     };
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -510,12 +505,12 @@ fn run_peer(
     method: &str,
     run_id: &str,
 ) -> Result<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/ingest_peer.py");
+    let peer_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/ingest_peer.py");
     let out = work.join(format!("peer-{}-{method}.json", corpus.name));
     let table = format!("peer_{}_{method}_{run_id}", corpus.name);
     eprintln!("peer: pgvector {method}");
     let status = Command::new(python)
-        .arg(&script)
+        .arg(&peer_script)
         .arg("--parquet")
         .arg(parquet)
         .args(["--dsn", dsn])
