@@ -81,22 +81,41 @@ impl QuantizedLinear {
         }
     }
 
-    /// `out[t][n] += Σ_k x[t][k] w[k][n]` for the `rows`
-    /// rows of `x` (row-major, `inputs` wide); `out` is `outputs` wide.
-    pub(crate) fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+    /// `out[t][n] = residual + Σ_k x[t][k] w[k][n] + bias[n]` for the `rows` rows of `x`
+    /// (row-major, `inputs` wide), where `residual` is what `out` (`outputs` wide) holds
+    /// when `accumulate`, else zero.
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        bias: &[f32],
+        accumulate: bool,
+    ) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
         x.par_chunks(ROWS_PER_TASK * self.inputs)
             .zip(out.par_chunks_mut(ROWS_PER_TASK * self.outputs))
-            .for_each(|(x, out)| self.forward_serial(x, x.len() / self.inputs, out));
+            .for_each(|(x, out)| {
+                self.forward_serial(x, x.len() / self.inputs, out, bias, accumulate)
+            });
     }
 
     /// As [`QuantizedLinear::forward`], on the calling thread.
-    pub(crate) fn forward_serial(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+    pub(crate) fn forward_serial(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        bias: &[f32],
+        accumulate: bool,
+    ) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
+        assert_eq!(bias.len(), self.outputs);
         let q = self.quantize_rows(x, rows);
-        self.multiply(&q, rows, out);
+        let epilogue = Epilogue { bias, accumulate };
+        self.multiply(&q, rows, out, epilogue);
     }
 
     /// Quantises each row (see the module docs), `k_padded` wide; the padding meets zero
@@ -116,18 +135,24 @@ impl QuantizedLinear {
         q
     }
 
-    fn multiply(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
+    fn multiply(&self, x: &QuantizedRows, rows: usize, out: &mut [f32], epilogue: Epilogue) {
         #[cfg(target_arch = "x86_64")]
         if has_vnni() {
             // SAFETY: `has_vnni` checked that the CPU has AVX-512F/BW/VNNI; `x` and `out`
             // hold `rows` rows, which `multiply_vnni` checks before its unchecked reads.
-            unsafe { self.multiply_vnni(x, rows, out) };
+            unsafe { self.multiply_vnni(x, rows, out, epilogue) };
             return;
         }
-        self.multiply_portable(x, rows, out);
+        self.multiply_portable(x, rows, out, epilogue);
     }
 
-    fn multiply_portable(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
+    fn multiply_portable(
+        &self,
+        x: &QuantizedRows,
+        rows: usize,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
         for t in 0..rows {
             let q = &x.values[t * self.k_padded..(t + 1) * self.k_padded];
             for n in 0..self.outputs {
@@ -138,7 +163,7 @@ impl QuantizedLinear {
                     .sum();
                 let y = x.scales[t] * self.scales[n] * (acc as f32 - x.zeros[t] * self.sums[n]);
                 let o = &mut out[t * self.outputs + n];
-                *o += y;
+                *o = y + epilogue.bias[n] + if epilogue.accumulate { *o } else { 0.0 };
             }
         }
     }
@@ -147,7 +172,13 @@ impl QuantizedLinear {
     /// rows, `k_padded / 4` steps of `ROWS × PANELS` `vpdpbusd`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn multiply_vnni(&self, x: &QuantizedRows, rows: usize, out: &mut [f32]) {
+    unsafe fn multiply_vnni(
+        &self,
+        x: &QuantizedRows,
+        rows: usize,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
         use std::arch::x86_64::*;
         let groups = self.k_padded / 4;
         let panel_len = groups * 64;
@@ -155,6 +186,7 @@ impl QuantizedLinear {
             x.values.len() >= rows * self.k_padded
                 && x.scales.len() >= rows
                 && out.len() >= rows * self.outputs
+                && epilogue.bias.len() >= self.outputs
         );
         assert_eq!(self.packed.len(), panel_len * self.n_padded / LANES);
         for panel0 in (0..self.n_padded / LANES).step_by(PANELS) {
@@ -200,11 +232,15 @@ impl QuantizedLinear {
                         };
                         let sums = _mm512_maskz_loadu_ps(mask, self.sums.as_ptr().add(n0));
                         let scale = _mm512_maskz_loadu_ps(mask, self.scales.as_ptr().add(n0));
-                        // acc - zero * sums, then the two scales.
+                        let bias = _mm512_maskz_loadu_ps(mask, epilogue.bias.as_ptr().add(n0));
+                        // acc - zero * sums, then the two scales, then the bias.
                         let centred = _mm512_fnmadd_ps(row_zero, sums, _mm512_cvtepi32_ps(*a));
-                        let y = _mm512_mul_ps(_mm512_mul_ps(row_scale, scale), centred);
+                        let y = _mm512_fmadd_ps(_mm512_mul_ps(row_scale, scale), centred, bias);
                         let dst = out.as_mut_ptr().add(t * self.outputs + n0);
-                        let y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, dst));
+                        let y = match epilogue.accumulate {
+                            true => _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, dst)),
+                            false => y,
+                        };
                         _mm512_mask_storeu_ps(dst, mask, y);
                     }
                 }
@@ -212,6 +248,14 @@ impl QuantizedLinear {
             }
         }
     }
+}
+
+/// What a product adds to its sums before storing them: the layer's bias, and the output's
+/// old contents when `accumulate` (a residual connection).
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: &'a [f32],
+    accumulate: bool,
 }
 
 /// Quantised activations: `rows × k_padded` codes, each row's scale and zero point.
@@ -227,7 +271,7 @@ fn packed_index(k: usize, n: usize, k_padded: usize) -> usize {
     panel * k_padded * LANES + (k / 4) * 64 + lane * 4 + k % 4
 }
 
-fn has_vnni() -> bool {
+pub(super) fn has_vnni() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -247,8 +291,9 @@ fn has_vnni() -> bool {
 mod tests {
     use super::*;
 
-    /// Both kernels give the f32 product within the quantisation error, for shapes that
-    /// are and are not multiples of the kernel's tiles.
+    /// Both kernels give the f32 product plus bias (and residual, when accumulating)
+    /// within the quantisation error, for shapes that are and are not multiples of the
+    /// kernel's tiles.
     #[test]
     fn int8_products_approximate_f32() {
         for (rows, inputs, outputs) in [(1, 4, 16), (7, 30, 70), (50, 384, 128), (13, 64, 200)] {
@@ -258,28 +303,37 @@ mod tests {
             let x: Vec<f32> = (0..rows * inputs)
                 .map(|i| ((i * 104_729 % 997) as f32 / 498.0) - 1.0)
                 .collect();
+            let bias: Vec<f32> = (0..outputs).map(|n| n as f32 / 10.0).collect();
             let layer = QuantizedLinear::new(&w, inputs, outputs);
-            let mut got = vec![1.0; rows * outputs];
-            layer.forward(&x, rows, &mut got);
-            let q = layer.quantize_rows(&x, rows);
-            let mut portable = vec![1.0; rows * outputs];
-            layer.multiply_portable(&q, rows, &mut portable);
-            for t in 0..rows {
-                for n in 0..outputs {
-                    let exact: f32 = 1.0
-                        + (0..inputs)
-                            .map(|k| x[t * inputs + k] * w[k * outputs + n])
-                            .sum::<f32>();
-                    let tolerance = 0.02 * (inputs as f32).sqrt();
-                    let (g, p) = (got[t * outputs + n], portable[t * outputs + n]);
-                    assert!(
-                        (g - exact).abs() < tolerance,
-                        "{rows}x{inputs}x{outputs} [{t}][{n}]: {g} vs {exact}"
-                    );
-                    assert!(
-                        (g - p).abs() <= 1e-4 * exact.abs().max(1.0),
-                        "kernels differ: {g} vs {p}"
-                    );
+            for accumulate in [false, true] {
+                let mut got = vec![1.0; rows * outputs];
+                layer.forward(&x, rows, &mut got, &bias, accumulate);
+                let q = layer.quantize_rows(&x, rows);
+                let mut portable = vec![1.0; rows * outputs];
+                let epilogue = Epilogue {
+                    bias: &bias,
+                    accumulate,
+                };
+                layer.multiply_portable(&q, rows, &mut portable, epilogue);
+                let residual = if accumulate { 1.0 } else { 0.0 };
+                for t in 0..rows {
+                    for n in 0..outputs {
+                        let exact: f32 = residual
+                            + bias[n]
+                            + (0..inputs)
+                                .map(|k| x[t * inputs + k] * w[k * outputs + n])
+                                .sum::<f32>();
+                        let tolerance = 0.02 * (inputs as f32).sqrt();
+                        let (g, p) = (got[t * outputs + n], portable[t * outputs + n]);
+                        assert!(
+                            (g - exact).abs() < tolerance,
+                            "{rows}x{inputs}x{outputs} [{t}][{n}]: {g} vs {exact}"
+                        );
+                        assert!(
+                            (g - p).abs() <= 1e-4 * exact.abs().max(1.0),
+                            "kernels differ: {g} vs {p}"
+                        );
+                    }
                 }
             }
         }

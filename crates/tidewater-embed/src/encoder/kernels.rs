@@ -1,11 +1,10 @@
 //! The encoder's element-wise and row kernels (layer norm, GELU, softmax) and its f32
 //! matrix product.
 //!
-//! The row kernels are plain loops written so that the compiler vectorises them (no
-//! branches, `exp` and `erf` as polynomials instead of libm calls); each is compiled twice,
-//! once for the baseline CPU and once with AVX-512 enabled, and the second is chosen at run
-//! time when the CPU has it. Softmax and GELU would otherwise cost a fifth of the encoder's
-//! time in scalar `exp` calls.
+//! The row kernels here are portable loops written so that the compiler vectorises them
+//! (no branches, `exp` and `erf` as polynomials instead of libm calls: scalar `exp` calls
+//! would cost a fifth of the encoder's time). On CPUs with AVX-512 the same computations
+//! run as the intrinsic kernels of [`super::avx512`], chosen at run time.
 #![allow(unsafe_code)] // run-time CPU dispatch and the gemm crate's raw-pointer API, see SAFETY notes
 
 use std::sync::OnceLock;
@@ -28,44 +27,41 @@ pub(crate) fn has_avx512() -> bool {
     })
 }
 
-/// Defines `pub(crate) fn $name` running `$body` (an `#[inline(always)]` fn), compiled once
-/// with AVX-512 enabled and once without, chosen at run time.
-macro_rules! dispatched {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
-        $(#[$doc])*
-        pub(crate) fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-                fn wide($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if has_avx512() {
-                    // SAFETY: `has_avx512` checked that this CPU has every feature `wide`
-                    // is compiled with.
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $body($($arg),*)
+/// Runs the AVX-512 kernel `$fast` when this CPU has it, else the portable `$portable`.
+macro_rules! dispatch {
+    ($fast:ident, $portable:ident, $($arg:expr),*) => {{
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: `has_avx512` checked that this CPU has every feature the AVX-512
+            // kernels are compiled with.
+            return unsafe { super::avx512::$fast($($arg),*) };
         }
-    };
+        $portable($($arg),*)
+    }};
 }
 
-dispatched! {
-    /// Layer normalisation of each `width`-long row of `rows`, in place:
-    /// `(x - mean) / sqrt(var + eps) * gamma + beta`.
-    fn layer_norm(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_body
+/// Layer normalisation of each `width`-long row of `rows`, in place:
+/// `(x - mean) / sqrt(var + eps) * gamma + beta`.
+pub(crate) fn layer_norm(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    dispatch!(layer_norm, layer_norm_body, rows, width, gamma, beta, eps)
 }
 
-dispatched! {
-    /// GELU (the exact, erf-based form BERT and MPNet use), in place.
-    fn gelu(xs: &mut [f32]) => gelu_body
+/// GELU (the exact, erf-based form BERT and MPNet use), in place.
+pub(crate) fn gelu(xs: &mut [f32]) {
+    dispatch!(gelu, gelu_body, xs)
 }
 
-dispatched! {
-    /// The numerators of a softmax: each `width`-long row of `rows` becomes
-    /// `e^(x - max)`, and its sum goes to `sums`. Dividing by the sum is left to the caller.
-    fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) => exp_rows_body
+/// The numerators of a softmax: each `width`-long row of `rows` becomes
+/// `e^(x - max)`, and its sum goes to `sums`. Dividing by the sum is left to the caller.
+pub(crate) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
+    dispatch!(exp_rows, exp_rows_body, rows, width, sums)
+}
+
+/// Quantises `row` to bytes, asymmetrically: `code = round(x / scale) + zero` in
+/// 0..=255, the range spanning the row's minimum and maximum (and 0, which so has an
+/// exact code). Writes `[scale, zero]` to `scale_zero`.
+pub(crate) fn quantize_row(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32; 2]) {
+    dispatch!(quantize_row, quantize_row_body, row, codes, scale_zero)
 }
 
 #[inline(always)]
@@ -155,13 +151,6 @@ fn min(a: f32, b: f32) -> f32 {
     } else {
         a
     }
-}
-
-dispatched! {
-    /// Quantises `row` to bytes, asymmetrically: `code = round(x / scale) + zero` in
-    /// 0..=255, the range spanning the row's minimum and maximum (and 0, which so has an
-    /// exact code). Writes `[scale, zero]` to `scale_zero`.
-    fn quantize_row(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32; 2]) => quantize_row_body
 }
 
 #[inline(always)]
@@ -364,6 +353,59 @@ mod tests {
         let mut rows = vec![1.0, 3.0];
         layer_norm(&mut rows, 2, &[2.0, 2.0], &[0.5, 0.5], 0.0);
         assert!((rows[0] - -1.5).abs() < 1e-6 && (rows[1] - 2.5).abs() < 1e-6);
+    }
+
+    /// The AVX-512 kernels compute what the portable loops do, within f32 rounding, on
+    /// rows with and without a partial last vector.
+    #[test]
+    fn avx512_kernels_match_the_portable_ones() {
+        if !has_avx512() {
+            eprintln!("no AVX-512 on this CPU: only the portable kernels run here");
+            return;
+        }
+        let value = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 6.0;
+        for width in [1, 15, 16, 17, 40, 253, 384] {
+            let rows: Vec<f32> = (0..3 * width).map(value).collect();
+            let close = |a: &[f32], b: &[f32], tolerance: f32| {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (x - y).abs() <= tolerance * y.abs().max(1.0),
+                        "width {width} [{i}]: {x} vs {y}"
+                    );
+                }
+            };
+
+            let (mut fast, mut portable) = (rows.clone(), rows.clone());
+            gelu(&mut fast);
+            gelu_body(&mut portable);
+            close(&fast, &portable, 1e-6);
+
+            let (mut fast, mut portable) = (rows.clone(), rows.clone());
+            let (mut fast_sums, mut portable_sums) = ([0.0; 3], [0.0; 3]);
+            exp_rows(&mut fast, width, &mut fast_sums);
+            exp_rows_body(&mut portable, width, &mut portable_sums);
+            close(&fast, &portable, 1e-6);
+            close(&fast_sums, &portable_sums, 1e-5);
+
+            let gamma: Vec<f32> = (0..width).map(|i| 1.0 + value(i + 5) / 10.0).collect();
+            let beta: Vec<f32> = (0..width).map(|i| value(i + 9) / 10.0).collect();
+            let (mut fast, mut portable) = (rows.clone(), rows.clone());
+            layer_norm(&mut fast, width, &gamma, &beta, 1e-12);
+            layer_norm_body(&mut portable, width, &gamma, &beta, 1e-12);
+            close(&fast, &portable, 1e-5);
+
+            for row in rows.chunks(width) {
+                let (mut fast, mut portable) = (vec![7u8; width], vec![7u8; width]);
+                let (mut fast_sz, mut portable_sz) = ([0.0; 2], [0.0; 2]);
+                quantize_row(row, &mut fast, &mut fast_sz);
+                quantize_row_body(row, &mut portable, &mut portable_sz);
+                assert_eq!(fast_sz, portable_sz, "width {width}");
+                // A fused multiply-add may round a value lying on a half step the other way.
+                for (f, p) in fast.iter().zip(&portable) {
+                    assert!(f.abs_diff(*p) <= 1, "width {width}: code {f} vs {p}");
+                }
+            }
+        }
     }
 
     #[test]

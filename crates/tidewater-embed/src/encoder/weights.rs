@@ -266,6 +266,7 @@ impl Encoder {
             embedding_norm: norm("embeddings.LayerNorm")?,
             layers,
             relative,
+            int8_attention: precision == Precision::Int8 && int8_attention_available(&config),
             config,
             scratch: Default::default(),
         })
@@ -360,5 +361,18 @@ impl<'a> Store<'a> {
         }
         all.truncate(width);
         Ok(all)
+    }
+}
+
+/// Whether [`super::attention_int8`] can run this model's heads on this CPU.
+fn int8_attention_available(config: &EncoderConfig) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::attention_int8::available(config.hidden / config.heads)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = config;
+        false
     }
 }

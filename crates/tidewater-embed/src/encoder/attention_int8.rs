@@ -1,0 +1,423 @@
+//! Self-attention in int8 on AVX-512 VNNI, for `precision = "int8"`.
+//!
+//! Both products of one head run on `vpdpbusd` (unsigned by signed bytes):
+//!
+//! - **Scores** `Q Kᵀ`: query rows are quantised asymmetrically per row (u8, as the linear
+//!   layers' activations), keys symmetrically per key (s8). Keys are first *smoothed*: the
+//!   mean key of the sequence is subtracted, which shifts every score of a query row by the
+//!   same amount and so leaves its softmax unchanged, but centres the keys so that their
+//!   8 bits cover what distinguishes them rather than what they share.
+//! - **Context** `P V`: the softmax numerators `e^(s − max)` lie in (0, 1] and become
+//!   `round(255 p)`; values are quantised per channel (s8). Each row is divided by the sum
+//!   of its own codes, so its weights sum to exactly one.
+//!
+//! Keys (for the scores) and values (for the context) are packed as the linear layers'
+//! weights are: panels of 16 columns, 4 consecutive bytes of the inner dimension per
+//! column, one 64-byte vector per step of 4. The f32 attention stays the reference and the
+//! path for CPUs without VNNI; the parity tests bound what this one changes.
+#![allow(unsafe_code)] // AVX-512 VNNI intrinsics behind run-time detection, see SAFETY notes
+
+use std::arch::x86_64::*;
+
+use super::avx512;
+use super::kernels::View;
+
+const LANES: usize = 16;
+/// Key panels and query rows per tile of the scores kernel.
+const QK_PANELS: usize = 4;
+const QK_ROWS: usize = 6;
+/// Channel panels and query rows per tile of the context kernel.
+const PV_PANELS: usize = 2;
+const PV_ROWS: usize = 12;
+
+/// Whether int8 attention runs on this CPU for heads `head_dim` wide.
+pub(super) fn available(head_dim: usize) -> bool {
+    super::int8::has_vnni() && super::kernels::has_avx512() && head_dim.is_multiple_of(32)
+}
+
+/// Reused buffers of one thread's heads.
+#[derive(Default)]
+pub(super) struct Buffers {
+    q_codes: Vec<u8>,
+    q_scale: Vec<f32>,
+    q_zero: Vec<f32>,
+    mean: Vec<f32>,
+    k_packed: Vec<i8>,
+    k_scale: Vec<f32>,
+    k_sum: Vec<f32>,
+    scores: Vec<f32>,
+    p_codes: Vec<u8>,
+    p_sum: Vec<f32>,
+    v_packed: Vec<i8>,
+    v_scale: Vec<f32>,
+}
+
+/// One head of one sequence of `len` tokens: `out[i] = softmax(scale q_i Kᵀ + bias) V`, for
+/// rows `q`, `k`, `v` of `d` values each; row `i` of the result goes to
+/// `out[i * out_stride..][..d]`. `add_bias` may add to the `len × len` scores before the
+/// softmax (MPNet's relative positions). Panics unless [`available`]`(d)`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn head(
+    b: &mut Buffers,
+    qkv: (View<'_>, View<'_>, View<'_>),
+    len: usize,
+    d: usize,
+    scale: f32,
+    add_bias: impl FnOnce(&mut [f32]),
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(
+        available(d),
+        "int8 attention needs AVX-512 VNNI and heads 32k wide"
+    );
+    // SAFETY: `available` checked that the CPU has every feature `head_vnni` is compiled
+    // with.
+    unsafe { head_vnni(b, qkv, len, d, scale, add_bias, out, out_stride) }
+}
+
+/// The rows of `view` are `d` long.
+fn row<'a>(view: View<'a>, i: usize, d: usize) -> &'a [f32] {
+    &view.data[view.offset + i * view.stride..][..d]
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn head_vnni(
+    b: &mut Buffers,
+    (q, k, v): (View<'_>, View<'_>, View<'_>),
+    len: usize,
+    d: usize,
+    scale: f32,
+    add_bias: impl FnOnce(&mut [f32]),
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(d.is_multiple_of(32));
+    if len == 0 {
+        return;
+    }
+    let row = |view, i| row(view, i, d);
+    let keys64 = len.next_multiple_of(LANES * QK_PANELS);
+    let keys4 = len.next_multiple_of(4);
+
+    // Queries: u8 per row, the attention scale folded into the row scale.
+    b.q_codes.resize(len * d, 0);
+    b.q_scale.resize(len, 0.0);
+    b.q_zero.resize(len, 0.0);
+    for i in 0..len {
+        let mut scale_zero = [0f32; 2];
+        avx512::quantize_row(
+            row(q, i),
+            &mut b.q_codes[i * d..(i + 1) * d],
+            &mut scale_zero,
+        );
+        b.q_scale[i] = scale_zero[0] * scale;
+        b.q_zero[i] = scale_zero[1];
+    }
+
+    // Keys: smoothed, s8 per key, packed for the scores kernel.
+    b.mean.clear();
+    b.mean.resize(d, 0.0);
+    for j in 0..len {
+        b.mean.iter_mut().zip(row(k, j)).for_each(|(m, x)| *m += x);
+    }
+    b.mean.iter_mut().for_each(|m| *m /= len as f32);
+    b.k_packed.clear();
+    b.k_packed.resize(keys64 * d, 0);
+    b.k_scale.clear();
+    b.k_scale.resize(keys64, 0.0);
+    b.k_sum.clear();
+    b.k_sum.resize(keys64, 0.0);
+    let groups = d / 4;
+    let mut codes = [0i8; 4 * LANES];
+    for j in 0..len {
+        let key = row(k, j);
+        let mut top = _mm512_setzero_ps();
+        for c in (0..d).step_by(LANES) {
+            let x = _mm512_sub_ps(load(key, c), load(&b.mean, c));
+            top = _mm512_max_ps(top, _mm512_abs_ps(x));
+        }
+        let top = _mm512_reduce_max_ps(top);
+        let s = if top > 0.0 { top / 127.0 } else { 1.0 };
+        let inv = _mm512_set1_ps(1.0 / s);
+        let mut sum = _mm512_setzero_si512();
+        for c0 in (0..d).step_by(4 * LANES) {
+            // Up to 64 channels at a time through `codes`.
+            let width = (d - c0).min(4 * LANES);
+            for c in (0..width).step_by(LANES) {
+                let x = _mm512_sub_ps(load(key, c0 + c), load(&b.mean, c0 + c));
+                let code = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
+                sum = _mm512_add_epi32(sum, code);
+                _mm_storeu_si128(codes[c..].as_mut_ptr().cast(), _mm512_cvtsepi32_epi8(code));
+            }
+            // Key j is lane j % 16 of panel j / 16; each group of 4 channels is a vector.
+            for g in 0..width / 4 {
+                let at = ((j / LANES) * groups + c0 / 4 + g) * 64 + (j % LANES) * 4;
+                b.k_packed[at..at + 4].copy_from_slice(&codes[4 * g..4 * g + 4]);
+            }
+        }
+        b.k_scale[j] = s;
+        b.k_sum[j] = _mm512_reduce_add_epi32(sum) as f32;
+    }
+
+    // Scores, then the bias, then the numerators as u8 codes with their sums.
+    b.scores.resize(len * len, 0.0);
+    scores(b, len, d);
+    add_bias(&mut b.scores[..len * len]);
+    b.p_codes.clear();
+    b.p_codes.resize(len * keys4, 0);
+    b.p_sum.resize(len, 0.0);
+    for i in 0..len {
+        b.p_sum[i] = softmax_codes(
+            &b.scores[i * len..(i + 1) * len],
+            &mut b.p_codes[i * keys4..i * keys4 + len],
+        );
+    }
+
+    // Values: s8 per channel, packed for the context kernel (4 keys per 4-byte group).
+    b.v_scale.clear();
+    for c in (0..d).step_by(LANES) {
+        let mut top = _mm512_setzero_ps();
+        for j in 0..len {
+            top = _mm512_max_ps(top, _mm512_abs_ps(load(row(v, j), c)));
+        }
+        let mut lanes = [0f32; LANES];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), top);
+        b.v_scale
+            .extend(lanes.map(|t| if t > 0.0 { t / 127.0 } else { 1.0 }));
+    }
+    b.v_packed.clear();
+    b.v_packed.resize(d * keys4, 0);
+    for p in 0..d / LANES {
+        let inv = _mm512_div_ps(_mm512_set1_ps(1.0), load(&b.v_scale, p * LANES));
+        for j4 in (0..keys4).step_by(4) {
+            let code = |j: usize| match j < len {
+                true => _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(
+                    load(row(v, j), p * LANES),
+                    inv,
+                ))),
+                false => _mm_setzero_si128(),
+            };
+            // Four keys' 16 channel bytes, transposed into 16 channels' 4 key bytes.
+            let (a, bb, c, e) = (code(j4), code(j4 + 1), code(j4 + 2), code(j4 + 3));
+            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, bb), _mm_unpackhi_epi8(a, bb));
+            let (ce_lo, ce_hi) = (_mm_unpacklo_epi8(c, e), _mm_unpackhi_epi8(c, e));
+            let dst = b.v_packed[(p * (keys4 / 4) + j4 / 4) * 64..][..64].as_mut_ptr();
+            // SAFETY: `dst` starts 64 writable bytes.
+            _mm_storeu_si128(dst.cast(), _mm_unpacklo_epi16(ab_lo, ce_lo));
+            _mm_storeu_si128(dst.add(16).cast(), _mm_unpackhi_epi16(ab_lo, ce_lo));
+            _mm_storeu_si128(dst.add(32).cast(), _mm_unpacklo_epi16(ab_hi, ce_hi));
+            _mm_storeu_si128(dst.add(48).cast(), _mm_unpackhi_epi16(ab_hi, ce_hi));
+        }
+    }
+
+    context(b, len, d, out, out_stride);
+}
+
+/// 16 floats of `xs` from `at`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load(xs: &[f32], at: usize) -> __m512 {
+    let xs = &xs[at..at + LANES];
+    // SAFETY: `xs` holds 16 floats.
+    unsafe { _mm512_loadu_ps(xs.as_ptr()) }
+}
+
+/// `scores[i][j] = sq_i sk_j (Σ_c q8[i][c] k8[j][c] − zq_i Σ_c k8[j][c])`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn scores(b: &mut Buffers, len: usize, d: usize) {
+    let groups = d / 4;
+    let panels = len.next_multiple_of(LANES * QK_PANELS) / LANES;
+    assert!(b.k_packed.len() >= panels * groups * 64 && b.k_scale.len() >= panels * LANES);
+    assert!(b.q_codes.len() >= len * d && b.scores.len() >= len * len);
+    for panel0 in (0..panels).step_by(QK_PANELS) {
+        let w = b.k_packed.as_ptr().add(panel0 * groups * 64);
+        let k_scale: [__m512; QK_PANELS] =
+            std::array::from_fn(|p| load(&b.k_scale, (panel0 + p) * LANES));
+        let k_sum: [__m512; QK_PANELS] =
+            std::array::from_fn(|p| load(&b.k_sum, (panel0 + p) * LANES));
+        for t0 in (0..len).step_by(QK_ROWS) {
+            let tile_rows = QK_ROWS.min(len - t0);
+            let mut acc = [[_mm512_setzero_si512(); QK_PANELS]; QK_ROWS];
+            let xp = b.q_codes.as_ptr().add(t0 * d);
+            for g in 0..groups {
+                let wv: [__m512i; QK_PANELS] = std::array::from_fn(|p| {
+                    _mm512_loadu_si512(w.add((p * groups + g) * 64).cast())
+                });
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    // Rows past the tile's end repeat its first row and are never stored.
+                    let row = if r < tile_rows { r } else { 0 };
+                    let xv =
+                        _mm512_set1_epi32(xp.add(row * d + g * 4).cast::<i32>().read_unaligned());
+                    for (a, wv) in acc_r.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbusd_epi32(*a, xv, *wv);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(tile_rows) {
+                let t = t0 + r;
+                let q_scale = _mm512_set1_ps(b.q_scale[t]);
+                let q_zero = _mm512_set1_ps(b.q_zero[t]);
+                for (p, a) in acc_r.iter().enumerate() {
+                    let n0 = (panel0 + p) * LANES;
+                    if n0 >= len {
+                        break;
+                    }
+                    let valid = (len - n0).min(LANES);
+                    let mask: __mmask16 = if valid == LANES {
+                        !0
+                    } else {
+                        (1u16 << valid) - 1
+                    };
+                    let centred = _mm512_fnmadd_ps(q_zero, k_sum[p], _mm512_cvtepi32_ps(*a));
+                    let y = _mm512_mul_ps(_mm512_mul_ps(q_scale, k_scale[p]), centred);
+                    _mm512_mask_storeu_ps(b.scores.as_mut_ptr().add(t * len + n0), mask, y);
+                }
+            }
+        }
+    }
+}
+
+/// The softmax numerators of one row of scores as codes `round(255 e^(s − max))`, into
+/// `codes`; returns the sum of the codes.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+fn softmax_codes(row: &[f32], codes: &mut [u8]) -> f32 {
+    assert_eq!(row.len(), codes.len());
+    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+    for chunk in row.chunks(LANES) {
+        let mask = lanes(chunk.len());
+        // SAFETY: the mask covers only the chunk's own elements.
+        let x = unsafe { _mm512_mask_loadu_ps(max, mask, chunk.as_ptr()) };
+        max = _mm512_max_ps(max, x);
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let mut sum = _mm512_setzero_si512();
+    for (chunk, out) in row.chunks(LANES).zip(codes.chunks_mut(LANES)) {
+        let mask = lanes(chunk.len());
+        // SAFETY: the mask covers only the chunk's (and its codes') own elements.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, chunk.as_ptr()) };
+        let p = avx512::exp(_mm512_sub_ps(x, max));
+        let code = _mm512_maskz_cvtps_epi32(mask, _mm512_mul_ps(p, _mm512_set1_ps(255.0)));
+        sum = _mm512_add_epi32(sum, code);
+        unsafe { _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().cast(), mask, code) };
+    }
+    _mm512_reduce_add_epi32(sum) as f32
+}
+
+/// A mask of the first `n` (≤ 16) lanes.
+fn lanes(n: usize) -> __mmask16 {
+    match n {
+        LANES => !0,
+        n => ((1u32 << n) - 1) as __mmask16,
+    }
+}
+
+/// `out[i][c] = sv_c (Σ_j p8[i][j] v8[j][c]) / Σ_j p8[i][j]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn context(b: &Buffers, len: usize, d: usize, out: &mut [f32], out_stride: usize) {
+    let keys4 = len.next_multiple_of(4);
+    let groups = keys4 / 4;
+    assert!(b.v_packed.len() >= d * keys4 && b.p_codes.len() >= len * keys4);
+    assert!(out.len() >= (len - 1) * out_stride + d);
+    for panel0 in (0..d / LANES).step_by(PV_PANELS) {
+        let w = b.v_packed.as_ptr().add(panel0 * groups * 64);
+        let v_scale: [__m512; PV_PANELS] =
+            std::array::from_fn(|p| load(&b.v_scale, (panel0 + p) * LANES));
+        for t0 in (0..len).step_by(PV_ROWS) {
+            let tile_rows = PV_ROWS.min(len - t0);
+            let mut acc = [[_mm512_setzero_si512(); PV_PANELS]; PV_ROWS];
+            let xp = b.p_codes.as_ptr().add(t0 * keys4);
+            for g in 0..groups {
+                let wv: [__m512i; PV_PANELS] = std::array::from_fn(|p| {
+                    _mm512_loadu_si512(w.add((p * groups + g) * 64).cast())
+                });
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let row = if r < tile_rows { r } else { 0 };
+                    let xv = _mm512_set1_epi32(
+                        xp.add(row * keys4 + g * 4).cast::<i32>().read_unaligned(),
+                    );
+                    for (a, wv) in acc_r.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbusd_epi32(*a, xv, *wv);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(tile_rows) {
+                let t = t0 + r;
+                let inv = _mm512_set1_ps(1.0 / b.p_sum[t]);
+                for (p, a) in acc_r.iter().enumerate() {
+                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(*a), _mm512_mul_ps(v_scale[p], inv));
+                    _mm512_storeu_ps(
+                        out.as_mut_ptr().add(t * out_stride + (panel0 + p) * LANES),
+                        y,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// int8 attention gives f32 attention's output within its quantisation error, for
+    /// sequences that do and do not fill the kernels' tiles, with and without a bias.
+    #[test]
+    fn int8_attention_approximates_f32() {
+        if !available(32) {
+            eprintln!("no AVX-512 VNNI on this CPU: int8 attention does not run here");
+            return;
+        }
+        let value = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0;
+        for (len, d) in [(1, 32), (5, 32), (17, 64), (70, 32), (253, 32)] {
+            let stride = 3 * d;
+            let qkv: Vec<f32> = (0..len * stride).map(value).collect();
+            let view = |part: usize| View {
+                data: &qkv,
+                offset: part * d,
+                stride,
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let bias = |i: usize, j: usize| (i as f32 - j as f32).abs() / len as f32;
+            let mut got = vec![0f32; len * d];
+            head(
+                &mut Buffers::default(),
+                (view(0), view(1), view(2)),
+                len,
+                d,
+                scale,
+                |scores: &mut [f32]| {
+                    for (at, s) in scores.iter_mut().enumerate() {
+                        *s += bias(at / len, at % len);
+                    }
+                },
+                &mut got,
+                d,
+            );
+            for i in 0..len {
+                let q = &qkv[i * stride..][..d];
+                let scores: Vec<f32> = (0..len)
+                    .map(|j| {
+                        let k = &qkv[j * stride + d..][..d];
+                        scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() + bias(i, j)
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let p: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f32 = p.iter().sum();
+                for c in 0..d {
+                    let want: f32 = (0..len)
+                        .map(|j| p[j] * qkv[j * stride + 2 * d + c])
+                        .sum::<f32>()
+                        / sum;
+                    let g = got[i * d + c];
+                    assert!(
+                        (g - want).abs() < 0.05, // 1.25 % of the values' range; measured ≤ 0.03
+                        "len {len} d {d} [{i}][{c}]: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
