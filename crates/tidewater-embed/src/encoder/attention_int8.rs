@@ -35,6 +35,9 @@ pub(super) fn available(head_dim: usize) -> bool {
     super::int8::has_vnni() && super::kernels::has_avx512() && head_dim.is_multiple_of(32)
 }
 
+/// Adds a bias to query `i`'s scores: `add_bias(i, scores)`.
+pub(super) type AddBias<'a> = dyn Fn(usize, &mut [f32]) + 'a;
+
 /// Reused buffers of one thread's heads.
 #[derive(Default)]
 pub(super) struct Buffers {
@@ -45,6 +48,7 @@ pub(super) struct Buffers {
     k_packed: Vec<i8>,
     k_scale: Vec<f32>,
     k_sum: Vec<f32>,
+    /// One tile of query rows' scores, `QK_ROWS × keys64`.
     scores: Vec<f32>,
     p_codes: Vec<u8>,
     p_sum: Vec<f32>,
@@ -54,8 +58,8 @@ pub(super) struct Buffers {
 
 /// One head of one sequence of `len` tokens: `out[i] = softmax(scale q_i Kᵀ + bias) V`, for
 /// rows `q`, `k`, `v` of `d` values each; row `i` of the result goes to
-/// `out[i * out_stride..][..d]`. `add_bias` may add to the `len × len` scores before the
-/// softmax (MPNet's relative positions). Panics unless [`available`]`(d)`.
+/// `out[i * out_stride..][..d]`. `add_bias(i, scores)`, if any, adds to query `i`'s `len` scores
+/// before the softmax (MPNet's relative positions). Panics unless [`available`]`(d)`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn head(
     b: &mut Buffers,
@@ -63,7 +67,7 @@ pub(super) fn head(
     len: usize,
     d: usize,
     scale: f32,
-    add_bias: impl FnOnce(&mut [f32]),
+    add_bias: Option<&AddBias>,
     out: &mut [f32],
     out_stride: usize,
 ) {
@@ -89,7 +93,7 @@ unsafe fn head_vnni(
     len: usize,
     d: usize,
     scale: f32,
-    add_bias: impl FnOnce(&mut [f32]),
+    add_bias: Option<&AddBias>,
     out: &mut [f32],
     out_stride: usize,
 ) {
@@ -161,19 +165,11 @@ unsafe fn head_vnni(
         b.k_sum[j] = _mm512_reduce_add_epi32(sum) as f32;
     }
 
-    // Scores, then the bias, then the numerators as u8 codes with their sums.
-    b.scores.resize(len * len, 0.0);
-    scores(b, len, d);
-    add_bias(&mut b.scores[..len * len]);
+    // Scores, bias and softmax numerators (as u8 codes), a tile of query rows at a time.
     b.p_codes.clear();
     b.p_codes.resize(len * keys4, 0);
     b.p_sum.resize(len, 0.0);
-    for i in 0..len {
-        b.p_sum[i] = softmax_codes(
-            &b.scores[i * len..(i + 1) * len],
-            &mut b.p_codes[i * keys4..i * keys4 + len],
-        );
-    }
+    scores_to_codes(b, len, d, add_bias);
 
     // Values: s8 per channel, packed for the context kernel (4 keys per 4-byte group).
     b.v_scale.clear();
@@ -224,83 +220,139 @@ fn load(xs: &[f32], at: usize) -> __m512 {
     unsafe { _mm512_loadu_ps(xs.as_ptr()) }
 }
 
-/// `scores[i][j] = sq_i sk_j (Σ_c q8[i][c] k8[j][c] − zq_i Σ_c k8[j][c])`.
+/// For each query row `i`: the scores `s_ij = sq_i sk_j (Σ_c q8[i][c] k8[j][c] − zq_i
+/// Σ_c k8[j][c])` plus the bias, then their softmax numerators as codes (see
+/// [`softmax_codes`]) into `p_codes` and the codes' sum into `p_sum`.
+///
+/// Rows go tile by tile (`QK_ROWS` at a time, across all keys), so a tile's scores stay in
+/// L1 from the product to the softmax, and the packed keys (`len × d` bytes) stay there
+/// from tile to tile.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn scores(b: &mut Buffers, len: usize, d: usize) {
+unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Option<&AddBias>) {
     let groups = d / 4;
-    let panels = len.next_multiple_of(LANES * QK_PANELS) / LANES;
-    assert!(b.k_packed.len() >= panels * groups * 64 && b.k_scale.len() >= panels * LANES);
-    assert!(b.q_codes.len() >= len * d && b.scores.len() >= len * len);
-    for panel0 in (0..panels).step_by(QK_PANELS) {
-        let w = b.k_packed.as_ptr().add(panel0 * groups * 64);
-        let k_scale: [__m512; QK_PANELS] =
-            std::array::from_fn(|p| load(&b.k_scale, (panel0 + p) * LANES));
-        let k_sum: [__m512; QK_PANELS] =
-            std::array::from_fn(|p| load(&b.k_sum, (panel0 + p) * LANES));
-        for t0 in (0..len).step_by(QK_ROWS) {
-            let tile_rows = QK_ROWS.min(len - t0);
+    let keys64 = len.next_multiple_of(LANES * QK_PANELS);
+    let keys4 = len.next_multiple_of(4);
+    let panels = keys64 / LANES;
+    assert!(b.k_packed.len() >= panels * groups * 64 && b.k_scale.len() >= keys64);
+    assert!(b.q_codes.len() >= len * d && b.p_codes.len() >= len * keys4);
+    // Rows a vector longer than the keys: a power-of-two stride would put the tile's rows
+    // in the same cache sets.
+    let stride = keys64 + LANES;
+    b.scores.resize(QK_ROWS * stride, 0.0);
+    for t0 in (0..len).step_by(QK_ROWS) {
+        let tile_rows = QK_ROWS.min(len - t0);
+        // Rows past the tile's end repeat its last row and are never used.
+        let row_codes: [*const u8; QK_ROWS] =
+            std::array::from_fn(|r| b.q_codes.as_ptr().add((t0 + r.min(tile_rows - 1)) * d));
+        // Each row's running maximum, lane by lane (without the bias).
+        let mut row_max = [_mm512_set1_ps(f32::NEG_INFINITY); QK_ROWS];
+        for panel0 in (0..panels).step_by(QK_PANELS) {
+            let w = b.k_packed.as_ptr().add(panel0 * groups * 64);
             let mut acc = [[_mm512_setzero_si512(); QK_PANELS]; QK_ROWS];
-            let xp = b.q_codes.as_ptr().add(t0 * d);
             for g in 0..groups {
                 let wv: [__m512i; QK_PANELS] = std::array::from_fn(|p| {
                     _mm512_loadu_si512(w.add((p * groups + g) * 64).cast())
                 });
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    // Rows past the tile's end repeat its first row and are never stored.
-                    let row = if r < tile_rows { r } else { 0 };
-                    let xv =
-                        _mm512_set1_epi32(xp.add(row * d + g * 4).cast::<i32>().read_unaligned());
+                for (acc_r, codes) in acc.iter_mut().zip(row_codes) {
+                    let xv = _mm512_set1_epi32(codes.add(g * 4).cast::<i32>().read_unaligned());
                     for (a, wv) in acc_r.iter_mut().zip(&wv) {
                         *a = _mm512_dpbusd_epi32(*a, xv, *wv);
                     }
                 }
             }
             for (r, acc_r) in acc.iter().enumerate().take(tile_rows) {
-                let t = t0 + r;
-                let q_scale = _mm512_set1_ps(b.q_scale[t]);
-                let q_zero = _mm512_set1_ps(b.q_zero[t]);
+                let max = &mut row_max[r];
+                let q_scale = _mm512_set1_ps(b.q_scale[t0 + r]);
+                let q_zero = _mm512_set1_ps(b.q_zero[t0 + r]);
                 for (p, a) in acc_r.iter().enumerate() {
                     let n0 = (panel0 + p) * LANES;
-                    if n0 >= len {
-                        break;
+                    let k_scale = load(&b.k_scale, n0);
+                    let k_sum = load(&b.k_sum, n0);
+                    let centred = _mm512_fnmadd_ps(q_zero, k_sum, _mm512_cvtepi32_ps(*a));
+                    let y = _mm512_mul_ps(_mm512_mul_ps(q_scale, k_scale), centred);
+                    // Keys past `len` (up to `keys64`) get scores too; they are never read.
+                    _mm512_storeu_ps(b.scores.as_mut_ptr().add(r * stride + n0), y);
+                    if n0 < len {
+                        *max = _mm512_mask_max_ps(*max, lanes((len - n0).min(LANES)), *max, y);
                     }
-                    let valid = (len - n0).min(LANES);
-                    let mask: __mmask16 = if valid == LANES {
-                        !0
-                    } else {
-                        (1u16 << valid) - 1
-                    };
-                    let centred = _mm512_fnmadd_ps(q_zero, k_sum[p], _mm512_cvtepi32_ps(*a));
-                    let y = _mm512_mul_ps(_mm512_mul_ps(q_scale, k_scale[p]), centred);
-                    _mm512_mask_storeu_ps(b.scores.as_mut_ptr().add(t * len + n0), mask, y);
                 }
             }
+        }
+        for (r, row_max) in row_max.iter().enumerate().take(tile_rows) {
+            let t = t0 + r;
+            let scores = &mut b.scores[r * stride..r * stride + len];
+            let max = match add_bias {
+                Some(add_bias) => {
+                    add_bias(t, scores);
+                    row_maximum(scores)
+                }
+                None => _mm512_reduce_max_ps(*row_max),
+            };
+            b.p_sum[t] = softmax_codes(scores, max, &mut b.p_codes[t * keys4..t * keys4 + len]);
         }
     }
 }
 
-/// The softmax numerators of one row of scores as codes `round(255 e^(s − max))`, into
-/// `codes`; returns the sum of the codes.
-#[target_feature(enable = "avx512f,avx512bw,fma")]
-fn softmax_codes(row: &[f32], codes: &mut [u8]) -> f32 {
-    assert_eq!(row.len(), codes.len());
-    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-    for chunk in row.chunks(LANES) {
-        let mask = lanes(chunk.len());
+/// The largest of `row`, in four independent lanes of vectors.
+#[target_feature(enable = "avx512f")]
+fn row_maximum(row: &[f32]) -> f32 {
+    let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+    for (i, chunk) in row.chunks(LANES).enumerate() {
+        let m = &mut max[i % 4];
         // SAFETY: the mask covers only the chunk's own elements.
-        let x = unsafe { _mm512_mask_loadu_ps(max, mask, chunk.as_ptr()) };
-        max = _mm512_max_ps(max, x);
+        let x = unsafe { _mm512_mask_loadu_ps(*m, lanes(chunk.len()), chunk.as_ptr()) };
+        *m = _mm512_max_ps(*m, x);
     }
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let max = _mm512_max_ps(_mm512_max_ps(max[0], max[1]), _mm512_max_ps(max[2], max[3]));
+    _mm512_reduce_max_ps(max)
+}
+
+/// The softmax numerators of one row of scores, whose maximum is `max`, as codes
+/// `round(255 e^(s − max))`, into `codes`; returns the sum of the codes.
+///
+/// The codes carry 8 bits, so `e^x` needs less than the f32 `exp`: `2^(x log2 e)` with a
+/// degree-4 polynomial for the fraction (relative error below 5e-5, a fiftieth of a code
+/// step), scaled by 255 in its coefficients.
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+fn softmax_codes(row: &[f32], max: f32, codes: &mut [u8]) -> f32 {
+    assert_eq!(row.len(), codes.len());
+    // Scores in base 2 with the maximum subtracted: x log2 e − max log2 e.
+    let log2e = _mm512_set1_ps(std::f32::consts::LOG2_E);
+    let shift = _mm512_mul_ps(_mm512_set1_ps(max), log2e);
+    let code = |x: __m512| {
+        // `vscalefps` takes any exponent (far below the range it gives 0), so no clamp.
+        let t = _mm512_fmsub_ps(x, log2e, shift);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_sub_ps(t, n);
+        // 255 · 2^f for f in [−1/2, 1/2]: Taylor's terms of e^(f ln 2) to the fourth,
+        // evaluated in two halves (Estrin) to keep the dependency chain short.
+        let c = |k: f32| _mm512_set1_ps(255.0 * k);
+        let f2 = _mm512_mul_ps(f, f);
+        let low = _mm512_fmadd_ps(c(std::f32::consts::LN_2), f, c(1.0));
+        let mid = _mm512_fmadd_ps(c(5.550_411e-2), f, c(2.402_265e-1));
+        let high = _mm512_fmadd_ps(c(9.618_129e-3), f2, mid);
+        let p = _mm512_fmadd_ps(high, f2, low);
+        _mm512_cvtps_epi32(_mm512_scalef_ps(p, n))
+    };
     let mut sum = _mm512_setzero_si512();
-    for (chunk, out) in row.chunks(LANES).zip(codes.chunks_mut(LANES)) {
-        let mask = lanes(chunk.len());
-        // SAFETY: the mask covers only the chunk's (and its codes') own elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(mask, chunk.as_ptr()) };
-        let p = avx512::exp(_mm512_sub_ps(x, max));
-        let code = _mm512_maskz_cvtps_epi32(mask, _mm512_mul_ps(p, _mm512_set1_ps(255.0)));
-        sum = _mm512_add_epi32(sum, code);
-        unsafe { _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().cast(), mask, code) };
+    let mut chunks = row.chunks_exact(LANES);
+    let mut out = codes.chunks_exact_mut(LANES);
+    for (chunk, out) in (&mut chunks).zip(&mut out) {
+        // SAFETY: both chunks hold 16 elements.
+        let c = code(unsafe { _mm512_loadu_ps(chunk.as_ptr()) });
+        sum = _mm512_add_epi32(sum, c);
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtusepi32_epi8(c)) };
+    }
+    let (tail, out) = (chunks.remainder(), out.into_remainder());
+    if !tail.is_empty() {
+        let mask = lanes(tail.len());
+        // SAFETY: the mask covers only the tail's (and its codes') own elements.
+        let c = _mm512_maskz_mov_epi32(
+            mask,
+            code(unsafe { _mm512_maskz_loadu_ps(mask, tail.as_ptr()) }),
+        );
+        sum = _mm512_add_epi32(sum, c);
+        unsafe { _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().cast(), mask, c) };
     }
     _mm512_reduce_add_epi32(sum) as f32
 }
@@ -370,7 +422,8 @@ mod tests {
             return;
         }
         let value = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0;
-        for (len, d) in [(1, 32), (5, 32), (17, 64), (70, 32), (253, 32)] {
+        let cases = [(1, 32), (5, 32), (17, 64), (70, 32), (253, 32)];
+        for ((len, d), with_bias) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
             let stride = 3 * d;
             let qkv: Vec<f32> = (0..len * stride).map(value).collect();
             let view = |part: usize| View {
@@ -379,7 +432,15 @@ mod tests {
                 stride,
             };
             let scale = 1.0 / (d as f32).sqrt();
-            let bias = |i: usize, j: usize| (i as f32 - j as f32).abs() / len as f32;
+            let bias = |i: usize, j: usize| match with_bias {
+                true => (i as f32 - j as f32).abs() / len as f32,
+                false => 0.0,
+            };
+            let add_bias = |i: usize, scores: &mut [f32]| {
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s += bias(i, j);
+                }
+            };
             let mut got = vec![0f32; len * d];
             head(
                 &mut Buffers::default(),
@@ -387,11 +448,7 @@ mod tests {
                 len,
                 d,
                 scale,
-                |scores: &mut [f32]| {
-                    for (at, s) in scores.iter_mut().enumerate() {
-                        *s += bias(at / len, at % len);
-                    }
-                },
+                with_bias.then_some(&add_bias as &AddBias),
                 &mut got,
                 d,
             );

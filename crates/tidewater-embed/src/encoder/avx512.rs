@@ -27,7 +27,7 @@ fn first(n: usize) -> __mmask16 {
 /// by `vscalefps`.
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
-pub(super) fn exp(x: __m512) -> __m512 {
+fn exp(x: __m512) -> __m512 {
     let x = _mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
         _mm512_set1_ps(88.0),

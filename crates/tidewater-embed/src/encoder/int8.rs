@@ -195,21 +195,20 @@ impl QuantizedLinear {
                 let tile_rows = ROWS.min(rows - t0);
                 let mut acc = [[_mm512_setzero_si512(); PANELS]; ROWS];
                 let w = self.packed.as_ptr().add(panel0 * panel_len);
-                let xp = x.values.as_ptr().add(t0 * self.k_padded);
+                // A fixed trip count, so the accumulators stay in registers; rows past the
+                // tile's end read its last row's bytes and are never stored.
+                let row_codes: [*const u8; ROWS] = std::array::from_fn(|r| {
+                    x.values
+                        .as_ptr()
+                        .add((t0 + r.min(tile_rows - 1)) * self.k_padded)
+                });
                 for g in 0..groups {
                     let mut wv = [_mm512_setzero_si512(); PANELS];
                     for (p, v) in wv.iter_mut().enumerate() {
                         *v = _mm512_loadu_si512(w.add(p * panel_len + g * 64).cast());
                     }
-                    // A fixed trip count, so the accumulators stay in registers; rows past
-                    // the tile's end read row 0's bytes and are never stored.
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let row = if r < tile_rows { r } else { 0 };
-                        let xv = _mm512_set1_epi32(
-                            xp.add(row * self.k_padded + g * 4)
-                                .cast::<i32>()
-                                .read_unaligned(),
-                        );
+                    for (acc_r, codes) in acc.iter_mut().zip(row_codes) {
+                        let xv = _mm512_set1_epi32(codes.add(g * 4).cast::<i32>().read_unaligned());
                         for (a, wv) in acc_r.iter_mut().zip(&wv) {
                             *a = _mm512_dpbusd_epi32(*a, xv, *wv);
                         }

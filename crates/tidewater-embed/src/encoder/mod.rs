@@ -300,11 +300,10 @@ impl Encoder {
                 #[cfg(target_arch = "x86_64")]
                 if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
                     for head in 0..heads {
-                        let add_bias = |scores: &mut [f32]| {
-                            if let Some(relative) = &self.relative {
-                                relative.add_to(scores, len, head);
-                            }
-                        };
+                        let relative = self.relative.as_ref().map(|relative| {
+                            move |i: usize, scores: &mut [f32]| relative.add_to_row(scores, i, head)
+                        });
+                        let add_bias = relative.as_ref().map(|f| f as &attention_int8::AddBias);
                         attention_int8::head(
                             &mut buffers.int8,
                             (view(0, head), view(1, head), view(2, head)),
@@ -392,14 +391,20 @@ impl RelativeBias {
 
     /// Adds head `head`'s bias to the `len × len` attention scores of one sequence.
     fn add_to(&self, scores: &mut [f32], len: usize, head: usize) {
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            self.add_to_row(row, i, head);
+        }
+    }
+
+    /// Adds head `head`'s bias to the scores of query `i` over a sequence's `row.len()` keys.
+    fn add_to_row(&self, row: &mut [f32], i: usize, head: usize) {
         let width = 2 * self.max_len - 1;
         let bias = &self.by_distance[head * width..(head + 1) * width];
-        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
-            // Row i needs distances i − j for j = 0..len: a run of the table, backwards.
-            let first = i + self.max_len - len; // distance i − (len − 1)
-            for (s, b) in row.iter_mut().zip(bias[first..first + len].iter().rev()) {
-                *s += b;
-            }
+        let len = row.len();
+        // Row i needs distances i − j for j = 0..len: a run of the table, backwards.
+        let first = i + self.max_len - len; // distance i − (len − 1)
+        for (s, b) in row.iter_mut().zip(bias[first..first + len].iter().rev()) {
+            *s += b;
         }
     }
 }
