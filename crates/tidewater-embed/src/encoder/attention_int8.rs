@@ -284,27 +284,13 @@ unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Optio
             let max = match add_bias {
                 Some(add_bias) => {
                     add_bias(t, scores);
-                    row_maximum(scores)
+                    avx512::row_max(scores)
                 }
                 None => _mm512_reduce_max_ps(*row_max),
             };
             b.p_sum[t] = softmax_codes(scores, max, &mut b.p_codes[t * keys4..t * keys4 + len]);
         }
     }
-}
-
-/// The largest of `row`, in four independent lanes of vectors.
-#[target_feature(enable = "avx512f")]
-fn row_maximum(row: &[f32]) -> f32 {
-    let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
-    for (i, chunk) in row.chunks(LANES).enumerate() {
-        let m = &mut max[i % 4];
-        // SAFETY: the mask covers only the chunk's own elements.
-        let x = unsafe { _mm512_mask_loadu_ps(*m, lanes(chunk.len()), chunk.as_ptr()) };
-        *m = _mm512_max_ps(*m, x);
-    }
-    let max = _mm512_max_ps(_mm512_max_ps(max[0], max[1]), _mm512_max_ps(max[2], max[3]));
-    _mm512_reduce_max_ps(max)
 }
 
 /// The softmax numerators of one row of scores, whose maximum is `max`, as codes

@@ -117,13 +117,25 @@ fn for_each_vector(row: &[f32], fill: f32, mut f: impl FnMut(__m512, __mmask16))
     }
 }
 
+/// The largest element of `row` (`−∞` if it is empty).
+#[target_feature(enable = "avx512f")]
+pub(super) fn row_max(row: &[f32]) -> f32 {
+    // Four running maxima, so that the comparisons do not wait on each other.
+    let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+    let mut i = 0;
+    for_each_vector(row, f32::NEG_INFINITY, |v, _| {
+        max[i % 4] = _mm512_max_ps(max[i % 4], v);
+        i += 1;
+    });
+    let max = _mm512_max_ps(_mm512_max_ps(max[0], max[1]), _mm512_max_ps(max[2], max[3]));
+    _mm512_reduce_max_ps(max)
+}
+
 /// See [`super::kernels::exp_rows`].
 #[target_feature(enable = "avx512f,fma")]
 pub(super) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
     for (row, sum) in rows.chunks_exact_mut(width).zip(sums) {
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for_each_vector(row, f32::NEG_INFINITY, |v, _| max = _mm512_max_ps(max, v));
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let max = _mm512_set1_ps(row_max(row));
         let mut total = _mm512_setzero_ps();
         let mut chunks = row.chunks_exact_mut(LANES);
         for chunk in &mut chunks {
