@@ -99,6 +99,27 @@ pub(super) fn gelu(xs: &mut [f32]) {
     }
 }
 
+/// See [`super::kernels::gelu_with_bias`].
+#[target_feature(enable = "avx512f,fma")]
+pub(super) fn gelu_with_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (x, b) in row.chunks_mut(LANES).zip(bias.chunks(LANES)) {
+            let mask = match x.len() {
+                LANES => !0,
+                n => first(n),
+            };
+            // SAFETY: both chunks are `x.len()` long and the mask covers only their elements.
+            unsafe {
+                let v = _mm512_add_ps(
+                    _mm512_maskz_loadu_ps(mask, x.as_ptr()),
+                    _mm512_maskz_loadu_ps(mask, b.as_ptr()),
+                );
+                _mm512_mask_storeu_ps(x.as_mut_ptr(), mask, gelu_vector(v));
+            }
+        }
+    }
+}
+
 /// Calls `f` with each 16-float vector of `row` and the mask of its valid lanes (all but
 /// the last); lanes past the end read as `fill`.
 #[inline(always)]

@@ -51,6 +51,12 @@ pub(crate) fn gelu(xs: &mut [f32]) {
     dispatch!(gelu, gelu_body, xs)
 }
 
+/// `x = gelu(x + b)` for each `bias.len()`-wide row of `rows`, in place: a layer's bias
+/// added on the way into the activation, in the same pass.
+pub(crate) fn gelu_with_bias(rows: &mut [f32], bias: &[f32]) {
+    dispatch!(gelu_with_bias, gelu_with_bias_body, rows, bias)
+}
+
 /// The numerators of a softmax: each `width`-long row of `rows` becomes
 /// `e^(x - max)`, and its sum goes to `sums`. Dividing by the sum is left to the caller.
 pub(crate) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
@@ -81,6 +87,13 @@ fn layer_norm_body(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], 
 fn gelu_body(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+fn gelu_with_bias_body(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+        gelu_body(row);
     }
 }
 
@@ -378,6 +391,12 @@ mod tests {
             let (mut fast, mut portable) = (rows.clone(), rows.clone());
             gelu(&mut fast);
             gelu_body(&mut portable);
+            close(&fast, &portable, 1e-6);
+
+            let bias: Vec<f32> = (0..width).map(|i| value(i + 3) / 4.0).collect();
+            let (mut fast, mut portable) = (rows.clone(), rows.clone());
+            gelu_with_bias(&mut fast, &bias);
+            gelu_with_bias_body(&mut portable, &bias);
             close(&fast, &portable, 1e-6);
 
             let (mut fast, mut portable) = (rows.clone(), rows.clone());

@@ -67,29 +67,39 @@ impl Linear {
         debug_assert_eq!(x.len(), rows * self.inputs);
         let out = &mut out[..rows * self.outputs];
         match &self.weights {
-            Weights::F32(w) => {
+            Weights::F32(_) => {
                 self.start_with_bias(out, accumulate);
-                kernels::matmul(
-                    (rows, self.outputs, self.inputs),
-                    View {
-                        data: x,
-                        offset: 0,
-                        stride: self.inputs,
-                    },
-                    View {
-                        data: w,
-                        offset: 0,
-                        stride: self.outputs,
-                    },
-                    false,
-                    out,
-                    self.outputs,
-                    true,
-                    1.0,
-                    true,
-                )
+                self.product(x, rows, out, true);
             }
             Weights::Int8(q) => q.forward(x, rows, out, &self.bias, accumulate),
+        }
+    }
+
+    /// f32 weights: `out = residual + x W`, without the bias, where `residual` is what `out`
+    /// holds when `accumulate`, else zero.
+    fn product(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+        let out = &mut out[..rows * self.outputs];
+        match &self.weights {
+            Weights::F32(w) => kernels::matmul(
+                (rows, self.outputs, self.inputs),
+                View {
+                    data: x,
+                    offset: 0,
+                    stride: self.inputs,
+                },
+                View {
+                    data: w,
+                    offset: 0,
+                    stride: self.outputs,
+                },
+                false,
+                out,
+                self.outputs,
+                accumulate,
+                1.0,
+                true,
+            ),
+            Weights::Int8(_) => unreachable!("int8 layers add their bias in the product"),
         }
     }
 
@@ -232,8 +242,12 @@ impl Encoder {
                 });
             return;
         }
-        layer.up.forward(x, tokens, inner, false);
-        inner.par_chunks_mut(16 * 1024).for_each(kernels::gelu);
+        // The up projection's bias goes in with the GELU pass rather than as a copy into
+        // `inner` before the product (which would also have to read it back).
+        layer.up.product(x, tokens, inner, false);
+        inner
+            .par_chunks_mut(16 * wide)
+            .for_each(|rows| kernels::gelu_with_bias(rows, &layer.up.bias));
         layer.down.forward(inner, tokens, x, true);
     }
 
