@@ -183,9 +183,22 @@ pub(super) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
 
 /// See [`super::kernels::layer_norm`].
 #[target_feature(enable = "avx512f,fma")]
-pub(super) fn layer_norm(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+pub(super) fn layer_norm(
+    rows: &mut [f32],
+    width: usize,
+    bias: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
     let (gamma, beta) = (&gamma[..width], &beta[..width]);
     for row in rows.chunks_exact_mut(width) {
+        if let Some(bias) = bias {
+            // The row is in L1 from here on; adding the bias costs a pass over it there.
+            row.iter_mut()
+                .zip(&bias[..width])
+                .for_each(|(x, b)| *x += b);
+        }
         let mut sum = _mm512_setzero_ps();
         for_each_vector(row, 0.0, |v, _| sum = _mm512_add_ps(sum, v));
         let mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / width as f32);

@@ -40,10 +40,26 @@ macro_rules! dispatch {
     }};
 }
 
-/// Layer normalisation of each `width`-long row of `rows`, in place:
-/// `(x - mean) / sqrt(var + eps) * gamma + beta`.
-pub(crate) fn layer_norm(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
-    dispatch!(layer_norm, layer_norm_body, rows, width, gamma, beta, eps)
+/// Layer normalisation of each `width`-long row of `rows`, in place, after adding `bias`
+/// if given: `x += bias`, then `(x - mean) / sqrt(var + eps) * gamma + beta`.
+pub(crate) fn layer_norm(
+    rows: &mut [f32],
+    width: usize,
+    bias: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    dispatch!(
+        layer_norm,
+        layer_norm_body,
+        rows,
+        width,
+        bias,
+        gamma,
+        beta,
+        eps
+    )
 }
 
 /// GELU (the exact, erf-based form BERT and MPNet use), in place.
@@ -71,9 +87,21 @@ pub(crate) fn quantize_row(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32;
 }
 
 #[inline(always)]
-fn layer_norm_body(rows: &mut [f32], width: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+fn layer_norm_body(
+    rows: &mut [f32],
+    width: usize,
+    bias: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
     let (gamma, beta) = (&gamma[..width], &beta[..width]);
     for row in rows.chunks_exact_mut(width) {
+        if let Some(bias) = bias {
+            row.iter_mut()
+                .zip(&bias[..width])
+                .for_each(|(x, b)| *x += b);
+        }
         let mean = lane_sum(row, |x| x) / width as f32;
         let var = lane_sum(row, |x| (x - mean) * (x - mean)) / width as f32;
         let inv = 1.0 / (var + eps).sqrt();
@@ -364,7 +392,7 @@ mod tests {
         }
 
         let mut rows = vec![1.0, 3.0];
-        layer_norm(&mut rows, 2, &[2.0, 2.0], &[0.5, 0.5], 0.0);
+        layer_norm(&mut rows, 2, None, &[2.0, 2.0], &[0.5, 0.5], 0.0);
         assert!((rows[0] - -1.5).abs() < 1e-6 && (rows[1] - 2.5).abs() < 1e-6);
     }
 
@@ -408,10 +436,12 @@ mod tests {
 
             let gamma: Vec<f32> = (0..width).map(|i| 1.0 + value(i + 5) / 10.0).collect();
             let beta: Vec<f32> = (0..width).map(|i| value(i + 9) / 10.0).collect();
-            let (mut fast, mut portable) = (rows.clone(), rows.clone());
-            layer_norm(&mut fast, width, &gamma, &beta, 1e-12);
-            layer_norm_body(&mut portable, width, &gamma, &beta, 1e-12);
-            close(&fast, &portable, 1e-5);
+            for bias in [None, Some(&beta[..])] {
+                let (mut fast, mut portable) = (rows.clone(), rows.clone());
+                layer_norm(&mut fast, width, bias, &gamma, &beta, 1e-12);
+                layer_norm_body(&mut portable, width, bias, &gamma, &beta, 1e-12);
+                close(&fast, &portable, 1e-5);
+            }
 
             for row in rows.chunks(width) {
                 let (mut fast, mut portable) = (vec![7u8; width], vec![7u8; width]);

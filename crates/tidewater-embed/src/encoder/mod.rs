@@ -61,55 +61,45 @@ impl Linear {
         }
     }
 
-    /// `out = residual + x W + b` for the `rows` rows of `x`, where `residual` is what `out`
-    /// holds when `accumulate`, else zero.
-    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
+    /// `out = residual + x W (+ b)` for the `rows` rows of `x`, where `residual` is what
+    /// `out` holds when `accumulate`, else zero. int8 layers add their bias as they store
+    /// their products; f32 ones leave it out and return it, for the caller to add in the
+    /// next pass over `out` (a GELU, a layer norm) instead of in a pass of its own.
+    fn forward_deferring_bias(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        accumulate: bool,
+    ) -> Option<&[f32]> {
         debug_assert_eq!(x.len(), rows * self.inputs);
         let out = &mut out[..rows * self.outputs];
         match &self.weights {
-            Weights::F32(_) => {
-                self.start_with_bias(out, accumulate);
-                self.product(x, rows, out, true);
+            Weights::F32(w) => {
+                kernels::matmul(
+                    (rows, self.outputs, self.inputs),
+                    View {
+                        data: x,
+                        offset: 0,
+                        stride: self.inputs,
+                    },
+                    View {
+                        data: w,
+                        offset: 0,
+                        stride: self.outputs,
+                    },
+                    false,
+                    out,
+                    self.outputs,
+                    accumulate,
+                    1.0,
+                    true,
+                );
+                Some(&self.bias)
             }
-            Weights::Int8(q) => q.forward(x, rows, out, &self.bias, accumulate),
-        }
-    }
-
-    /// f32 weights: `out = residual + x W`, without the bias, where `residual` is what `out`
-    /// holds when `accumulate`, else zero.
-    fn product(&self, x: &[f32], rows: usize, out: &mut [f32], accumulate: bool) {
-        let out = &mut out[..rows * self.outputs];
-        match &self.weights {
-            Weights::F32(w) => kernels::matmul(
-                (rows, self.outputs, self.inputs),
-                View {
-                    data: x,
-                    offset: 0,
-                    stride: self.inputs,
-                },
-                View {
-                    data: w,
-                    offset: 0,
-                    stride: self.outputs,
-                },
-                false,
-                out,
-                self.outputs,
-                accumulate,
-                1.0,
-                true,
-            ),
-            Weights::Int8(_) => unreachable!("int8 layers add their bias in the product"),
-        }
-    }
-
-    /// Each `outputs`-wide row of `out` becomes `residual + b`, where `residual` is what
-    /// it holds when `accumulate`, else zero: the start the products add onto.
-    fn start_with_bias(&self, out: &mut [f32], accumulate: bool) {
-        for row in out.chunks_exact_mut(self.outputs) {
-            match accumulate {
-                true => row.iter_mut().zip(&self.bias).for_each(|(o, b)| *o += b),
-                false => row.copy_from_slice(&self.bias),
+            Weights::Int8(q) => {
+                q.forward(x, rows, out, &self.bias, accumulate);
+                None
             }
         }
     }
@@ -209,22 +199,50 @@ impl Encoder {
         }
         self.embed(sequences, x)?;
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        // Post-norm layers; each residual connection accumulates onto `x` in place.
+        // Post-norm layers; each residual connection accumulates onto `x` in place. An f32
+        // layer's bias is added by the pass that next reads its output (see
+        // `Linear::forward_deferring_bias`).
         for layer in &self.layers {
-            layer.qkv.forward(x, tokens, qkv, false);
-            self.attention(qkv, &lengths, context);
-            layer.attention_out.forward(context, tokens, x, true);
-            self.norm(x, &layer.attention_norm);
-            self.feed_forward(layer, x, inner, tokens);
-            self.norm(x, &layer.output_norm);
+            let v_bias = match layer.qkv.forward_deferring_bias(x, tokens, qkv, false) {
+                Some(bias) => {
+                    // The query bias goes on the queries. The key bias shifts all scores of
+                    // a query by the same q·b_k, which the softmax cancels: it is left out.
+                    // The value bias comes out of attention unchanged (each row's weights
+                    // sum to one), so attention adds it to its output.
+                    qkv.par_chunks_mut(64 * 3 * h).for_each(|rows| {
+                        for row in rows.chunks_exact_mut(3 * h) {
+                            row[..h]
+                                .iter_mut()
+                                .zip(&bias[..h])
+                                .for_each(|(q, b)| *q += b);
+                        }
+                    });
+                    Some(&bias[2 * h..])
+                }
+                None => None,
+            };
+            self.attention(qkv, &lengths, context, v_bias);
+            let bias = layer
+                .attention_out
+                .forward_deferring_bias(context, tokens, x, true);
+            self.norm(x, &layer.attention_norm, bias);
+            let bias = self.feed_forward(layer, x, inner, tokens);
+            self.norm(x, &layer.output_norm, bias);
         }
         let result = read(x);
         self.scratch.lock().push(scratch);
         Ok(result)
     }
 
-    /// `x += down(gelu(up(x)))`, the layer's feed-forward block with its residual.
-    fn feed_forward(&self, layer: &Layer, x: &mut [f32], inner: &mut [f32], tokens: usize) {
+    /// `x += down(gelu(up(x)))`, the layer's feed-forward block with its residual; returns
+    /// the bias of `down` if it is still to be added.
+    fn feed_forward<'l>(
+        &self,
+        layer: &'l Layer,
+        x: &mut [f32],
+        inner: &mut [f32],
+        tokens: usize,
+    ) -> Option<&'l [f32]> {
         let (h, wide) = (self.config.hidden, self.config.intermediate);
         if let (Weights::Int8(up), Weights::Int8(down)) = (&layer.up.weights, &layer.down.weights) {
             // Block by block of rows through both layers, so that a block's inner
@@ -240,21 +258,28 @@ impl Encoder {
                     kernels::gelu(inner);
                     down.forward_serial(inner, rows, x, &layer.down.bias, true);
                 });
-            return;
+            return None;
         }
-        // The up projection's bias goes in with the GELU pass rather than as a copy into
-        // `inner` before the product (which would also have to read it back).
-        layer.up.product(x, tokens, inner, false);
-        inner
-            .par_chunks_mut(16 * wide)
-            .for_each(|rows| kernels::gelu_with_bias(rows, &layer.up.bias));
-        layer.down.forward(inner, tokens, x, true);
+        let bias = layer.up.forward_deferring_bias(x, tokens, inner, false);
+        inner.par_chunks_mut(16 * wide).for_each(|rows| match bias {
+            Some(bias) => kernels::gelu_with_bias(rows, bias),
+            None => kernels::gelu(rows),
+        });
+        layer.down.forward_deferring_bias(inner, tokens, x, true)
     }
 
-    fn norm(&self, rows: &mut [f32], norm: &Norm) {
+    /// Layer norm of each row of `rows`, after adding `bias` if given.
+    fn norm(&self, rows: &mut [f32], norm: &Norm, bias: Option<&[f32]>) {
         let h = self.config.hidden;
         rows.par_chunks_mut(64 * h).for_each(|rows| {
-            kernels::layer_norm(rows, h, &norm.gamma, &norm.beta, self.config.layer_norm_eps)
+            kernels::layer_norm(
+                rows,
+                h,
+                bias,
+                &norm.gamma,
+                &norm.beta,
+                self.config.layer_norm_eps,
+            )
         });
     }
 
@@ -282,13 +307,20 @@ impl Encoder {
                 }
             }
         }
-        self.norm(x, &self.embedding_norm);
+        self.norm(x, &self.embedding_norm, None);
         Ok(())
     }
 
     /// Multi-head self-attention of each sequence over itself, from the packed
-    /// `tokens × 3 hidden` query/key/value rows into `context` (`tokens × hidden`).
-    fn attention(&self, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
+    /// `tokens × 3 hidden` query/key/value rows into `context` (`tokens × hidden`), plus
+    /// `v_bias` (the value bias, if not yet in `qkv`) on every row.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        lengths: &[usize],
+        context: &mut [f32],
+        v_bias: Option<&[f32]>,
+    ) {
         let h = self.config.hidden;
         let heads = self.config.heads;
         let d = h / heads;
@@ -313,6 +345,7 @@ impl Encoder {
                 };
                 #[cfg(target_arch = "x86_64")]
                 if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
+                    debug_assert!(v_bias.is_none(), "int8 layers add their biases");
                     for head in 0..heads {
                         let relative = self.relative.as_ref().map(|relative| {
                             move |i: usize, scores: &mut [f32]| relative.add_to_row(scores, i, head)
@@ -359,11 +392,14 @@ impl Encoder {
                         1.0,
                         false,
                     );
+                    let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
                     for (row, sum) in out.chunks_exact_mut(h).zip(sums.iter()) {
                         let inv = 1.0 / sum;
-                        row[head * d..(head + 1) * d]
-                            .iter_mut()
-                            .for_each(|x| *x *= inv);
+                        let row = &mut row[head * d..(head + 1) * d];
+                        match v_bias {
+                            Some(b) => row.iter_mut().zip(b).for_each(|(x, b)| *x = *x * inv + b),
+                            None => row.iter_mut().for_each(|x| *x *= inv),
+                        }
                     }
                 }
             },
