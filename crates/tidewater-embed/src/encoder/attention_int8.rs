@@ -273,7 +273,12 @@ unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Optio
                     // Keys past `len` (up to `keys64`) get scores too; they are never read.
                     _mm512_storeu_ps(b.scores.as_mut_ptr().add(r * stride + n0), y);
                     if n0 < len {
-                        *max = _mm512_mask_max_ps(*max, lanes((len - n0).min(LANES)), *max, y);
+                        *max = _mm512_mask_max_ps(
+                            *max,
+                            avx512::first_lanes((len - n0).min(LANES)),
+                            *max,
+                            y,
+                        );
                     }
                 }
             }
@@ -331,7 +336,7 @@ fn softmax_codes(row: &[f32], max: f32, codes: &mut [u8]) -> f32 {
     }
     let (tail, out) = (chunks.remainder(), out.into_remainder());
     if !tail.is_empty() {
-        let mask = lanes(tail.len());
+        let mask = avx512::first_lanes(tail.len());
         // SAFETY: the mask covers only the tail's (and its codes') own elements.
         let c = _mm512_maskz_mov_epi32(
             mask,
@@ -341,14 +346,6 @@ fn softmax_codes(row: &[f32], max: f32, codes: &mut [u8]) -> f32 {
         unsafe { _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().cast(), mask, c) };
     }
     _mm512_reduce_add_epi32(sum) as f32
-}
-
-/// A mask of the first `n` (≤ 16) lanes.
-fn lanes(n: usize) -> __mmask16 {
-    match n {
-        LANES => !0,
-        n => ((1u32 << n) - 1) as __mmask16,
-    }
 }
 
 /// `out[i][c] = sv_c (Σ_j p8[i][j] v8[j][c]) / Σ_j p8[i][j]`.

@@ -23,6 +23,15 @@ fn first(n: usize) -> __mmask16 {
     ((1u32 << n) - 1) as __mmask16
 }
 
+/// A mask of the first `n` (≤ 16) lanes.
+#[inline(always)]
+pub(super) fn first_lanes(n: usize) -> __mmask16 {
+    match n {
+        LANES => !0,
+        n => first(n),
+    }
+}
+
 /// `e^x` in 16 lanes: the same Cephes polynomial as the portable `exp`, with `2^n` applied
 /// by `vscalefps`.
 #[inline]
@@ -156,29 +165,35 @@ pub(super) fn row_max(row: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,fma")]
 pub(super) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
     for (row, sum) in rows.chunks_exact_mut(width).zip(sums) {
-        let max = _mm512_set1_ps(row_max(row));
-        let mut total = _mm512_setzero_ps();
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for chunk in &mut chunks {
-            let p = chunk.as_mut_ptr();
-            // SAFETY: `chunk` holds 16 floats.
-            let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p) }, max));
-            unsafe { _mm512_storeu_ps(p, e) };
-            total = _mm512_add_ps(total, e);
-        }
-        let tail = chunks.into_remainder();
-        if !tail.is_empty() {
-            let (mask, p) = (first(tail.len()), tail.as_mut_ptr());
-            // SAFETY: the mask covers only the tail's own elements.
-            let e = exp(_mm512_sub_ps(
-                unsafe { _mm512_maskz_loadu_ps(mask, p) },
-                max,
-            ));
-            unsafe { _mm512_mask_storeu_ps(p, mask, e) };
-            total = _mm512_mask_add_ps(total, mask, total, e);
-        }
-        *sum = _mm512_reduce_add_ps(total);
+        *sum = exp_row(row, row_max(row));
     }
+}
+
+/// `x = e^(x − max)` for each element of `row`, in place; returns their sum.
+#[target_feature(enable = "avx512f,fma")]
+fn exp_row(row: &mut [f32], max: f32) -> f32 {
+    let max = _mm512_set1_ps(max);
+    let mut total = _mm512_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        let p = chunk.as_mut_ptr();
+        // SAFETY: `chunk` holds 16 floats.
+        let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p) }, max));
+        unsafe { _mm512_storeu_ps(p, e) };
+        total = _mm512_add_ps(total, e);
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let (mask, p) = (first(tail.len()), tail.as_mut_ptr());
+        // SAFETY: the mask covers only the tail's own elements.
+        let e = exp(_mm512_sub_ps(
+            unsafe { _mm512_maskz_loadu_ps(mask, p) },
+            max,
+        ));
+        unsafe { _mm512_mask_storeu_ps(p, mask, e) };
+        total = _mm512_mask_add_ps(total, mask, total, e);
+    }
+    _mm512_reduce_add_ps(total)
 }
 
 /// See [`super::kernels::layer_norm`].
