@@ -1,13 +1,14 @@
 //! A transformer encoder for sentence models on the CPU: BERT and MPNet by their
-//! `config.json`, in f32 or with int8 linear layers.
+//! `config.json`, in f32 or with int8 linear layers and attention.
 //!
 //! Written for throughput rather than generality. A batch is *packed*: the sequences'
 //! tokens are laid end to end in one `tokens × hidden` matrix, without padding, so every
 //! linear layer is one large matrix product over all tokens of the batch and no work is
-//! spent on pad tokens; only attention looks at sequence boundaries. Bias additions and
-//! residual connections are folded into the products (the output starts as the bias or the
-//! residual and the product is accumulated onto it), and layer norm, GELU and softmax are
-//! vectorised row kernels ([`kernels`]).
+//! spent on pad tokens; only attention looks at sequence boundaries. Residual connections
+//! are folded into the products (the product accumulates onto the residual), each layer's
+//! bias is added by the next pass over its output (see `Linear::forward_deferring_bias`),
+//! and layer norm, GELU and softmax are vectorised row kernels ([`kernels`], [`avx512`]).
+//! With int8 weights, attention runs in int8 too ([`attention_int8`]).
 
 #[cfg(target_arch = "x86_64")]
 mod attention_int8;
