@@ -13,8 +13,9 @@
 //!
 //! Keys (for the scores) and values (for the context) are packed as the linear layers'
 //! weights are: panels of 16 columns, 4 consecutive bytes of the inner dimension per
-//! column, one 64-byte vector per step of 4. The f32 attention stays the reference and the
-//! path for CPUs without VNNI; the parity tests bound what this one changes.
+//! column, one 64-byte vector per step of 4. The f32 attention stays the reference, and the
+//! path for CPUs without VNNI and for short sequences (the encoder chooses); the parity
+//! tests bound what this one changes.
 #![allow(unsafe_code)] // AVX-512 VNNI intrinsics behind run-time detection, see SAFETY notes
 
 use std::arch::x86_64::*;
@@ -235,10 +236,7 @@ unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Optio
     let panels = keys64 / LANES;
     assert!(b.k_packed.len() >= panels * groups * 64 && b.k_scale.len() >= keys64);
     assert!(b.q_codes.len() >= len * d && b.p_codes.len() >= len * keys4);
-    // Rows a vector longer than the keys: a power-of-two stride would put the tile's rows
-    // in the same cache sets.
-    let stride = keys64 + LANES;
-    b.scores.resize(QK_ROWS * stride, 0.0);
+    b.scores.resize(QK_ROWS * keys64, 0.0);
     for t0 in (0..len).step_by(QK_ROWS) {
         let tile_rows = QK_ROWS.min(len - t0);
         // Rows past the tile's end repeat its last row and are never used.
@@ -271,7 +269,7 @@ unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Optio
                     let centred = _mm512_fnmadd_ps(q_zero, k_sum, _mm512_cvtepi32_ps(*a));
                     let y = _mm512_mul_ps(_mm512_mul_ps(q_scale, k_scale), centred);
                     // Keys past `len` (up to `keys64`) get scores too; they are never read.
-                    _mm512_storeu_ps(b.scores.as_mut_ptr().add(r * stride + n0), y);
+                    _mm512_storeu_ps(b.scores.as_mut_ptr().add(r * keys64 + n0), y);
                     if n0 < len {
                         *max = _mm512_mask_max_ps(
                             *max,
@@ -285,7 +283,7 @@ unsafe fn scores_to_codes(b: &mut Buffers, len: usize, d: usize, add_bias: Optio
         }
         for (r, row_max) in row_max.iter().enumerate().take(tile_rows) {
             let t = t0 + r;
-            let scores = &mut b.scores[r * stride..r * stride + len];
+            let scores = &mut b.scores[r * keys64..r * keys64 + len];
             let max = match add_bias {
                 Some(add_bias) => {
                     add_bias(t, scores);
