@@ -143,6 +143,7 @@ pub(crate) struct Encoder {
     relative: Option<RelativeBias>,
     /// Whether attention runs in int8 ([`attention_int8`]): with int8 precision on CPUs
     /// with AVX-512 VNNI.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     int8_attention: bool,
     /// Activation buffers of finished passes, for the next ones.
     scratch: Mutex<Vec<Scratch>>,
