@@ -146,6 +146,48 @@ impl UsearchIndex {
     pub fn capacity(&self) -> usize {
         self.index.read().capacity()
     }
+
+    /// Checks one vector to store under `key`.
+    fn check_item(&self, key: u64, vector: &[f32]) -> Result<(), IndexError> {
+        check_vector(vector, self.dimension, Some(key))?;
+        if key == RESERVED_KEY {
+            return Err(IndexError::ReservedKey { key });
+        }
+        Ok(())
+    }
+
+    /// Grows `index` so that `additional` more vectors fit: to at least twice its
+    /// capacity, and by at least [`MIN_CAPACITY`].
+    fn make_room(&self, index: &Index, additional: usize) -> Result<(), IndexError> {
+        // `size` counts live vectors and `capacity` all slots, removed ones included;
+        // removed slots are reused, so the index is full only when the two are equal.
+        let (size, capacity) = (index.size(), index.capacity());
+        if size + additional > capacity {
+            let grown = (size + additional)
+                .max(capacity.saturating_mul(2))
+                .max(capacity + MIN_CAPACITY);
+            index
+                .reserve_capacity_and_threads(grown, self.contexts)
+                .map_err(|e| IndexError::usearch(format!("grow to {grown} vectors"), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// usearch refuses a duplicate key; replacing means removing first.
+fn remove_for_replacement(index: &Index, key: u64) -> Result<(), IndexError> {
+    if index.contains(key) {
+        index
+            .remove(key)
+            .map_err(|e| IndexError::usearch(format!("remove key {key}"), e))?;
+    }
+    Ok(())
+}
+
+fn add(index: &Index, key: u64, vector: &[f32]) -> Result<(), IndexError> {
+    index
+        .add(key, vector)
+        .map_err(|e| IndexError::usearch(format!("add key {key}"), e))
 }
 
 impl VectorIndex for UsearchIndex {
@@ -154,38 +196,17 @@ impl VectorIndex for UsearchIndex {
     }
 
     fn upsert(&self, key: u64, vector: &[f32]) -> Result<(), IndexError> {
-        check_vector(vector, self.dimension, Some(key))?;
-        if key == RESERVED_KEY {
-            return Err(IndexError::ReservedKey { key });
-        }
+        self.check_item(key, vector)?;
         let index = self.index.write();
-        // usearch refuses a duplicate key; replacing means removing first.
-        if index.contains(key) {
-            index
-                .remove(key)
-                .map_err(|e| IndexError::usearch(format!("remove key {key}"), e))?;
-        }
-        // `size` counts live vectors and `capacity` all slots, removed ones included;
-        // removed slots are reused, so the index is full only when the two are equal.
-        let capacity = index.capacity();
-        if index.size() >= capacity {
-            let grown = capacity.saturating_mul(2).max(capacity + MIN_CAPACITY);
-            index
-                .reserve_capacity_and_threads(grown, self.contexts)
-                .map_err(|e| IndexError::usearch(format!("grow to {grown} vectors"), e))?;
-        }
-        index
-            .add(key, vector)
-            .map_err(|e| IndexError::usearch(format!("add key {key}"), e))
+        remove_for_replacement(&index, key)?;
+        self.make_room(&index, 1)?;
+        add(&index, key, vector)
     }
 
     fn upsert_many(&self, items: &[(u64, Vec<f32>)]) -> Result<(), IndexError> {
         let mut keys = std::collections::HashSet::with_capacity(items.len());
         for (key, vector) in items {
-            check_vector(vector, self.dimension, Some(*key))?;
-            if *key == RESERVED_KEY {
-                return Err(IndexError::ReservedKey { key: *key });
-            }
+            self.check_item(*key, vector)?;
             if !keys.insert(*key) {
                 return Err(IndexError::DuplicateKey { key: *key });
             }
@@ -193,27 +214,12 @@ impl VectorIndex for UsearchIndex {
         for group in items.chunks(UPSERT_GROUP) {
             let index = self.index.write();
             for (key, _) in group {
-                if index.contains(*key) {
-                    index
-                        .remove(*key)
-                        .map_err(|e| IndexError::usearch(format!("remove key {key}"), e))?;
-                }
+                remove_for_replacement(&index, *key)?;
             }
-            let capacity = index.capacity();
-            if index.size() + group.len() > capacity {
-                let grown = (index.size() + group.len())
-                    .max(capacity.saturating_mul(2))
-                    .max(capacity + MIN_CAPACITY);
-                index
-                    .reserve_capacity_and_threads(grown, self.contexts)
-                    .map_err(|e| IndexError::usearch(format!("grow to {grown} vectors"), e))?;
-            }
+            self.make_room(&index, group.len())?;
             let add = |part: &[(u64, Vec<f32>)]| {
-                part.iter().try_for_each(|(key, vector)| {
-                    index
-                        .add(*key, vector)
-                        .map_err(|e| IndexError::usearch(format!("add key {key}"), e))
-                })
+                part.iter()
+                    .try_for_each(|(key, vector)| add(&index, *key, vector))
             };
             // No search runs under the write lock, so every context is free for inserts.
             let threads = self.insert_threads.min(group.len() / MIN_PER_THREAD);
