@@ -268,7 +268,7 @@ fn squad_corpus(args: &Args) -> Result<Corpus> {
         queries,
         embedding: format!(
             "[embedding]\nbackend = \"local\"\nmodel_dir = {}\n",
-            toml_string(&model_dir)
+            toml_string(&model_dir.display().to_string())
         ),
         peer_embedding: vec!["--model-dir".into(), model_dir.display().to_string()],
     })
@@ -336,9 +336,9 @@ fn truncate(docs: &mut Vec<(String, String)>, limit: usize) {
     }
 }
 
-/// A path as a TOML basic string.
-fn toml_string(path: &Path) -> String {
-    serde_json::to_string(&path.display().to_string()).unwrap_or_default()
+/// `text` as a TOML basic string (JSON's string escapes are TOML's).
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// Writes the documents as Parquet (`id`, `text`), 10,000 rows a row group.
@@ -386,7 +386,7 @@ fn ingest_store(
         (Some(prefix), Some(method)) => format!(
             "[knowledge.index]\nbackend = \"pgvector\"\n[knowledge.index.pgvector]\n\
              dsn = {}\ntable_prefix = \"{prefix}\"\nmethod = \"{method}\"\n",
-            serde_json::to_string(dsn.context("pgvector needs a DSN")?)?,
+            toml_string(dsn.context("pgvector needs a DSN")?),
         ),
         _ => String::new(),
     };
@@ -396,7 +396,7 @@ fn ingest_store(
         format!(
             "data_dir = {}\n\n{}\n{index}\n[reconcile]\non_start = false\ninterval = \"0s\"\n\n\
              [lake]\nenabled = false\n",
-            toml_string(&dir.join("data")),
+            toml_string(&dir.join("data").display().to_string()),
             corpus.embedding
         ),
     )?;

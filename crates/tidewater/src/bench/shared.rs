@@ -34,7 +34,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 pub const STUB_DIMENSION: usize = 384;
 
 /// The project's `scripts/` directory.
-pub fn scripts() -> PathBuf {
+fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
