@@ -145,15 +145,20 @@ fn int8_vectors_stay_close_to_sentence_transformers() {
 
 #[test]
 fn batching_and_order_do_not_change_vectors() {
-    let model = minilm();
+    // Two threads, so that a large call runs passes side by side on any machine, while a
+    // single text runs one pass across both.
+    let model = &load(&LocalModelConfig {
+        threads: Some(2),
+        ..LocalModelConfig::default()
+    });
     let texts = texts(minilm_reference());
     let one_by_one: Vec<Vec<f32>> = texts
         .iter()
         .map(|t| model.embed(&[t]).unwrap().remove(0))
         .collect();
 
-    // Reversed, with duplicates, and enough copies to need several passes: the results
-    // must come back in input order, equal to each text alone.
+    // Reversed, with duplicates, and enough copies (about 8,800 tokens) to need several
+    // passes: the results must come back in input order, equal to each text alone.
     let mut mixed: Vec<&str> = texts.iter().rev().copied().collect();
     mixed.extend(texts.iter().step_by(3));
     let expected: Vec<&str> = mixed

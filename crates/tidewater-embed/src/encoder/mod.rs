@@ -9,6 +9,10 @@
 //! bias is added by the next pass over its output (see `Linear::forward_deferring_bias`),
 //! and layer norm, GELU and softmax are vectorised row kernels ([`kernels`], [`avx512`]).
 //! With int8 weights, attention runs in int8 too ([`attention_int8`]).
+//!
+//! A pass either spreads each of its steps over the thread pool, or runs whole on the
+//! calling thread beside passes on the other threads ([`PassThreads`]): with enough tokens,
+//! the second keeps every core busy without the threads meeting between steps.
 
 #[cfg(target_arch = "x86_64")]
 mod attention_int8;
@@ -72,6 +76,7 @@ impl Linear {
         rows: usize,
         out: &mut [f32],
         accumulate: bool,
+        threads: PassThreads,
     ) -> Option<&[f32]> {
         debug_assert_eq!(x.len(), rows * self.inputs);
         let out = &mut out[..rows * self.outputs];
@@ -94,12 +99,15 @@ impl Linear {
                     self.outputs,
                     accumulate,
                     1.0,
-                    true,
+                    threads == PassThreads::Pool,
                 );
                 Some(&self.bias)
             }
             Weights::Int8(q) => {
-                q.forward(x, rows, out, &self.bias, accumulate);
+                match threads {
+                    PassThreads::Pool => q.forward(x, rows, out, &self.bias, accumulate),
+                    PassThreads::Caller => q.forward_serial(x, rows, out, &self.bias, accumulate),
+                }
                 None
             }
         }
@@ -149,6 +157,27 @@ pub(crate) struct Encoder {
     scratch: Mutex<Vec<Scratch>>,
 }
 
+/// How one forward pass uses the thread pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassThreads {
+    /// Each step of the pass is spread over the pool: for a pass that runs alone.
+    Pool,
+    /// The whole pass runs on the calling thread: for passes that run side by side, one
+    /// per thread, which then never wait for one another between steps.
+    Caller,
+}
+
+impl PassThreads {
+    /// The fewest items of a parallel iterator that one rayon job takes. With `Caller` that
+    /// is all of them: the iterator never splits, and runs on the calling thread.
+    fn min_len(self) -> usize {
+        match self {
+            PassThreads::Pool => 1,
+            PassThreads::Caller => usize::MAX,
+        }
+    }
+}
+
 /// The activations of one pass.
 #[derive(Default)]
 struct Scratch {
@@ -169,6 +198,7 @@ impl Encoder {
     pub(crate) fn forward<R>(
         &self,
         sequences: &[&[u32]],
+        threads: PassThreads,
         read: impl FnOnce(&[f32]) -> R,
     ) -> Result<R, EmbedError> {
         let h = self.config.hidden;
@@ -199,37 +229,42 @@ impl Encoder {
             // Every element is written before it is read, so old contents do not matter.
             buffer.resize(tokens * width, 0.0);
         }
-        self.embed(sequences, x)?;
+        self.embed(sequences, x, threads)?;
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         // Post-norm layers; each residual connection accumulates onto `x` in place. An f32
         // layer's bias is added by the pass that next reads its output (see
         // `Linear::forward_deferring_bias`).
         for layer in &self.layers {
-            let v_bias = match layer.qkv.forward_deferring_bias(x, tokens, qkv, false) {
+            let v_bias = match layer
+                .qkv
+                .forward_deferring_bias(x, tokens, qkv, false, threads)
+            {
                 Some(bias) => {
                     // The query bias goes on the queries. The key bias shifts all scores of
                     // a query by the same q·b_k, which the softmax cancels: it is left out.
                     // The value bias comes out of attention unchanged (each row's weights
                     // sum to one), so attention adds it to its output.
-                    qkv.par_chunks_mut(64 * 3 * h).for_each(|rows| {
-                        for row in rows.chunks_exact_mut(3 * h) {
-                            row[..h]
-                                .iter_mut()
-                                .zip(&bias[..h])
-                                .for_each(|(q, b)| *q += b);
-                        }
-                    });
+                    qkv.par_chunks_mut(64 * 3 * h)
+                        .with_min_len(threads.min_len())
+                        .for_each(|rows| {
+                            for row in rows.chunks_exact_mut(3 * h) {
+                                row[..h]
+                                    .iter_mut()
+                                    .zip(&bias[..h])
+                                    .for_each(|(q, b)| *q += b);
+                            }
+                        });
                     Some(&bias[2 * h..])
                 }
                 None => None,
             };
-            self.attention(qkv, &lengths, context, v_bias);
+            self.attention(qkv, &lengths, context, v_bias, threads);
             let bias = layer
                 .attention_out
-                .forward_deferring_bias(context, tokens, x, true);
-            self.norm(x, &layer.attention_norm, bias);
-            let bias = self.feed_forward(layer, x, inner, tokens);
-            self.norm(x, &layer.output_norm, bias);
+                .forward_deferring_bias(context, tokens, x, true, threads);
+            self.norm(x, &layer.attention_norm, bias, threads);
+            let bias = self.feed_forward(layer, x, inner, tokens, threads);
+            self.norm(x, &layer.output_norm, bias, threads);
         }
         let result = read(x);
         self.scratch.lock().push(scratch);
@@ -244,6 +279,7 @@ impl Encoder {
         x: &mut [f32],
         inner: &mut [f32],
         tokens: usize,
+        threads: PassThreads,
     ) -> Option<&'l [f32]> {
         let (h, wide) = (self.config.hidden, self.config.intermediate);
         if let (Weights::Int8(up), Weights::Int8(down)) = (&layer.up.weights, &layer.down.weights) {
@@ -253,6 +289,7 @@ impl Encoder {
             let rows = int8::ROWS_PER_TASK;
             x.par_chunks_mut(rows * h)
                 .zip(inner.par_chunks_mut(rows * wide))
+                .with_min_len(threads.min_len())
                 .for_each(|(x, inner)| {
                     let rows = x.len() / h;
                     let inner = &mut inner[..rows * wide];
@@ -262,31 +299,45 @@ impl Encoder {
                 });
             return None;
         }
-        let bias = layer.up.forward_deferring_bias(x, tokens, inner, false);
-        inner.par_chunks_mut(16 * wide).for_each(|rows| match bias {
-            Some(bias) => kernels::gelu_with_bias(rows, bias),
-            None => kernels::gelu(rows),
-        });
-        layer.down.forward_deferring_bias(inner, tokens, x, true)
+        let bias = layer
+            .up
+            .forward_deferring_bias(x, tokens, inner, false, threads);
+        inner
+            .par_chunks_mut(16 * wide)
+            .with_min_len(threads.min_len())
+            .for_each(|rows| match bias {
+                Some(bias) => kernels::gelu_with_bias(rows, bias),
+                None => kernels::gelu(rows),
+            });
+        layer
+            .down
+            .forward_deferring_bias(inner, tokens, x, true, threads)
     }
 
     /// Layer norm of each row of `rows`, after adding `bias` if given.
-    fn norm(&self, rows: &mut [f32], norm: &Norm, bias: Option<&[f32]>) {
+    fn norm(&self, rows: &mut [f32], norm: &Norm, bias: Option<&[f32]>, threads: PassThreads) {
         let h = self.config.hidden;
-        rows.par_chunks_mut(64 * h).for_each(|rows| {
-            kernels::layer_norm(
-                rows,
-                h,
-                bias,
-                &norm.gamma,
-                &norm.beta,
-                self.config.layer_norm_eps,
-            )
-        });
+        rows.par_chunks_mut(64 * h)
+            .with_min_len(threads.min_len())
+            .for_each(|rows| {
+                kernels::layer_norm(
+                    rows,
+                    h,
+                    bias,
+                    &norm.gamma,
+                    &norm.beta,
+                    self.config.layer_norm_eps,
+                )
+            });
     }
 
     /// Word + position (+ token type) embeddings, normalised, into `x`.
-    fn embed(&self, sequences: &[&[u32]], x: &mut [f32]) -> Result<(), EmbedError> {
+    fn embed(
+        &self,
+        sequences: &[&[u32]],
+        x: &mut [f32],
+        threads: PassThreads,
+    ) -> Result<(), EmbedError> {
         let h = self.config.hidden;
         let mut rows = x.chunks_exact_mut(h);
         for s in sequences {
@@ -309,7 +360,7 @@ impl Encoder {
                 }
             }
         }
-        self.norm(x, &self.embedding_norm, None);
+        self.norm(x, &self.embedding_norm, None, threads);
         Ok(())
     }
 
@@ -322,6 +373,7 @@ impl Encoder {
         lengths: &[usize],
         context: &mut [f32],
         v_bias: Option<&[f32]>,
+        threads: PassThreads,
     ) {
         let h = self.config.hidden;
         let heads = self.config.heads;
@@ -337,75 +389,92 @@ impl Encoder {
             rest = tail;
             start += len;
         }
-        parts.into_par_iter().for_each_init(
-            AttentionBuffers::default,
-            |buffers, (start, len, out): (usize, usize, &mut [f32])| {
-                let view = |part: usize, head: usize| View {
-                    data: qkv,
-                    offset: start * 3 * h + part * h + head * d,
-                    stride: 3 * h,
-                };
-                #[cfg(target_arch = "x86_64")]
-                if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
-                    debug_assert!(v_bias.is_none(), "int8 layers add their biases");
+        parts
+            .into_par_iter()
+            .with_min_len(threads.min_len())
+            .for_each_init(
+                AttentionBuffers::default,
+                |buffers, (start, len, out): (usize, usize, &mut [f32])| {
+                    let view = |part: usize, head: usize| View {
+                        data: qkv,
+                        offset: start * 3 * h + part * h + head * d,
+                        stride: 3 * h,
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
+                        debug_assert!(v_bias.is_none(), "int8 layers add their biases");
+                        for head in 0..heads {
+                            let relative = self.relative.as_ref().map(|relative| {
+                                move |i: usize, scores: &mut [f32]| {
+                                    relative.add_to_row(scores, i, head)
+                                }
+                            });
+                            let add_bias = relative.as_ref().map(|f| f as &attention_int8::AddBias);
+                            attention_int8::head(
+                                &mut buffers.int8,
+                                (view(0, head), view(1, head), view(2, head)),
+                                len,
+                                d,
+                                scale,
+                                add_bias,
+                                &mut out[head * d..],
+                                h,
+                            );
+                        }
+                        return;
+                    }
+                    let AttentionBuffers { scores, sums, .. } = buffers;
+                    scores.resize(len * len, 0.0);
+                    sums.resize(len, 0.0);
                     for head in 0..heads {
-                        let relative = self.relative.as_ref().map(|relative| {
-                            move |i: usize, scores: &mut [f32]| relative.add_to_row(scores, i, head)
-                        });
-                        let add_bias = relative.as_ref().map(|f| f as &attention_int8::AddBias);
-                        attention_int8::head(
-                            &mut buffers.int8,
-                            (view(0, head), view(1, head), view(2, head)),
+                        let (q, k, v) = (view(0, head), view(1, head), view(2, head));
+                        kernels::matmul(
+                            (len, len, d),
+                            q,
+                            k,
+                            true,
+                            scores,
                             len,
-                            d,
+                            false,
                             scale,
-                            add_bias,
+                            false,
+                        );
+                        if let Some(relative) = &self.relative {
+                            relative.add_to(scores, len, head);
+                        }
+                        // Softmax, with the division by each row's sum left for the row of the
+                        // product, which is d wide rather than len.
+                        kernels::exp_rows(scores, len, sums);
+                        let p = View {
+                            data: scores,
+                            offset: 0,
+                            stride: len,
+                        };
+                        kernels::matmul(
+                            (len, d, len),
+                            p,
+                            v,
+                            false,
                             &mut out[head * d..],
                             h,
+                            false,
+                            1.0,
+                            false,
                         );
-                    }
-                    return;
-                }
-                let AttentionBuffers { scores, sums, .. } = buffers;
-                scores.resize(len * len, 0.0);
-                sums.resize(len, 0.0);
-                for head in 0..heads {
-                    let (q, k, v) = (view(0, head), view(1, head), view(2, head));
-                    kernels::matmul((len, len, d), q, k, true, scores, len, false, scale, false);
-                    if let Some(relative) = &self.relative {
-                        relative.add_to(scores, len, head);
-                    }
-                    // Softmax, with the division by each row's sum left for the row of the
-                    // product, which is d wide rather than len.
-                    kernels::exp_rows(scores, len, sums);
-                    let p = View {
-                        data: scores,
-                        offset: 0,
-                        stride: len,
-                    };
-                    kernels::matmul(
-                        (len, d, len),
-                        p,
-                        v,
-                        false,
-                        &mut out[head * d..],
-                        h,
-                        false,
-                        1.0,
-                        false,
-                    );
-                    let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
-                    for (row, sum) in out.chunks_exact_mut(h).zip(sums.iter()) {
-                        let inv = 1.0 / sum;
-                        let row = &mut row[head * d..(head + 1) * d];
-                        match v_bias {
-                            Some(b) => row.iter_mut().zip(b).for_each(|(x, b)| *x = *x * inv + b),
-                            None => row.iter_mut().for_each(|x| *x *= inv),
+                        let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
+                        for (row, sum) in out.chunks_exact_mut(h).zip(sums.iter()) {
+                            let inv = 1.0 / sum;
+                            let row = &mut row[head * d..(head + 1) * d];
+                            match v_bias {
+                                Some(b) => {
+                                    row.iter_mut().zip(b).for_each(|(x, b)| *x = *x * inv + b)
+                                }
+                                None => row.iter_mut().for_each(|x| *x *= inv),
+                            }
                         }
                     }
-                }
-            },
-        );
+                },
+            );
     }
 }
 
