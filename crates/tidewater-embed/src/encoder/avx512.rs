@@ -3,7 +3,7 @@
 //! The portable loops in [`super::kernels`] vectorise, but the compiler cannot do three
 //! things for them: fuse a multiply and an add (Rust never contracts `a * b + c`), finish a
 //! row's tail with one masked vector instead of a scalar loop, and use the instructions
-//! that make `exp` and `erf` short (`vscalefps` for `2^n`, `vrcp14ps` for a reciprocal
+//! that make `exp` and GELU short (`vscalefps` for `2^n`, `vrcp14ps` for a reciprocal
 //! without a division). Together that made softmax and GELU about 1.7× and the int8
 //! quantisation 1.3× faster than the compiler's AVX-512 versions of the same polynomials.
 //!
@@ -13,6 +13,8 @@
 #![allow(unsafe_code)] // intrinsics: pointer loads and stores within checked slice bounds
 
 use std::arch::x86_64::*;
+
+use super::kernels;
 
 const LANES: usize = 16;
 
@@ -32,61 +34,45 @@ pub(super) fn first_lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// `e^x` in 16 lanes: the same Cephes polynomial as the portable `exp`, with `2^n` applied
-/// by `vscalefps`.
+/// `Σ_k c[k] x^k` in 16 lanes, by Horner's rule with fused multiply-adds.
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
-fn exp(x: __m512) -> __m512 {
-    let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
-        _mm512_set1_ps(88.0),
-    );
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    // ln 2 split in two so that `n * LN2_HI` is exact.
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+fn polynomial(c: &[f32], x: __m512) -> __m512 {
+    let (last, rest) = c.split_last().expect("a coefficient");
+    let mut p = _mm512_set1_ps(*last);
+    for &k in rest.iter().rev() {
+        p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(k));
     }
-    let er = _mm512_fmadd_ps(
-        p,
-        _mm512_mul_ps(r, r),
-        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-    );
-    _mm512_scalef_ps(er, n)
+    p
 }
 
-/// GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, with erf by Abramowitz and Stegun 7.1.26 as in
-/// the portable kernel; its `1 / (1 + p|z|)` is a `vrcp14ps` refined by one Newton step.
+/// `2^t` in 16 lanes: the portable `exp2`'s polynomial, with `2^n` applied by `vscalefps`
+/// (which also takes any `n` below the normal range to 0).
+#[inline]
+#[target_feature(enable = "avx512f,fma")]
+fn exp2(t: __m512) -> __m512 {
+    let t = _mm512_max_ps(t, _mm512_set1_ps(-150.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+    let f = _mm512_sub_ps(t, n);
+    _mm512_scalef_ps(polynomial(&kernels::EXP2, f), n)
+}
+
+/// GELU, `x Φ(x)`, with the normal tail `Φ(−|x|) = c(|x|)^−16` as in the portable kernel;
+/// `1 / c` is a `vrcp14ps` refined by one Newton step.
 #[inline]
 #[target_feature(enable = "avx512f,fma")]
 fn gelu_vector(x: __m512) -> __m512 {
-    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-    let a = _mm512_abs_ps(z);
-    let d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.327_591_1), _mm512_set1_ps(1.0));
-    let t = _mm512_rcp14_ps(d);
-    let t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0)));
-    let mut poly = _mm512_set1_ps(1.061_405_4);
-    for c in [-1.453_152, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
-        poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
-    }
-    poly = _mm512_mul_ps(poly, t);
-    // erf(|z|) = 1 − poly e^(−z²); erf is odd, so the sign of z goes back on.
-    let e = exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a));
-    let erf_abs = _mm512_fnmadd_ps(poly, e, _mm512_set1_ps(1.0));
-    let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
-    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
-    let half_x = _mm512_mul_ps(x, _mm512_set1_ps(0.5));
-    _mm512_fmadd_ps(half_x, erf, half_x)
+    let a = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(kernels::NORMAL_TAIL_MAX));
+    let c = polynomial(&kernels::NORMAL_TAIL, a);
+    let t = _mm512_rcp14_ps(c);
+    let t = _mm512_mul_ps(t, _mm512_fnmadd_ps(c, t, _mm512_set1_ps(2.0)));
+    let t2 = _mm512_mul_ps(t, t);
+    let t4 = _mm512_mul_ps(t2, t2);
+    let t8 = _mm512_mul_ps(t4, t4);
+    let x_tail = _mm512_mul_ps(x, _mm512_mul_ps(t8, t8));
+    // x Φ(x): x − x Φ(−|x|) where x ≥ 0, x Φ(−|x|) elsewhere.
+    let non_negative = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_setzero_ps());
+    _mm512_mask_sub_ps(x_tail, non_negative, x, x_tail)
 }
 
 /// See [`super::kernels::gelu`].
@@ -172,13 +158,20 @@ pub(super) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
 /// `x = e^(x − max)` for each element of `row`, in place; returns their sum.
 #[target_feature(enable = "avx512f,fma")]
 fn exp_row(row: &mut [f32], max: f32) -> f32 {
-    let max = _mm512_set1_ps(max);
+    // e^(x − max) = 2^(x log2 e − max log2 e), one fused step; an error in the second term
+    // is the same for the whole row, and the softmax divides it out.
+    let log2_e = _mm512_set1_ps(std::f32::consts::LOG2_E);
+    let shift = _mm512_set1_ps(max * std::f32::consts::LOG2_E);
     let mut total = _mm512_setzero_ps();
     let mut chunks = row.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
         let p = chunk.as_mut_ptr();
         // SAFETY: `chunk` holds 16 floats.
-        let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p) }, max));
+        let e = exp2(_mm512_fmsub_ps(
+            unsafe { _mm512_loadu_ps(p) },
+            log2_e,
+            shift,
+        ));
         unsafe { _mm512_storeu_ps(p, e) };
         total = _mm512_add_ps(total, e);
     }
@@ -186,9 +179,10 @@ fn exp_row(row: &mut [f32], max: f32) -> f32 {
     if !tail.is_empty() {
         let (mask, p) = (first(tail.len()), tail.as_mut_ptr());
         // SAFETY: the mask covers only the tail's own elements.
-        let e = exp(_mm512_sub_ps(
+        let e = exp2(_mm512_fmsub_ps(
             unsafe { _mm512_maskz_loadu_ps(mask, p) },
-            max,
+            log2_e,
+            shift,
         ));
         unsafe { _mm512_mask_storeu_ps(p, mask, e) };
         total = _mm512_mask_add_ps(total, mask, total, e);

@@ -2,8 +2,8 @@
 //! matrix product.
 //!
 //! The row kernels here are portable loops written so that the compiler vectorises them
-//! (no branches, `exp` and `erf` as polynomials instead of libm calls: scalar `exp` calls
-//! would cost a fifth of the encoder's time). On CPUs with AVX-512 the same computations
+//! (no branches, `2^x` and the normal distribution's tail as polynomials instead of libm
+//! calls: scalar `exp` calls would cost a fifth of the encoder's time). On CPUs with AVX-512 the same computations
 //! run as the intrinsic kernels of [`super::avx512`], chosen at run time.
 #![allow(unsafe_code)] // run-time CPU dispatch and the gemm crate's raw-pointer API, see SAFETY notes
 
@@ -114,8 +114,41 @@ fn layer_norm_body(
 #[inline(always)]
 fn gelu_body(xs: &mut [f32]) {
     for x in xs.iter_mut() {
-        *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+        let tail = normal_tail(*x);
+        // x Φ(x), with Φ(x) = 1 − Φ(−|x|) for x ≥ 0 and Φ(−|x|) below.
+        *x = if *x >= 0.0 { *x - *x * tail } else { *x * tail };
     }
+}
+
+/// Coefficients of `c(a) = 2^(1/16) (1 + Σ_k a_k (a/√2)^k)`, constant first, where the
+/// `a_k` are Abramowitz and Stegun's for erf (7.1.28): `erfc(z) ≈ (1 + Σ a_k z^k)^−16`
+/// (absolute error below 3e-7) for `z = a/√2`. The factor `2^(1/16)` makes `c(a)^−16` half
+/// of erfc, the tail `Φ(−a)` of the standard normal distribution, with no multiplication.
+pub(crate) const NORMAL_TAIL: [f32; 7] = [
+    1.044_273_7,
+    5.207_516_3e-2,
+    2.207_699_8e-2,
+    3.422_739_2e-3,
+    3.968_613_6e-5,
+    5.105_521e-5,
+    5.621_3e-6,
+];
+
+/// The polynomial's argument stops here: `c(25)^−16` is 0 in f32, so GELU of a large
+/// negative `x` is 0 (the true tail is below 1e-130), and `c` stays far from overflowing.
+pub(crate) const NORMAL_TAIL_MAX: f32 = 25.0;
+
+/// `Φ(−|x|)`, the standard normal probability below `−|x|`, as `c(|x|)^−16` (see
+/// [`NORMAL_TAIL`]): GELU's `x Φ(x)` without an `exp`. Absolute error below 5e-7.
+#[inline(always)]
+fn normal_tail(x: f32) -> f32 {
+    let a = x.abs().min(NORMAL_TAIL_MAX);
+    let c = polynomial(&NORMAL_TAIL, a);
+    let t = 1.0 / c;
+    let t2 = t * t;
+    let t4 = t2 * t2;
+    let t8 = t4 * t4;
+    t8 * t8
 }
 
 fn gelu_with_bias_body(rows: &mut [f32], bias: &[f32]) {
@@ -128,9 +161,11 @@ fn gelu_with_bias_body(rows: &mut [f32], bias: &[f32]) {
 #[inline(always)]
 fn exp_rows_body(rows: &mut [f32], width: usize, sums: &mut [f32]) {
     for (row, sum) in rows.chunks_exact_mut(width).zip(sums) {
-        let max = lane_max(row);
+        // e^(x − max) = 2^(x log2 e − max log2 e): any error in the second term is the
+        // same for the whole row, and the softmax divides it out.
+        let shift = lane_max(row) * std::f32::consts::LOG2_E;
         for x in row.iter_mut() {
-            *x = exp(*x - max);
+            *x = exp2(*x * std::f32::consts::LOG2_E - shift);
         }
         *sum = lane_sum(row, |x| x);
     }
@@ -208,23 +243,36 @@ fn quantize_row_body(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32; 2]) {
     *scale_zero = [scale, zero];
 }
 
-/// `e^x` for f32, branch-free (Cephes' `expf` polynomial, relative error about 2e-7):
-/// `x = n ln 2 + r`, `e^x = 2^n e^r`.
+/// `2^t` for f32, branch-free: `t = n + f` with `n` whole and `|f| ≤ 1/2`, `2^f` by a
+/// degree-5 polynomial (a minimax fit, relative error below 2e-7 in f32) and `2^n` from
+/// exponent bits. Below −126 the result is 2^−126 at most (softmax weights that small do
+/// not count).
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    // e^88 is still finite in f32 (2^n below needs n ≤ 127); below −87.3 the result is
-    // below f32's normal range anyway.
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    // ln 2 split in two so that `n * LN2_HI` is exact.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let er = p * r * r + r + 1.0;
-    er * exp2_int(n)
+pub(crate) fn exp2(t: f32) -> f32 {
+    let t = t.clamp(-126.0, 127.0);
+    let n = (t + 0.5).floor();
+    let f = t - n;
+    let p = polynomial(&EXP2, f);
+    p * exp2_int(n)
 }
+
+/// `Σ_k c[k] x^k`, by Horner's rule.
+#[inline(always)]
+fn polynomial(c: &[f32], x: f32) -> f32 {
+    let (last, rest) = c.split_last().expect("a coefficient");
+    rest.iter().rev().fold(*last, |p, &k| p * x + k)
+}
+
+/// Coefficients of the polynomial for `2^f` on `[−1/2, 1/2]`, constant first.
+#[allow(clippy::approx_constant)] // the fit's own linear term, not ln 2
+pub(crate) const EXP2: [f32; 6] = [
+    1.0,
+    0.693_147,
+    0.240_222_42,
+    5.550_734e-2,
+    9.671_514e-3,
+    1.326_471_5e-3,
+];
 
 /// `2^n` for a whole `n` in −126..=127, built from its exponent bits. Adding 1.5 × 2^23
 /// puts `n` in the low bits of the sum's mantissa; unlike `n as i32` (which saturates and
@@ -236,18 +284,6 @@ fn exp2_int(n: f32) -> f32 {
         .wrapping_sub(0x4B40_0000)
         .wrapping_add(127);
     f32::from_bits(biased << 23)
-}
-
-/// The error function (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = ((((1.061_405_4 * t - 1.453_152) * t + 1.421_413_8) * t - 0.284_496_74) * t
-        + 0.254_829_6)
-        * t;
-    let y = 1.0 - poly * exp(-a * a);
-    y.copysign(x)
 }
 
 /// A row-major f32 matrix view: `rows × cols` elements, row `i` starting at
@@ -339,19 +375,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp_and_erf_match_the_standard_library() {
+    fn exp2_and_gelu_match_the_standard_library() {
         for i in -2000..=2000 {
-            let x = i as f32 / 50.0; // -40 ..= 40
-            let want = (x as f64).exp();
-            let rel = ((exp(x) as f64 - want) / want).abs();
-            assert!(rel < 1e-6, "exp({x}): {} vs {want}", exp(x));
+            let t = i as f32 / 50.0; // -40 ..= 40
+            let want = (t as f64).exp2();
+            let rel = ((exp2(t) as f64 - want) / want).abs();
+            assert!(rel < 1e-6, "exp2({t}): {} vs {want}", exp2(t));
         }
-        for i in -600..=600 {
-            let x = i as f64 / 100.0;
-            let want = libm_erf(x);
-            // A&S 7.1.26 is within 1.5e-7; f32 rounding of `1 - poly * e^-x²` adds a little.
-            assert!((erf(x as f32) as f64 - want).abs() < 1e-6, "erf({x})");
+        let xs: Vec<f32> = (-1200..=1200).map(|i| i as f32 / 100.0).collect();
+        let mut got = xs.clone();
+        gelu_body(&mut got);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let x64 = x as f64;
+            let want = 0.5 * x64 * (1.0 + libm_erf(x64 / std::f64::consts::SQRT_2));
+            // A&S 7.1.28 is within 3e-7 of erf; the 16th power adds f32 rounding.
+            let tolerance = 1e-6 * x64.abs().max(1.0);
+            assert!(
+                (g as f64 - want).abs() < tolerance,
+                "gelu({x}): {g} vs {want}"
+            );
         }
+        let mut extremes = [1e30, -1e30, f32::MAX, f32::MIN, 0.0];
+        gelu_body(&mut extremes);
+        assert_eq!(extremes, [1e30, 0.0, f32::MAX, 0.0, 0.0]);
     }
 
     /// erf by its series / continued fraction in f64, as an oracle.
@@ -455,6 +501,11 @@ mod tests {
                 }
             }
         }
+        let extremes = [1e30, -1e30, f32::MAX, f32::MIN, 0.0, -0.0, 30.0, -30.0];
+        let (mut fast, mut portable) = (extremes, extremes);
+        gelu(&mut fast);
+        gelu_body(&mut portable);
+        assert_eq!(fast, portable);
     }
 
     #[test]
