@@ -87,6 +87,20 @@ pub struct ChunkRow {
     pub vector: Vec<f32>,
 }
 
+/// Has the transaction's statements planned as key lookups: nested loops over index scans,
+/// never a scan or a hash of a whole table. Every statement the sink runs under it reads or
+/// writes the rows of a batch's keys only, for which that plan is right at any table size.
+/// Left to itself, the planner chose sequential scans of the chunks table while a bulk load
+/// grew it faster than autovacuum analysed it: each batch read the whole table.
+pub(crate) fn plan_as_key_lookups(tx: &mut Transaction<'_>) -> Result<(), PgVectorError> {
+    tx.batch_execute(
+        "SET LOCAL enable_seqscan = off;
+         SET LOCAL enable_hashjoin = off;
+         SET LOCAL enable_mergejoin = off",
+    )
+    .map_err(PgVectorError::query("choosing key-lookup plans"))
+}
+
 /// Advances the partition's offset if it still is `position.expected`; returns the stored
 /// offset when it is not (the batch is fenced and the caller rolls back).
 pub(crate) fn advance_offset(

@@ -170,6 +170,7 @@ impl PgVectorStore {
                 let mut tx = conn
                     .transaction()
                     .map_err(PgVectorError::query("starting a transaction"))?;
+                batch::plan_as_key_lookups(&mut tx)?;
                 if let Err(stored) = batch::advance_offset(&mut tx, &self.tables, position)? {
                     // Dropping the transaction rolls it back; nothing was written.
                     return Err(PgVectorError::Fenced {
@@ -252,8 +253,8 @@ impl PgVectorStore {
         if text_hashes.is_empty() {
             return Ok(HashMap::new());
         }
-        self.with_conn(always, |conn| {
-            let rows = conn
+        self.by_keys(|tx| {
+            let rows = tx
                 .query(
                     &format!(
                         "SELECT DISTINCT ON (text_hash) text_hash, embedding FROM {}
@@ -289,6 +290,26 @@ impl PgVectorStore {
                 .query(query.sql.as_str(), &query.params())
                 .map_err(PgVectorError::query("searching"))?;
             rows.iter().map(search::hit).collect()
+        })
+    }
+
+    /// Runs `f`, which reads the rows of a batch's keys, in a read-only transaction planned
+    /// as key lookups ([`batch::plan_as_key_lookups`]).
+    fn by_keys<R>(
+        &self,
+        f: impl Fn(&mut postgres::Transaction<'_>) -> Result<R, PgVectorError>,
+    ) -> Result<R, PgVectorError> {
+        self.with_conn(always, |conn| {
+            let mut tx = conn
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .map_err(PgVectorError::query("starting a transaction"))?;
+            batch::plan_as_key_lookups(&mut tx)?;
+            let result = f(&mut tx)?;
+            tx.commit()
+                .map_err(PgVectorError::query("ending a read transaction"))?;
+            Ok(result)
         })
     }
 
@@ -380,8 +401,8 @@ impl PgVectorStore {
         &self,
         doc_ids: &[String],
     ) -> Result<HashMap<String, DocumentRow>, PgVectorError> {
-        self.with_conn(always, |conn| {
-            let rows = conn
+        self.by_keys(|tx| {
+            let rows = tx
                 .query(
                     &format!(
                         "SELECT {DOCUMENT_COLUMNS} FROM {} WHERE doc_id = ANY($1)",

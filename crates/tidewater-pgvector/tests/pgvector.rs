@@ -507,6 +507,92 @@ fn a_metadata_change_reaches_chunks_stored_by_earlier_batches() {
     assert_eq!(ids(&hits), ["b#0", "a#1", "a#0"]);
 }
 
+/// How often each of the store's tables was read whole (`seq_scan`) and how many rows were
+/// inserted into it, by table name; `None` until the server's statistics show `inserted`
+/// chunk rows (backends report their counters some seconds after a transaction).
+fn scans_once_chunks_reach(prefix: &str, inserted: i64) -> HashMap<String, i64> {
+    let mut client = psql();
+    for _ in 0..300 {
+        let rows = client
+            .query(
+                "SELECT relname::text, seq_scan, n_tup_ins FROM pg_stat_user_tables
+                 WHERE relname LIKE $1",
+                &[&format!("{prefix}\\_%")],
+            )
+            .unwrap();
+        let chunks_inserted = rows
+            .iter()
+            .find(|r| r.get::<_, String>(0) == format!("{prefix}_chunks"))
+            .map_or(0, |r| r.get::<_, i64>(2));
+        if chunks_inserted >= inserted {
+            return rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the statistics never showed {inserted} chunk rows of {prefix}");
+}
+
+#[test]
+fn batches_on_tables_never_analysed_read_no_table_whole() {
+    // A bulk load grows the tables faster than autovacuum analyses them; here it never
+    // does. Each batch must still read and write by key: a whole-table scan per batch made
+    // a 250,000-document load quadratic.
+    let prefix = "t_key_plans";
+    let store = open(prefix, 4);
+    let mut client = psql();
+    for table in ["chunks", "documents"] {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {prefix}_{table} SET (autovacuum_enabled = off)"
+            ))
+            .unwrap();
+    }
+    let (batches, per_batch) = (10, 2_000);
+    let corpus = random_corpus(batches * per_batch, 4, 7, 11);
+    for b in 0..batches {
+        let range = b * per_batch..(b + 1) * per_batch;
+        let changes = IndexChanges {
+            upsert_documents: corpus.upsert_documents[range.clone()].to_vec(),
+            upsert_chunks: corpus.upsert_chunks[range].to_vec(),
+            ..IndexChanges::default()
+        };
+        let expected = (b > 0).then_some(b as u64);
+        store
+            .apply(&position(expected, b as u64 + 1), &changes)
+            .unwrap();
+    }
+    let total = (batches * per_batch) as i64;
+    let before = scans_once_chunks_reach(prefix, total);
+
+    // The reads of a batch (stored documents, reusable embeddings), then a batch that
+    // changes documents' metadata (copied onto their chunks), replaces chunks and adds new
+    // ones.
+    let ids: Vec<String> = (0..200).map(|i| format!("doc{:05}", i * 97)).collect();
+    assert_eq!(store.documents(&ids).unwrap().len(), ids.len());
+    let hashes: Vec<String> = (0..200)
+        .map(|i| format!("hash-of-text {}", i * 89))
+        .collect();
+    assert_eq!(store.embeddings_for(&hashes).unwrap().len(), hashes.len());
+    let mut changes = IndexChanges::default();
+    for i in 0..200 {
+        let id = format!("doc{:05}", i * 97);
+        changes
+            .upsert_documents
+            .push(doc(&id, json!({"tag": "changed"})));
+        changes
+            .upsert_chunks
+            .push(chunk(&id, 1, "new text", &[0.5, 0.5, 0.5, 0.5]));
+    }
+    store
+        .apply(
+            &position(Some(batches as u64), batches as u64 + 1),
+            &changes,
+        )
+        .unwrap();
+    let after = scans_once_chunks_reach(prefix, total + 200);
+    assert_eq!(after, before, "tables read whole (seq_scan) by a batch");
+}
+
 #[test]
 fn a_stale_batch_is_fenced_and_writes_nothing() {
     let store = open("t_fence", 3);
