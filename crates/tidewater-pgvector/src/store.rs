@@ -299,18 +299,7 @@ impl PgVectorStore {
         &self,
         f: impl Fn(&mut postgres::Transaction<'_>) -> Result<R, PgVectorError>,
     ) -> Result<R, PgVectorError> {
-        self.with_conn(always, |conn| {
-            let mut tx = conn
-                .build_transaction()
-                .read_only(true)
-                .start()
-                .map_err(PgVectorError::query("starting a transaction"))?;
-            batch::plan_as_key_lookups(&mut tx)?;
-            let result = f(&mut tx)?;
-            tx.commit()
-                .map_err(PgVectorError::query("ending a read transaction"))?;
-            Ok(result)
-        })
+        self.in_read_transaction(batch::plan_as_key_lookups, f)
     }
 
     /// Runs `f` in a read-only transaction with the search settings for `k` results
@@ -322,17 +311,29 @@ impl PgVectorStore {
         f: impl Fn(&mut postgres::Transaction<'_>) -> Result<R, PgVectorError>,
     ) -> Result<R, PgVectorError> {
         let settings = self.search_settings().session_settings(k, filtered);
+        let set = |tx: &mut postgres::Transaction<'_>| {
+            tx.batch_execute(&settings)
+                .map_err(PgVectorError::query("setting the search parameters"))
+        };
+        self.in_read_transaction(set, f)
+    }
+
+    /// Runs `f` in a read-only transaction, after `setup` (its settings).
+    fn in_read_transaction<R>(
+        &self,
+        setup: impl Fn(&mut postgres::Transaction<'_>) -> Result<(), PgVectorError>,
+        f: impl Fn(&mut postgres::Transaction<'_>) -> Result<R, PgVectorError>,
+    ) -> Result<R, PgVectorError> {
         self.with_conn(always, |conn| {
             let mut tx = conn
                 .build_transaction()
                 .read_only(true)
                 .start()
                 .map_err(PgVectorError::query("starting a transaction"))?;
-            tx.batch_execute(&settings)
-                .map_err(PgVectorError::query("setting the search parameters"))?;
+            setup(&mut tx)?;
             let result = f(&mut tx)?;
             tx.commit()
-                .map_err(PgVectorError::query("ending a search"))?;
+                .map_err(PgVectorError::query("ending a read transaction"))?;
             Ok(result)
         })
     }
