@@ -192,9 +192,9 @@ struct PassPlan {
 
 /// Cuts sequences of `lengths` tokens into passes for a pool of `threads`, keeping their
 /// order. Enough work for every thread goes into passes that run side by side, a multiple
-/// of `threads` of them and each sequence in the pass its midpoint falls in, so that their
-/// sizes differ by less than a sequence. Less work goes into pool passes of up to
-/// [`PASS_TOKENS`], filled in order.
+/// of `threads` of them and each sequence in the pass its midpoint falls in, so that each
+/// holds its share of the tokens to within a sequence. Less work goes into pool passes of
+/// up to [`PASS_TOKENS`], filled in order.
 fn plan_passes(lengths: &[usize], threads: usize) -> PassPlan {
     let total: usize = lengths.iter().sum();
     let mut bounds = vec![0];
