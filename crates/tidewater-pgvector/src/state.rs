@@ -597,8 +597,19 @@ impl PgAdvisoryLock {
         }
     }
 
-    /// Gives the lock up by ending the session.
+    /// Gives the lock up, then ends the session. The lock is released explicitly first:
+    /// the server frees a closed session's locks only when its backend has exited, a
+    /// moment later, and another member trying it at once would still find it held.
     pub fn unlock(&mut self) {
-        self.client = None;
+        let Some(mut client) = self.client.take() else {
+            return;
+        };
+        if let Err(e) = client.execute(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&LEASE_LOCK_CLASS, &self.key],
+        ) {
+            // Ending the session (below) frees it all the same.
+            tracing::debug!(key = %self.key, error = %e, "releasing a lease's lock");
+        }
     }
 }
