@@ -204,9 +204,7 @@ pub(super) fn layer_norm(
     for row in rows.chunks_exact_mut(width) {
         if let Some(bias) = bias {
             // The row is in L1 from here on; adding the bias costs a pass over it there.
-            row.iter_mut()
-                .zip(&bias[..width])
-                .for_each(|(x, b)| *x += b);
+            kernels::add(row, &bias[..width]);
         }
         let mut sum = _mm512_setzero_ps();
         for_each_vector(row, 0.0, |v, _| sum = _mm512_add_ps(sum, v));

@@ -86,6 +86,12 @@ pub(crate) fn quantize_row(row: &[f32], codes: &mut [u8], scale_zero: &mut [f32;
     dispatch!(quantize_row, quantize_row_body, row, codes, scale_zero)
 }
 
+/// `x += y`, element by element (a bias onto a row).
+#[inline(always)]
+pub(crate) fn add(xs: &mut [f32], ys: &[f32]) {
+    xs.iter_mut().zip(ys).for_each(|(x, y)| *x += y);
+}
+
 #[inline(always)]
 fn layer_norm_body(
     rows: &mut [f32],
@@ -98,9 +104,7 @@ fn layer_norm_body(
     let (gamma, beta) = (&gamma[..width], &beta[..width]);
     for row in rows.chunks_exact_mut(width) {
         if let Some(bias) = bias {
-            row.iter_mut()
-                .zip(&bias[..width])
-                .for_each(|(x, b)| *x += b);
+            add(row, &bias[..width]);
         }
         let mean = lane_sum(row, |x| x) / width as f32;
         let var = lane_sum(row, |x| (x - mean) * (x - mean)) / width as f32;
@@ -153,7 +157,7 @@ fn normal_tail(x: f32) -> f32 {
 
 fn gelu_with_bias_body(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+        add(row, bias);
         gelu_body(row);
     }
 }

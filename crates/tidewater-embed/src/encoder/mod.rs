@@ -248,10 +248,7 @@ impl Encoder {
                         .with_min_len(threads.min_len())
                         .for_each(|rows| {
                             for row in rows.chunks_exact_mut(3 * h) {
-                                row[..h]
-                                    .iter_mut()
-                                    .zip(&bias[..h])
-                                    .for_each(|(q, b)| *q += b);
+                                kernels::add(&mut row[..h], &bias[..h]);
                             }
                         });
                     Some(&bias[2 * h..])
