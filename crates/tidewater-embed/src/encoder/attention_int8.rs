@@ -22,6 +22,7 @@ use std::arch::x86_64::*;
 
 use super::avx512;
 use super::kernels::View;
+use super::AddBias;
 
 const LANES: usize = 16;
 /// Key panels and query rows per tile of the scores kernel.
@@ -35,9 +36,6 @@ const PV_ROWS: usize = 12;
 pub(super) fn available(head_dim: usize) -> bool {
     super::int8::has_vnni() && super::kernels::has_avx512() && head_dim.is_multiple_of(32)
 }
-
-/// Adds a bias to query `i`'s scores: `add_bias(i, scores)`.
-pub(super) type AddBias<'a> = dyn Fn(usize, &mut [f32]) + 'a;
 
 /// Reused buffers of one thread's heads.
 #[derive(Default)]

@@ -136,12 +136,20 @@ fn for_each_vector(row: &[f32], fill: f32, mut f: impl FnMut(__m512, __mmask16))
 /// The largest element of `row` (`−∞` if it is empty).
 #[target_feature(enable = "avx512f")]
 pub(super) fn row_max(row: &[f32]) -> f32 {
-    // Four running maxima, so that the comparisons do not wait on each other.
+    // Four running maxima in a plain loop over 64 floats at a time, so that the
+    // comparisons do not wait on each other (and stay in registers).
     let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
-    let mut i = 0;
-    for_each_vector(row, f32::NEG_INFINITY, |v, _| {
-        max[i % 4] = _mm512_max_ps(max[i % 4], v);
-        i += 1;
+    let mut blocks = row.chunks_exact(4 * LANES);
+    for block in &mut blocks {
+        for (i, m) in max.iter_mut().enumerate() {
+            // SAFETY: `block` holds 64 floats.
+            *m = _mm512_max_ps(*m, unsafe {
+                _mm512_loadu_ps(block.as_ptr().add(i * LANES))
+            });
+        }
+    }
+    for_each_vector(blocks.remainder(), f32::NEG_INFINITY, |v, _| {
+        max[0] = _mm512_max_ps(max[0], v);
     });
     let max = _mm512_max_ps(_mm512_max_ps(max[0], max[1]), _mm512_max_ps(max[2], max[3]));
     _mm512_reduce_max_ps(max)
@@ -157,37 +165,37 @@ pub(super) fn exp_rows(rows: &mut [f32], width: usize, sums: &mut [f32]) {
 
 /// `x = e^(x − max)` for each element of `row`, in place; returns their sum.
 #[target_feature(enable = "avx512f,fma")]
-fn exp_row(row: &mut [f32], max: f32) -> f32 {
+pub(super) fn exp_row(row: &mut [f32], max: f32) -> f32 {
     // e^(x − max) = 2^(x log2 e − max log2 e), one fused step; an error in the second term
     // is the same for the whole row, and the softmax divides it out.
     let log2_e = _mm512_set1_ps(std::f32::consts::LOG2_E);
     let shift = _mm512_set1_ps(max * std::f32::consts::LOG2_E);
-    let mut total = _mm512_setzero_ps();
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        let p = chunk.as_mut_ptr();
-        // SAFETY: `chunk` holds 16 floats.
-        let e = exp2(_mm512_fmsub_ps(
-            unsafe { _mm512_loadu_ps(p) },
-            log2_e,
-            shift,
-        ));
-        unsafe { _mm512_storeu_ps(p, e) };
-        total = _mm512_add_ps(total, e);
+    let exp = |x: __m512| exp2(_mm512_fmsub_ps(x, log2_e, shift));
+    // Two vectors per step with a sum each: each `exp` is a long chain of dependent steps,
+    // and two side by side keep both vector units busy.
+    let mut total = [_mm512_setzero_ps(); 2];
+    let mut blocks = row.chunks_exact_mut(2 * LANES);
+    for block in &mut blocks {
+        for (i, total) in total.iter_mut().enumerate() {
+            // SAFETY: `block` holds 32 floats.
+            unsafe {
+                let p = block.as_mut_ptr().add(i * LANES);
+                let e = exp(_mm512_loadu_ps(p));
+                _mm512_storeu_ps(p, e);
+                *total = _mm512_add_ps(*total, e);
+            }
+        }
     }
-    let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let (mask, p) = (first(tail.len()), tail.as_mut_ptr());
-        // SAFETY: the mask covers only the tail's own elements.
-        let e = exp2(_mm512_fmsub_ps(
-            unsafe { _mm512_maskz_loadu_ps(mask, p) },
-            log2_e,
-            shift,
-        ));
-        unsafe { _mm512_mask_storeu_ps(p, mask, e) };
-        total = _mm512_mask_add_ps(total, mask, total, e);
+    for chunk in blocks.into_remainder().chunks_mut(LANES) {
+        let (mask, p) = (first_lanes(chunk.len()), chunk.as_mut_ptr());
+        // SAFETY: the mask covers only the chunk's own elements.
+        unsafe {
+            let e = exp(_mm512_maskz_loadu_ps(mask, p));
+            _mm512_mask_storeu_ps(p, mask, e);
+            total[0] = _mm512_mask_add_ps(total[0], mask, total[0], e);
+        }
     }
-    _mm512_reduce_add_ps(total)
+    _mm512_reduce_add_ps(_mm512_add_ps(total[0], total[1]))
 }
 
 /// See [`super::kernels::layer_norm`].

@@ -15,6 +15,8 @@
 //! the second keeps every core busy without the threads meeting between steps.
 
 #[cfg(target_arch = "x86_64")]
+mod attention_f32;
+#[cfg(target_arch = "x86_64")]
 mod attention_int8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -153,6 +155,10 @@ pub(crate) struct Encoder {
     /// with AVX-512 VNNI.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     int8_attention: bool,
+    /// Whether f32 attention runs fused ([`attention_f32`]): on CPUs with AVX-512, for
+    /// heads 32k wide.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fused_attention: bool,
     /// Activation buffers of finished passes, for the next ones.
     scratch: Mutex<Vec<Scratch>>,
 }
@@ -181,10 +187,29 @@ impl PassThreads {
 /// The activations of one pass.
 #[derive(Default)]
 struct Scratch {
-    x: Vec<f32>,
-    qkv: Vec<f32>,
-    context: Vec<f32>,
-    inner: Vec<f32>,
+    x: LineAligned,
+    qkv: LineAligned,
+    context: LineAligned,
+    inner: LineAligned,
+}
+
+/// A reusable buffer of floats whose slice starts on a 64-byte cache line.
+///
+/// A large `Vec<f32>` starts 16 bytes into a page (the allocator's header), so every
+/// 16-float vector of its rows straddled two cache lines: each load and store of the row
+/// kernels and of the products' outputs touched two lines instead of one.
+#[derive(Default)]
+struct LineAligned(Vec<f32>);
+
+impl LineAligned {
+    /// `len` floats from the first cache line boundary. Contents are whatever earlier
+    /// passes left; callers write every element before they read it.
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        const LINE_FLOATS: usize = 64 / std::mem::size_of::<f32>();
+        self.0.resize(len + LINE_FLOATS - 1, 0.0);
+        let skip = self.0.as_ptr().align_offset(64).min(LINE_FLOATS - 1);
+        &mut self.0[skip..skip + len]
+    }
 }
 
 impl Encoder {
@@ -214,21 +239,11 @@ impl Encoder {
         }
         // Reusing the buffers saves the page faults of fresh ones (several percent of a pass).
         let mut scratch = self.scratch.lock().pop().unwrap_or_default();
-        let Scratch {
-            x,
-            qkv,
-            context,
-            inner,
-        } = &mut scratch;
-        for (buffer, width) in [
-            (&mut *x, h),
-            (&mut *qkv, 3 * h),
-            (&mut *context, h),
-            (&mut *inner, self.config.intermediate),
-        ] {
-            // Every element is written before it is read, so old contents do not matter.
-            buffer.resize(tokens * width, 0.0);
-        }
+        // Every element is written before it is read, so old contents do not matter.
+        let x = scratch.x.slice(tokens * h);
+        let qkv = scratch.qkv.slice(tokens * 3 * h);
+        let context = scratch.context.slice(tokens * h);
+        let inner = scratch.inner.slice(tokens * self.config.intermediate);
         self.embed(sequences, x, threads)?;
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         // Post-norm layers; each residual connection accumulates onto `x` in place. An f32
@@ -392,86 +407,110 @@ impl Encoder {
             .for_each_init(
                 AttentionBuffers::default,
                 |buffers, (start, len, out): (usize, usize, &mut [f32])| {
-                    let view = |part: usize, head: usize| View {
-                        data: qkv,
-                        offset: start * 3 * h + part * h + head * d,
-                        stride: 3 * h,
-                    };
-                    #[cfg(target_arch = "x86_64")]
-                    if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
-                        debug_assert!(v_bias.is_none(), "int8 layers add their biases");
-                        for head in 0..heads {
-                            let relative = self.relative.as_ref().map(|relative| {
-                                move |i: usize, scores: &mut [f32]| {
-                                    relative.add_to_row(scores, i, head)
-                                }
-                            });
-                            let add_bias = relative.as_ref().map(|f| f as &attention_int8::AddBias);
+                    for head in 0..heads {
+                        let view = |part: usize| View {
+                            data: qkv,
+                            offset: start * 3 * h + part * h + head * d,
+                            stride: 3 * h,
+                        };
+                        let qkv = (view(0), view(1), view(2));
+                        let relative = self.relative.as_ref().map(|relative| {
+                            move |i: usize, scores: &mut [f32]| relative.add_to_row(scores, i, head)
+                        });
+                        let add_bias = relative.as_ref().map(|f| f as &AddBias);
+                        let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
+                        let out = &mut out[head * d..];
+                        #[cfg(target_arch = "x86_64")]
+                        if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
+                            debug_assert!(v_bias.is_none(), "int8 layers add their biases");
                             attention_int8::head(
                                 &mut buffers.int8,
-                                (view(0, head), view(1, head), view(2, head)),
+                                qkv,
                                 len,
                                 d,
                                 scale,
                                 add_bias,
-                                &mut out[head * d..],
+                                out,
                                 h,
                             );
+                            continue;
                         }
-                        return;
-                    }
-                    let AttentionBuffers { scores, sums, .. } = buffers;
-                    scores.resize(len * len, 0.0);
-                    sums.resize(len, 0.0);
-                    for head in 0..heads {
-                        let (q, k, v) = (view(0, head), view(1, head), view(2, head));
-                        kernels::matmul(
-                            (len, len, d),
-                            q,
-                            k,
-                            true,
-                            scores,
-                            len,
-                            false,
-                            scale,
-                            false,
-                        );
-                        if let Some(relative) = &self.relative {
-                            relative.add_to(scores, len, head);
+                        #[cfg(target_arch = "x86_64")]
+                        if self.fused_attention && len <= attention_f32::MAX_LEN {
+                            attention_f32::head(
+                                &mut buffers.f32,
+                                qkv,
+                                len,
+                                d,
+                                scale,
+                                add_bias,
+                                v_bias,
+                                out,
+                                h,
+                            );
+                            continue;
                         }
-                        // Softmax, with the division by each row's sum left for the row of the
-                        // product, which is d wide rather than len.
-                        kernels::exp_rows(scores, len, sums);
-                        let p = View {
-                            data: scores,
-                            offset: 0,
-                            stride: len,
-                        };
-                        kernels::matmul(
-                            (len, d, len),
-                            p,
-                            v,
-                            false,
-                            &mut out[head * d..],
-                            h,
-                            false,
-                            1.0,
-                            false,
-                        );
-                        let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
-                        for (row, sum) in out.chunks_exact_mut(h).zip(sums.iter()) {
-                            let inv = 1.0 / sum;
-                            let row = &mut row[head * d..(head + 1) * d];
-                            match v_bias {
-                                Some(b) => {
-                                    row.iter_mut().zip(b).for_each(|(x, b)| *x = *x * inv + b)
-                                }
-                                None => row.iter_mut().for_each(|x| *x *= inv),
-                            }
-                        }
+                        attention_head(buffers, qkv, len, d, scale, add_bias, v_bias, out, h);
                     }
                 },
             );
+    }
+}
+
+/// Adds a bias to query `i`'s scores: `add_bias(i, scores)` (MPNet's relative positions).
+type AddBias<'a> = dyn Fn(usize, &mut [f32]) + 'a;
+
+/// One head of one sequence of `len` tokens through the general matrix product:
+/// `out[i] = softmax(scale q_i Kᵀ + bias) V (+ v_bias)`, for rows `q`, `k`, `v` of `d`
+/// values each, row `i` of the result into `out[i * out_stride..][..d]`. The path for any
+/// head width and CPU; [`attention_f32`] is the fast one on AVX-512.
+#[allow(clippy::too_many_arguments)]
+fn attention_head(
+    buffers: &mut AttentionBuffers,
+    (q, k, v): (View<'_>, View<'_>, View<'_>),
+    len: usize,
+    d: usize,
+    scale: f32,
+    add_bias: Option<&AddBias>,
+    v_bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let AttentionBuffers { scores, sums, .. } = buffers;
+    scores.resize(len * len, 0.0);
+    sums.resize(len, 0.0);
+    kernels::matmul((len, len, d), q, k, true, scores, len, false, scale, false);
+    if let Some(add_bias) = add_bias {
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            add_bias(i, row);
+        }
+    }
+    // Softmax, with the division by each row's sum left for the row of the product, which
+    // is d wide rather than len.
+    kernels::exp_rows(scores, len, sums);
+    let p = View {
+        data: scores,
+        offset: 0,
+        stride: len,
+    };
+    kernels::matmul(
+        (len, d, len),
+        p,
+        v,
+        false,
+        out,
+        out_stride,
+        false,
+        1.0,
+        false,
+    );
+    for (row, sum) in out.chunks_mut(out_stride).zip(sums.iter()) {
+        let inv = 1.0 / sum;
+        let row = &mut row[..d];
+        match v_bias {
+            Some(b) => row.iter_mut().zip(b).for_each(|(x, b)| *x = *x * inv + b),
+            None => row.iter_mut().for_each(|x| *x *= inv),
+        }
     }
 }
 
@@ -488,6 +527,8 @@ struct AttentionBuffers {
     sums: Vec<f32>,
     #[cfg(target_arch = "x86_64")]
     int8: attention_int8::Buffers,
+    #[cfg(target_arch = "x86_64")]
+    f32: attention_f32::Buffers,
 }
 
 impl RelativeBias {
@@ -505,13 +546,6 @@ impl RelativeBias {
         Self {
             by_distance,
             max_len,
-        }
-    }
-
-    /// Adds head `head`'s bias to the `len × len` attention scores of one sequence.
-    fn add_to(&self, scores: &mut [f32], len: usize, head: usize) {
-        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
-            self.add_to_row(row, i, head);
         }
     }
 
@@ -544,5 +578,149 @@ fn bucket_of(distance: i64, buckets: usize) -> usize {
             + ((n as f32 / exact as f32).ln() / (MAX_DISTANCE / exact as f32).ln()
                 * (half - exact) as f32);
         (large as usize).min(half - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs one head: `(qkv, len, d, scale, add_bias, v_bias, out, out_stride)`.
+    type Head<'a> = dyn FnMut(
+            (View<'_>, View<'_>, View<'_>),
+            usize,
+            usize,
+            f32,
+            Option<&AddBias>,
+            Option<&[f32]>,
+            &mut [f32],
+            usize,
+        ) + 'a;
+
+    /// Holds `head` to the attention formula (in f64) within f32 rounding, for sequences
+    /// that do and do not fill the fused kernels' tiles and key panels, with and without a
+    /// score bias and a value bias, into rows wider than a head.
+    fn matches_the_formula(head: &mut Head<'_>, widths: &[usize], lengths: &[usize]) {
+        let value = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0;
+        for (&len, &d) in lengths
+            .iter()
+            .flat_map(|l| widths.iter().map(move |d| (l, d)))
+        {
+            for with_bias in [false, true] {
+                let stride = 3 * d;
+                let qkv: Vec<f32> = (0..len * stride).map(value).collect();
+                let view = |part: usize| View {
+                    data: &qkv,
+                    offset: part * d,
+                    stride,
+                };
+                let scale = 1.0 / (d as f32).sqrt();
+                let bias = |i: usize, j: usize| match with_bias {
+                    true => (i as f32 - j as f32).abs() / len as f32,
+                    false => 0.0,
+                };
+                let add_bias = |i: usize, scores: &mut [f32]| {
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        *s += bias(i, j);
+                    }
+                };
+                let v_bias: Vec<f32> = (0..d).map(|c| c as f32 / d as f32).collect();
+                // Output rows twice a head wide, with a sentinel in the other half.
+                let out_stride = 2 * d;
+                let mut got = vec![f32::NAN; len * out_stride];
+                head(
+                    (view(0), view(1), view(2)),
+                    len,
+                    d,
+                    scale,
+                    with_bias.then_some(&add_bias as &AddBias),
+                    with_bias.then_some(&v_bias[..]),
+                    &mut got,
+                    out_stride,
+                );
+                for i in 0..len {
+                    let q = &qkv[i * stride..][..d];
+                    let scores: Vec<f64> = (0..len)
+                        .map(|j| {
+                            let k = &qkv[j * stride + d..][..d];
+                            let dot: f64 =
+                                q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
+                            scale as f64 * dot + bias(i, j) as f64
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let p: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = p.iter().sum();
+                    for c in 0..d {
+                        let mut want: f64 = (0..len)
+                            .map(|j| p[j] * qkv[j * stride + 2 * d + c] as f64)
+                            .sum::<f64>()
+                            / sum;
+                        if with_bias {
+                            want += v_bias[c] as f64;
+                        }
+                        let g = got[i * out_stride + c] as f64;
+                        assert!(
+                            (g - want).abs() < 2e-5,
+                            "len {len} d {d} bias {with_bias} [{i}][{c}]: {g} vs {want}"
+                        );
+                        assert!(got[i * out_stride + d + c].is_nan(), "wrote past the head");
+                    }
+                }
+            }
+        }
+    }
+
+    const LENGTHS: [usize; 15] = [1, 2, 3, 4, 6, 7, 12, 13, 17, 31, 32, 33, 70, 253, 300];
+
+    #[test]
+    fn general_attention_matches_the_formula() {
+        let mut buffers = AttentionBuffers::default();
+        matches_the_formula(
+            &mut |qkv, len, d, scale, add_bias, v_bias, out, out_stride| {
+                attention_head(
+                    &mut buffers,
+                    qkv,
+                    len,
+                    d,
+                    scale,
+                    add_bias,
+                    v_bias,
+                    out,
+                    out_stride,
+                )
+            },
+            &[16, 32, 64],
+            &LENGTHS,
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fused_attention_matches_the_formula() {
+        if !attention_f32::available(32) {
+            eprintln!("no AVX-512 on this CPU: the fused f32 attention does not run here");
+            return;
+        }
+        let mut buffers = attention_f32::Buffers::default();
+        let mut lengths = LENGTHS.to_vec();
+        lengths.push(attention_f32::MAX_LEN);
+        matches_the_formula(
+            &mut |qkv, len, d, scale, add_bias, v_bias, out, out_stride| {
+                attention_f32::head(
+                    &mut buffers,
+                    qkv,
+                    len,
+                    d,
+                    scale,
+                    add_bias,
+                    v_bias,
+                    out,
+                    out_stride,
+                )
+            },
+            &[32, 64],
+            &lengths,
+        );
     }
 }

@@ -267,6 +267,7 @@ impl Encoder {
             layers,
             relative,
             int8_attention: precision == Precision::Int8 && int8_attention_available(&config),
+            fused_attention: fused_attention_available(&config),
             config,
             scratch: Default::default(),
         })
@@ -361,6 +362,19 @@ impl<'a> Store<'a> {
         }
         all.truncate(width);
         Ok(all)
+    }
+}
+
+/// Whether [`super::attention_f32`] can run this model's heads on this CPU.
+fn fused_attention_available(config: &EncoderConfig) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::attention_f32::available(config.hidden / config.heads)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = config;
+        false
     }
 }
 
