@@ -154,30 +154,60 @@ unsafe fn head_avx512<const D: usize>(
 }
 
 /// Transposes the `len` keys into panels of 16 (see [`Buffers::k_packed`]), with zeros for
-/// the keys from `len` up to `keys`.
+/// the keys from `len` up to `keys`: 16 keys × 16 channels at a time, in registers.
 #[target_feature(enable = "avx512f")]
 unsafe fn pack_keys<const D: usize>(packed: &mut Vec<f32>, k: View<'_>, len: usize, keys: usize) {
     packed.resize(keys * D, 0.0);
-    let stride = i32::try_from(k.stride).expect("a row stride that fits in i32");
-    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let index = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride));
     for panel in 0..keys / LANES {
         let j0 = panel * LANES;
         let dst = packed.as_mut_ptr().add(panel * D * LANES);
-        if j0 >= len {
-            for c in 0..D {
-                _mm512_storeu_ps(dst.add(c * LANES), _mm512_setzero_ps());
+        let valid = len.saturating_sub(j0).min(LANES);
+        for c0 in (0..D).step_by(LANES) {
+            let mut block = [_mm512_setzero_ps(); LANES];
+            for (r, row) in block.iter_mut().enumerate().take(valid) {
+                *row = _mm512_loadu_ps(k.data.as_ptr().add(k.offset + (j0 + r) * k.stride + c0));
             }
-            continue;
+            transpose(&mut block);
+            for (c, column) in block.iter().enumerate() {
+                _mm512_storeu_ps(dst.add((c0 + c) * LANES), *column);
+            }
         }
-        let mask = avx512::first_lanes((len - j0).min(LANES));
-        let src = k.data.as_ptr().add(k.offset + j0 * k.stride);
-        for c in 0..D {
-            // Channel c of the panel's keys; lanes past `len` read nothing and stay 0.
-            let column =
-                _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, index, src.add(c));
-            _mm512_storeu_ps(dst.add(c * LANES), column);
-        }
+    }
+}
+
+/// Transposes 16 × 16 floats in place: `rows[r][c]` becomes `rows[c][r]`. Pairs of rows
+/// are interleaved by 32 bits, then by 64 bits (which gathers four rows' values of one
+/// column in each 128-bit block), then the blocks are transposed as a 4 × 4 matrix.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose(rows: &mut [__m512; LANES]) {
+    let mut t = [_mm512_setzero_ps(); LANES];
+    for i in 0..LANES / 2 {
+        t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+    }
+    // u[4i + e], block b: rows 4i..4i+4 of column 4b + e.
+    let mut u = [_mm512_setzero_ps(); LANES];
+    for i in 0..LANES / 4 {
+        let a = _mm512_castps_pd(t[4 * i]);
+        let b = _mm512_castps_pd(t[4 * i + 1]);
+        let c = _mm512_castps_pd(t[4 * i + 2]);
+        let d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    // Column 4b + e is block b of u[e], u[4 + e], u[8 + e], u[12 + e].
+    for e in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x88>(u[e], u[4 + e]);
+        let v1 = _mm512_shuffle_f32x4::<0xdd>(u[e], u[4 + e]);
+        let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + e], u[12 + e]);
+        let v3 = _mm512_shuffle_f32x4::<0xdd>(u[8 + e], u[12 + e]);
+        rows[e] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+        rows[4 + e] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+        rows[8 + e] = _mm512_shuffle_f32x4::<0xdd>(v0, v2);
+        rows[12 + e] = _mm512_shuffle_f32x4::<0xdd>(v1, v3);
     }
 }
 
