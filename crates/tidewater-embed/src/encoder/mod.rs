@@ -586,7 +586,7 @@ mod tests {
     use super::*;
 
     /// Runs one head: `(qkv, len, d, scale, add_bias, v_bias, out, out_stride)`.
-    type Head<'a> = dyn FnMut(
+    pub(super) type Head<'a> = dyn FnMut(
             (View<'_>, View<'_>, View<'_>),
             usize,
             usize,
@@ -597,10 +597,26 @@ mod tests {
             usize,
         ) + 'a;
 
-    /// Holds `head` to the attention formula (in f64) within f32 rounding, for sequences
-    /// that do and do not fill the fused kernels' tiles and key panels, with and without a
-    /// score bias and a value bias, into rows wider than a head.
-    fn matches_the_formula(head: &mut Head<'_>, widths: &[usize], lengths: &[usize]) {
+    /// What a head is held to by [`matches_the_formula`].
+    pub(super) struct Check<'a> {
+        pub widths: &'a [usize],
+        pub lengths: &'a [usize],
+        /// The largest difference allowed from the formula's result.
+        pub tolerance: f64,
+        /// Whether the head takes a value bias (int8 heads do not: their layers add it).
+        pub value_bias: bool,
+    }
+
+    /// Holds `head` to the attention formula (in f64) within `check.tolerance`, for each
+    /// width and length, with and without a score bias (and a value bias, if the head takes
+    /// one), into rows wider than a head.
+    pub(super) fn matches_the_formula(head: &mut Head<'_>, check: Check<'_>) {
+        let Check {
+            widths,
+            lengths,
+            tolerance,
+            value_bias,
+        } = check;
         let value = |i: usize| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 2.0;
         for (&len, &d) in lengths
             .iter()
@@ -634,7 +650,7 @@ mod tests {
                     d,
                     scale,
                     with_bias.then_some(&add_bias as &AddBias),
-                    with_bias.then_some(&v_bias[..]),
+                    (with_bias && value_bias).then_some(&v_bias[..]),
                     &mut got,
                     out_stride,
                 );
@@ -656,18 +672,28 @@ mod tests {
                             .map(|j| p[j] * qkv[j * stride + 2 * d + c] as f64)
                             .sum::<f64>()
                             / sum;
-                        if with_bias {
+                        if with_bias && value_bias {
                             want += v_bias[c] as f64;
                         }
                         let g = got[i * out_stride + c] as f64;
                         assert!(
-                            (g - want).abs() < 2e-5,
+                            (g - want).abs() < tolerance,
                             "len {len} d {d} bias {with_bias} [{i}][{c}]: {g} vs {want}"
                         );
                         assert!(got[i * out_stride + d + c].is_nan(), "wrote past the head");
                     }
                 }
             }
+        }
+    }
+
+    /// An f32 head's check: within f32 rounding of scores and sums over up to 512 keys.
+    fn f32_check<'a>(widths: &'a [usize], lengths: &'a [usize]) -> Check<'a> {
+        Check {
+            widths,
+            lengths,
+            tolerance: 2e-5,
+            value_bias: true,
         }
     }
 
@@ -690,8 +716,7 @@ mod tests {
                     out_stride,
                 )
             },
-            &[16, 32, 64],
-            &LENGTHS,
+            f32_check(&[16, 32, 64], &LENGTHS),
         );
     }
 
@@ -719,8 +744,7 @@ mod tests {
                     out_stride,
                 )
             },
-            &[32, 64],
-            &lengths,
+            f32_check(&[32, 64], &lengths),
         );
     }
 }
