@@ -8,13 +8,16 @@
 //! for 10 % of its arithmetic. Here:
 //!
 //! - the keys are transposed once per head into panels of 16 keys (one vector per
-//!   channel), the only packing;
+//!   channel), 16 × 16 at a time in registers;
+//! - the values, and each tile's query rows, are copied out of the `qkv` stride into
+//!   contiguous rows, so that each kernel reaches all of its rows from one pointer;
 //! - query rows go tile by tile (`ROWS` at a time): the tile's scores against all keys,
 //!   the bias, the softmax numerators and the tile's context are computed while its
 //!   scores stay in L1;
-//! - queries and the softmax numerators are broadcast straight from their rows, values
-//!   are read straight from theirs, and the division by each row's sum and the value
-//!   bias are applied as the context is stored.
+//! - the division by each row's sum and the value bias are applied as the context is
+//!   stored.
+//!
+//! A 253-token MiniLM head took 76 µs here against 82 µs through the general path.
 //!
 //! The arithmetic is that of the general path ([`super::attention_head`]) in another
 //! order of summation; a test in `encoder` holds both to the formula within f32 rounding.

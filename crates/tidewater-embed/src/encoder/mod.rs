@@ -8,7 +8,8 @@
 //! are folded into the products (the product accumulates onto the residual), each layer's
 //! bias is added by the next pass over its output (see `Linear::forward_deferring_bias`),
 //! and layer norm, GELU and softmax are vectorised row kernels ([`kernels`], [`avx512`]).
-//! With int8 weights, attention runs in int8 too ([`attention_int8`]).
+//! On AVX-512, f32 attention runs fused, head by head ([`attention_f32`]); with int8
+//! weights, attention runs in int8 too ([`attention_int8`]).
 //!
 //! A pass either spreads each of its steps over the thread pool, or runs whole on the
 //! calling thread beside passes on the other threads ([`PassThreads`]): with enough tokens,
@@ -156,7 +157,7 @@ pub(crate) struct Encoder {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     int8_attention: bool,
     /// Whether f32 attention runs fused ([`attention_f32`]): on CPUs with AVX-512, for
-    /// heads 32k wide.
+    /// heads 32 or 64 wide.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fused_attention: bool,
     /// Activation buffers of finished passes, for the next ones.
