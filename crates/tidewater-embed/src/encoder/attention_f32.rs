@@ -166,9 +166,14 @@ unsafe fn pack_keys<const D: usize>(packed: &mut Vec<f32>, k: View<'_>, len: usi
         let dst = packed.as_mut_ptr().add(panel * D * LANES);
         let valid = len.saturating_sub(j0).min(LANES);
         for c0 in (0..D).step_by(LANES) {
+            // A loop of constant length with the bound inside (rather than `take(valid)`),
+            // so that it unrolls and the block stays in registers.
             let mut block = [_mm512_setzero_ps(); LANES];
-            for (r, row) in block.iter_mut().enumerate().take(valid) {
-                *row = _mm512_loadu_ps(k.data.as_ptr().add(k.offset + (j0 + r) * k.stride + c0));
+            for (r, row) in block.iter_mut().enumerate() {
+                if r < valid {
+                    *row =
+                        _mm512_loadu_ps(k.data.as_ptr().add(k.offset + (j0 + r) * k.stride + c0));
+                }
             }
             transpose(&mut block);
             for (c, column) in block.iter().enumerate() {
