@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 
 use super::avx512;
 use super::kernels::{self, View};
-use super::AddBias;
+use super::HeadInput;
 
 const LANES: usize = 16;
 /// Query rows per tile. Both kernels hold `ROWS × 2` accumulators (24 of the 32 vector
@@ -60,23 +60,18 @@ pub(super) struct Buffers {
     scores: Vec<f32>,
 }
 
-/// One head of one sequence of `len` tokens: `out[i] = softmax(scale q_i Kᵀ + bias) V (+
-/// v_bias)`, for rows `q`, `k`, `v` of `d` values each; row `i` of the result goes to
-/// `out[i * out_stride..][..d]`. `add_bias(i, scores)`, if any, adds to query `i`'s `len`
-/// scores before the softmax (MPNet's relative positions). Panics unless
-/// [`available`]`(d)` and `len ≤ MAX_LEN`.
-#[allow(clippy::too_many_arguments)]
+/// One head of one sequence, plus `v_bias` on every row: row `i` of the result goes to
+/// `out[i * out_stride..][..d]`. Panics unless [`available`]`(d)` and `len ≤ MAX_LEN`.
 pub(super) fn head(
     b: &mut Buffers,
-    (q, k, v): (View<'_>, View<'_>, View<'_>),
-    len: usize,
-    d: usize,
-    scale: f32,
-    add_bias: Option<&AddBias>,
+    input: &HeadInput<'_>,
     v_bias: Option<&[f32]>,
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let HeadInput {
+        q, k, v, len, d, ..
+    } = *input;
     assert!(
         available(d) && len <= MAX_LEN,
         "f32 attention needs AVX-512, heads 32 or 64 wide and at most {MAX_LEN} tokens"
@@ -93,31 +88,25 @@ pub(super) fn head(
         assert!(v_bias.len() >= d);
     }
     let h = Head {
-        q,
-        len,
+        input: *input,
         keys: len.next_multiple_of(LANES * KEY_PANELS),
-        scale,
-        add_bias,
         v_bias,
     };
     // SAFETY: `available` checked that the CPU has every feature the kernels are compiled
     // with; the bounds above are the ones their accesses rely on.
     unsafe {
         match d {
-            32 => head_avx512::<32>(b, &h, k, v, out, out_stride),
-            _ => head_avx512::<64>(b, &h, k, v, out, out_stride),
+            32 => head_avx512::<32>(b, &h, out, out_stride),
+            _ => head_avx512::<64>(b, &h, out, out_stride),
         }
     }
 }
 
-/// A head's shape and what it reads besides the packed keys and values.
+/// A head as the kernels read it.
 struct Head<'a> {
-    q: View<'a>,
-    len: usize,
+    input: HeadInput<'a>,
     /// Keys rounded up to a whole step of the scores kernel.
     keys: usize,
-    scale: f32,
-    add_bias: Option<&'a AddBias<'a>>,
     v_bias: Option<&'a [f32]>,
 }
 
@@ -130,12 +119,10 @@ struct Head<'a> {
 unsafe fn head_avx512<const D: usize>(
     b: &mut Buffers,
     h: &Head<'_>,
-    k: View<'_>,
-    v: View<'_>,
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let len = h.len;
+    let HeadInput { k, v, len, .. } = h.input;
     pack_keys::<D>(&mut b.k_packed, k, len, h.keys);
     b.v_packed.resize(len * D, 0.0);
     for (j, row) in b.v_packed.chunks_exact_mut(D).enumerate() {
@@ -231,28 +218,36 @@ unsafe fn tile<const D: usize, const R: usize>(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let HeadInput {
+        q,
+        len,
+        scale,
+        add_bias,
+        ..
+    } = h.input;
     for (r, row) in b.q_tile.chunks_exact_mut(D).take(R).enumerate() {
         let i = t0 + r.min(rows - 1);
-        row.copy_from_slice(&h.q.data[h.q.offset + i * h.q.stride..][..D]);
+        row.copy_from_slice(&q.data[q.offset + i * q.stride..][..D]);
     }
-    scores::<D, R>(b, h.keys, h.scale, rows);
+    scores::<D, R>(b, h.keys, scale, rows);
     let mut sums = [0f32; R];
     for (r, sum) in sums.iter_mut().enumerate().take(rows) {
-        let row = &mut b.scores[r * MAX_LEN..r * MAX_LEN + h.len];
-        if let Some(add_bias) = h.add_bias {
+        let row = &mut b.scores[r * MAX_LEN..r * MAX_LEN + len];
+        if let Some(add_bias) = add_bias {
             add_bias(t0 + r, row);
         }
         *sum = avx512::exp_row(row, avx512::row_max(row));
     }
     let out = out.as_mut_ptr().add(t0 * out_stride);
-    context::<D, R>(b, h.len, &sums[..rows], h.v_bias, out, out_stride);
+    context::<D, R>(b, len, &sums[..rows], h.v_bias, out, out_stride);
 }
 
 // The kernels below are kept out of line (`inline(never)`), so that each gets all vector
 // registers for its accumulators: inlined together, the constants of the softmax's `exp`
 // stayed in registers across the context kernel, and its accumulators spilled to memory.
-// Plain loops build their small arrays rather than `array::from_fn`: a closure does not
-// take on the kernel's target features, so loads inside it would not inline.
+// Plain loops build their small arrays rather than `array::from_fn`: in a first version
+// its closures were compiled out of line (without the kernel's target features), and every
+// loaded vector went through memory.
 
 /// The scores of the query rows in `b.q_tile` against all `keys` keys, times `scale`, into
 /// `b.scores` (rows `MAX_LEN` apart), 2 panels of 16 keys at a time.

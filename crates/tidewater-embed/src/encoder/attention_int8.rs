@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 
 use super::avx512;
 use super::kernels::View;
-use super::AddBias;
+use super::{AddBias, HeadInput};
 
 const LANES: usize = 16;
 /// Key panels and query rows per tile of the scores kernel.
@@ -55,28 +55,16 @@ pub(super) struct Buffers {
     v_scale: Vec<f32>,
 }
 
-/// One head of one sequence of `len` tokens: `out[i] = softmax(scale q_i Kᵀ + bias) V`, for
-/// rows `q`, `k`, `v` of `d` values each; row `i` of the result goes to
-/// `out[i * out_stride..][..d]`. `add_bias(i, scores)`, if any, adds to query `i`'s `len` scores
-/// before the softmax (MPNet's relative positions). Panics unless [`available`]`(d)`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn head(
-    b: &mut Buffers,
-    qkv: (View<'_>, View<'_>, View<'_>),
-    len: usize,
-    d: usize,
-    scale: f32,
-    add_bias: Option<&AddBias>,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+/// One head of one sequence: row `i` of its result goes to `out[i * out_stride..][..d]`.
+/// Panics unless [`available`]`(d)`.
+pub(super) fn head(b: &mut Buffers, input: &HeadInput<'_>, out: &mut [f32], out_stride: usize) {
     assert!(
-        available(d),
+        available(input.d),
         "int8 attention needs AVX-512 VNNI and heads 32k wide"
     );
     // SAFETY: `available` checked that the CPU has every feature `head_vnni` is compiled
     // with.
-    unsafe { head_vnni(b, qkv, len, d, scale, add_bias, out, out_stride) }
+    unsafe { head_vnni(b, input, out, out_stride) }
 }
 
 /// The rows of `view` are `d` long.
@@ -84,18 +72,17 @@ fn row<'a>(view: View<'a>, i: usize, d: usize) -> &'a [f32] {
     &view.data[view.offset + i * view.stride..][..d]
 }
 
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn head_vnni(
-    b: &mut Buffers,
-    (q, k, v): (View<'_>, View<'_>, View<'_>),
-    len: usize,
-    d: usize,
-    scale: f32,
-    add_bias: Option<&AddBias>,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+unsafe fn head_vnni(b: &mut Buffers, input: &HeadInput<'_>, out: &mut [f32], out_stride: usize) {
+    let HeadInput {
+        q,
+        k,
+        v,
+        len,
+        d,
+        scale,
+        add_bias,
+    } = *input;
     assert!(d.is_multiple_of(32));
     if len == 0 {
         return;
@@ -403,9 +390,7 @@ mod tests {
         }
         let mut buffers = Buffers::default();
         matches_the_formula(
-            &mut |qkv, len, d, scale, add_bias, _, out, out_stride| {
-                head(&mut buffers, qkv, len, d, scale, add_bias, out, out_stride)
-            },
+            &mut |input, _, out, stride| head(&mut buffers, input, out, stride),
             Check {
                 widths: &[32, 64],
                 lengths: &[1, 5, 17, 70, 253],

@@ -3,8 +3,9 @@
 //!
 //! The row kernels here are portable loops written so that the compiler vectorises them
 //! (no branches, `2^x` and the normal distribution's tail as polynomials instead of libm
-//! calls: scalar `exp` calls would cost a fifth of the encoder's time). On CPUs with AVX-512 the same computations
-//! run as the intrinsic kernels of [`super::avx512`], chosen at run time.
+//! calls: scalar `exp` calls would cost a fifth of the encoder's time). On CPUs with
+//! AVX-512 the same computations run as the intrinsic kernels of [`super::avx512`], chosen
+//! at run time.
 #![allow(unsafe_code)] // run-time CPU dispatch and the gemm crate's raw-pointer API, see SAFETY notes
 
 use std::sync::OnceLock;

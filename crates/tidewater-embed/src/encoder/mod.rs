@@ -414,44 +414,32 @@ impl Encoder {
                             offset: start * 3 * h + part * h + head * d,
                             stride: 3 * h,
                         };
-                        let qkv = (view(0), view(1), view(2));
                         let relative = self.relative.as_ref().map(|relative| {
                             move |i: usize, scores: &mut [f32]| relative.add_to_row(scores, i, head)
                         });
-                        let add_bias = relative.as_ref().map(|f| f as &AddBias);
+                        let input = HeadInput {
+                            q: view(0),
+                            k: view(1),
+                            v: view(2),
+                            len,
+                            d,
+                            scale,
+                            add_bias: relative.as_ref().map(|f| f as &AddBias),
+                        };
                         let v_bias = v_bias.map(|b| &b[head * d..(head + 1) * d]);
                         let out = &mut out[head * d..];
                         #[cfg(target_arch = "x86_64")]
                         if self.int8_attention && len >= INT8_ATTENTION_MIN_LEN {
                             debug_assert!(v_bias.is_none(), "int8 layers add their biases");
-                            attention_int8::head(
-                                &mut buffers.int8,
-                                qkv,
-                                len,
-                                d,
-                                scale,
-                                add_bias,
-                                out,
-                                h,
-                            );
+                            attention_int8::head(&mut buffers.int8, &input, out, h);
                             continue;
                         }
                         #[cfg(target_arch = "x86_64")]
                         if self.fused_attention && len <= attention_f32::MAX_LEN {
-                            attention_f32::head(
-                                &mut buffers.f32,
-                                qkv,
-                                len,
-                                d,
-                                scale,
-                                add_bias,
-                                v_bias,
-                                out,
-                                h,
-                            );
+                            attention_f32::head(&mut buffers.f32, &input, v_bias, out, h);
                             continue;
                         }
-                        attention_head(buffers, qkv, len, d, scale, add_bias, v_bias, out, h);
+                        attention_head(buffers, &input, v_bias, out, h);
                     }
                 },
             );
@@ -461,22 +449,39 @@ impl Encoder {
 /// Adds a bias to query `i`'s scores: `add_bias(i, scores)` (MPNet's relative positions).
 type AddBias<'a> = dyn Fn(usize, &mut [f32]) + 'a;
 
-/// One head of one sequence of `len` tokens through the general matrix product:
-/// `out[i] = softmax(scale q_i Kᵀ + bias) V (+ v_bias)`, for rows `q`, `k`, `v` of `d`
-/// values each, row `i` of the result into `out[i * out_stride..][..d]`. The path for any
-/// head width and CPU; [`attention_f32`] is the fast one on AVX-512.
-#[allow(clippy::too_many_arguments)]
-fn attention_head(
-    buffers: &mut AttentionBuffers,
-    (q, k, v): (View<'_>, View<'_>, View<'_>),
+/// One head of one sequence, as every attention path reads it: `softmax(scale q_i Kᵀ +
+/// bias) V` for rows `q`, `k`, `v` of `d` values and `len` tokens, where `add_bias(i,
+/// scores)`, if any, adds to query `i`'s `len` scores before the softmax.
+#[derive(Clone, Copy)]
+struct HeadInput<'a> {
+    q: View<'a>,
+    k: View<'a>,
+    v: View<'a>,
     len: usize,
     d: usize,
     scale: f32,
-    add_bias: Option<&AddBias>,
+    add_bias: Option<&'a AddBias<'a>>,
+}
+
+/// One head through the general matrix product, plus `v_bias` on every row: row `i` of
+/// the result goes to `out[i * out_stride..][..d]`. The path for any head width and CPU;
+/// [`attention_f32`] is the fast one on AVX-512.
+fn attention_head(
+    buffers: &mut AttentionBuffers,
+    head: &HeadInput<'_>,
     v_bias: Option<&[f32]>,
     out: &mut [f32],
     out_stride: usize,
 ) {
+    let HeadInput {
+        q,
+        k,
+        v,
+        len,
+        d,
+        scale,
+        add_bias,
+    } = *head;
     let AttentionBuffers { scores, sums, .. } = buffers;
     scores.resize(len * len, 0.0);
     sums.resize(len, 0.0);
@@ -586,17 +591,8 @@ fn bucket_of(distance: i64, buckets: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// Runs one head: `(qkv, len, d, scale, add_bias, v_bias, out, out_stride)`.
-    pub(super) type Head<'a> = dyn FnMut(
-            (View<'_>, View<'_>, View<'_>),
-            usize,
-            usize,
-            f32,
-            Option<&AddBias>,
-            Option<&[f32]>,
-            &mut [f32],
-            usize,
-        ) + 'a;
+    /// Runs one head: `(input, v_bias, out, out_stride)`.
+    pub(super) type Head<'a> = dyn FnMut(&HeadInput<'_>, Option<&[f32]>, &mut [f32], usize) + 'a;
 
     /// What a head is held to by [`matches_the_formula`].
     pub(super) struct Check<'a> {
@@ -645,16 +641,17 @@ mod tests {
                 // Output rows twice a head wide, with a sentinel in the other half.
                 let out_stride = 2 * d;
                 let mut got = vec![f32::NAN; len * out_stride];
-                head(
-                    (view(0), view(1), view(2)),
+                let input = HeadInput {
+                    q: view(0),
+                    k: view(1),
+                    v: view(2),
                     len,
                     d,
                     scale,
-                    with_bias.then_some(&add_bias as &AddBias),
-                    (with_bias && value_bias).then_some(&v_bias[..]),
-                    &mut got,
-                    out_stride,
-                );
+                    add_bias: with_bias.then_some(&add_bias as &AddBias),
+                };
+                let v_bias = (with_bias && value_bias).then_some(&v_bias[..]);
+                head(&input, v_bias, &mut got, out_stride);
                 for i in 0..len {
                     let q = &qkv[i * stride..][..d];
                     let scores: Vec<f64> = (0..len)
@@ -673,7 +670,7 @@ mod tests {
                             .map(|j| p[j] * qkv[j * stride + 2 * d + c] as f64)
                             .sum::<f64>()
                             / sum;
-                        if with_bias && value_bias {
+                        if let Some(v_bias) = v_bias {
                             want += v_bias[c] as f64;
                         }
                         let g = got[i * out_stride + c] as f64;
@@ -704,18 +701,8 @@ mod tests {
     fn general_attention_matches_the_formula() {
         let mut buffers = AttentionBuffers::default();
         matches_the_formula(
-            &mut |qkv, len, d, scale, add_bias, v_bias, out, out_stride| {
-                attention_head(
-                    &mut buffers,
-                    qkv,
-                    len,
-                    d,
-                    scale,
-                    add_bias,
-                    v_bias,
-                    out,
-                    out_stride,
-                )
+            &mut |input, v_bias, out, stride| {
+                attention_head(&mut buffers, input, v_bias, out, stride)
             },
             f32_check(&[16, 32, 64], &LENGTHS),
         );
@@ -732,18 +719,8 @@ mod tests {
         let mut lengths = LENGTHS.to_vec();
         lengths.push(attention_f32::MAX_LEN);
         matches_the_formula(
-            &mut |qkv, len, d, scale, add_bias, v_bias, out, out_stride| {
-                attention_f32::head(
-                    &mut buffers,
-                    qkv,
-                    len,
-                    d,
-                    scale,
-                    add_bias,
-                    v_bias,
-                    out,
-                    out_stride,
-                )
+            &mut |input, v_bias, out, stride| {
+                attention_f32::head(&mut buffers, input, v_bias, out, stride)
             },
             f32_check(&[32, 64], &lengths),
         );

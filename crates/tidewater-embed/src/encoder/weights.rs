@@ -256,6 +256,7 @@ impl Encoder {
                 config.max_sequence_len(),
             )),
         };
+        let (fused, int8) = attention_paths(&config);
         Ok(Self {
             word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: store.get(
@@ -266,8 +267,8 @@ impl Encoder {
             embedding_norm: norm("embeddings.LayerNorm")?,
             layers,
             relative,
-            int8_attention: precision == Precision::Int8 && int8_attention_available(&config),
-            fused_attention: fused_attention_available(&config),
+            int8_attention: precision == Precision::Int8 && int8,
+            fused_attention: fused,
             config,
             scratch: Default::default(),
         })
@@ -365,28 +366,20 @@ impl<'a> Store<'a> {
     }
 }
 
-/// Whether [`super::attention_f32`] can run this model's heads on this CPU.
-fn fused_attention_available(config: &EncoderConfig) -> bool {
+/// Whether [`super::attention_f32`] and [`super::attention_int8`] can run this model's
+/// heads on this CPU.
+fn attention_paths(config: &EncoderConfig) -> (bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        super::attention_f32::available(config.hidden / config.heads)
+        let d = config.hidden / config.heads;
+        (
+            super::attention_f32::available(d),
+            super::attention_int8::available(d),
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = config;
-        false
-    }
-}
-
-/// Whether [`super::attention_int8`] can run this model's heads on this CPU.
-fn int8_attention_available(config: &EncoderConfig) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::attention_int8::available(config.hidden / config.heads)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = config;
-        false
+        (false, false)
     }
 }
