@@ -507,9 +507,9 @@ fn a_metadata_change_reaches_chunks_stored_by_earlier_batches() {
     assert_eq!(ids(&hits), ["b#0", "a#1", "a#0"]);
 }
 
-/// How often each of the store's tables was read whole (`seq_scan`) and how many rows were
-/// inserted into it, by table name; `None` until the server's statistics show `inserted`
-/// chunk rows (backends report their counters some seconds after a transaction).
+/// How often each of the store's tables was read whole (`seq_scan`), by table name, once the
+/// server's statistics show `inserted` rows in the chunks table (backends report their
+/// counters some seconds after a transaction).
 fn scans_once_chunks_reach(prefix: &str, inserted: i64) -> HashMap<String, i64> {
     let mut client = psql();
     for _ in 0..300 {
